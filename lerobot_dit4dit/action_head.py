@@ -1,0 +1,153 @@
+"""The action DiT: a GR00T N1.5 style cross-attention flow-matching head.
+
+Parameter names match the official DiT4DiT `action_model.*` checkpoints (without that prefix): `model.*`
+is LeRobot's GR00T `DiT`, plus `state_encoder`, `action_encoder`, `action_decoder`, `position_embedding`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from lerobot.policies.groot.action_head.cross_attention_dit import DiT
+from lerobot.policies.groot.groot_n1_7 import SinusoidalPositionalEncoding
+from torch import Tensor, nn
+
+from .flow_matching import euler_bucket_schedule, interpolate, time_to_bucket, velocity_target
+
+
+class MLP(nn.Module):
+    """Linear -> ReLU -> Linear (the official state encoder and action decoder)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int):
+        super().__init__()
+        self.layer1 = nn.Linear(in_dim, hidden_dim)
+        self.layer2 = nn.Linear(hidden_dim, out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layer2(F.relu(self.layer1(x)))
+
+
+class ActionEncoder(nn.Module):
+    """Noisy action chunk + flow-time bucket -> action tokens.
+
+    W1: Linear(A -> D); concat with the sinusoidal bucket embedding (D); W2: Linear(2D -> D); swish; W3.
+    """
+
+    def __init__(self, action_dim: int, width: int):
+        super().__init__()
+        self.layer1 = nn.Linear(action_dim, width)
+        self.layer2 = nn.Linear(2 * width, width)
+        self.layer3 = nn.Linear(width, width)
+        self.time_encoding = SinusoidalPositionalEncoding(width)
+
+    def forward(self, actions: Tensor, buckets: Tensor) -> Tensor:
+        """actions (B, H, A), buckets (B,) int -> (B, H, D)."""
+        b, h, _ = actions.shape
+        time_emb = self.time_encoding(buckets.unsqueeze(1).expand(b, h)).to(actions.dtype)
+        x = torch.cat([self.layer1(actions), time_emb], dim=-1)
+        x = F.silu(self.layer2(x))
+        return self.layer3(x)
+
+
+class FlowMatchingActionHead(nn.Module):
+    """Predicts the velocity of a noisy action chunk, cross-attending to video DiT features.
+
+    Token sequence: [state token, H action tokens]. Even DiT blocks cross-attend to the features, odd blocks
+    self-attend. The velocity is decoded from the last H tokens.
+    """
+
+    def __init__(
+        self,
+        *,
+        action_dim: int,
+        state_dim: int,
+        cross_attention_dim: int,
+        hidden_size: int = 2560,
+        num_layers: int = 16,
+        num_heads: int = 12,
+        head_dim: int = 64,
+        dropout: float = 0.2,
+        max_seq_len: int = 1024,
+        num_timestep_buckets: int = 1000,
+    ):
+        super().__init__()
+        width = num_heads * head_dim
+        self.num_timestep_buckets = num_timestep_buckets
+        self.model = DiT(
+            num_attention_heads=num_heads,
+            attention_head_dim=head_dim,
+            output_dim=hidden_size,
+            num_layers=num_layers,
+            dropout=dropout,
+            final_dropout=True,
+            interleave_self_attention=True,
+            norm_type="ada_norm",
+            positional_embeddings=None,
+            cross_attention_dim=cross_attention_dim,
+        )
+        self.state_encoder = MLP(state_dim, hidden_size, width)
+        self.action_encoder = ActionEncoder(action_dim, width)
+        self.action_decoder = MLP(hidden_size, hidden_size, action_dim)
+        self.position_embedding = nn.Embedding(max_seq_len, width)
+
+    def velocity(self, noisy_actions: Tensor, buckets: Tensor, state_tokens: Tensor, features: Tensor) -> Tensor:
+        """Predicted velocity (B, H, A).
+
+        Args:
+            noisy_actions: (B, H, A) the chunk at flow time t.
+            buckets: (B,) integer flow-time buckets floor(t * num_timestep_buckets).
+            state_tokens: (B, 1, D) output of `state_encoder`.
+            features: (B, S, cross_attention_dim) video DiT hidden states.
+        """
+        horizon = noisy_actions.shape[1]
+        action_tokens = self.action_encoder(noisy_actions, buckets)
+        positions = torch.arange(horizon, device=noisy_actions.device)
+        action_tokens = action_tokens + self.position_embedding(positions).unsqueeze(0)
+        tokens = torch.cat([state_tokens, action_tokens], dim=1)
+        out = self.model(hidden_states=tokens, encoder_hidden_states=features, timestep=buckets)
+        return self.action_decoder(out)[:, -horizon:]
+
+    def loss_inputs(
+        self, actions: Tensor, state: Tensor, features: Tensor, noise: Tensor, t: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Predicted and target velocities for the flow-matching loss.
+
+        Args:
+            actions: (N, H, A) clean (normalised, padded) actions.
+            state: (N, S) padded state.
+            features: (N, S_f, D_f) video features.
+            noise: (N, H, A) Gaussian noise.
+            t: (N,) flow time (t=0 data, t=1 noise).
+        Returns:
+            (pred, target), each (N, H, A).
+        """
+        noisy = interpolate(actions, noise, t)
+        buckets = time_to_bucket(t, self.num_timestep_buckets)
+        pred = self.velocity(noisy, buckets, self.state_encoder(state).unsqueeze(1), features)
+        return pred, velocity_target(actions, noise)
+
+    @torch.no_grad()
+    def sample(
+        self, state: Tensor, features: Tensor, noise: Tensor, num_steps: int, return_velocities: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Integrate from noise (t=1) to an action chunk (t=0) with `num_steps` Euler steps.
+
+        Args:
+            state: (B, S) padded state.
+            features: (B, S_f, D_f) video features.
+            noise: (B, H, A) the chunk at t = 1.
+        Returns:
+            (B, H, A) normalised actions (and the (num_steps, B, H, A) velocities if asked).
+        """
+        state_tokens = self.state_encoder(state).unsqueeze(1)  # computed once for all steps
+        x = noise
+        dt = 1.0 / num_steps
+        velocities = []
+        for bucket in euler_bucket_schedule(num_steps, self.num_timestep_buckets):
+            buckets = torch.full((x.shape[0],), bucket, device=x.device, dtype=torch.long)
+            v = self.velocity(x, buckets, state_tokens, features)
+            velocities.append(v)
+            x = x - dt * v
+        if return_velocities:
+            return x, torch.stack(velocities)
+        return x

@@ -1,0 +1,249 @@
+"""Configuration of the DiT4DiT policy (arXiv 2603.10448).
+
+Defaults reproduce the paper's LIBERO recipe on the real Cosmos-Predict2.5-2B base model. Only the
+`base_model` path differs between a real run and the offline tests (which point it at a tiny base built
+with `lerobot_dit4dit.tiny_base`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lerobot.configs import NormalizationMode, PreTrainedConfig
+from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig
+from lerobot.utils.constants import ACTION, OBS_STATE
+
+TRAINING_MODES = ("joint", "video", "action")
+VIDEO_TIME_DISTRIBUTIONS = ("uniform", "logit_normal")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@PreTrainedConfig.register_subclass("dit4dit")
+@dataclass
+class DiT4DiTConfig(PreTrainedConfig):
+    """DiT4DiT: a video DiT that learns future frames and an action DiT conditioned on its hidden states.
+
+    Inputs: one or more `observation.images.*` cameras (tiled side by side in `camera_order`), an
+    `observation.state` vector and the `task` instruction string. Output: an `action` chunk.
+    """
+
+    # ---------------------------------------------------------------- base model (video DiT, VAE, text)
+    # Hub id or local directory of a diffusers `Cosmos2_5_PredictBasePipeline`. Its transformer initialises
+    # the trainable video DiT; its Wan VAE and Qwen2.5-VL text encoder stay frozen and are never written to
+    # our checkpoints, they are re-loaded from here.
+    base_model: str = "nvidia/Cosmos-Predict2.5-2B"
+    # Hub revision (branch, tag or commit) of `base_model`; ignored for local directories.
+    base_model_revision: str | None = "diffusers/base/post-trained"
+    # Storage dtype of the frozen VAE and text encoder, and the autocast dtype `lerobot-train` uses
+    # (it reads `policy.dtype`). "bfloat16" for real-size runs on a GPU, "float32" on CPU.
+    dtype: str = "float32"
+    # Wire diffusers' gradient checkpointing through the video DiT blocks (saves activation memory).
+    gradient_checkpointing: bool = False
+
+    # ---------------------------------------------------------------- observations
+    # Camera keys in the order they are tiled left to right into one video. Empty: every image feature of
+    # the dataset, in its feature order.
+    camera_order: list[str] = field(default_factory=list)
+    # (height, width) each camera is resized to by the preprocessor. Both must be divisible by 16
+    # (8x VAE downsampling followed by the DiT's 2x2 patches).
+    image_resolution: tuple[int, int] = (224, 224)
+    # Pixel frames fed to the video DiT during training: the current frame plus the future frames at
+    # `video_frame_stride`. Must be 1 mod 4 (Wan VAE: 4x temporal compression after the first frame).
+    num_video_frames: int = 5
+    # Distance, in dataset frames, between consecutive video frames (official LIBERO: 0..8 at stride 2).
+    video_frame_stride: int = 2
+    # Maximum number of instruction tokens given to the text encoder (padded to this length, as in Cosmos).
+    max_prompt_tokens: int = 512
+
+    # ---------------------------------------------------------------- video DiT features
+    # 0-based index of the video DiT block whose output conditions the action head. The forward stops there.
+    extract_layer: int = 17
+    # Timestep given to the conditioning (current-frame) latents.
+    conditional_frame_timestep: float = 1e-4
+    # Flow time of the pure-noise future latents in the feature forward. None: the scheduler's first sigma
+    # (200/201 for Cosmos-Predict2.5), as in the official code.
+    feature_sigma: float | None = None
+    # Cast the feature sigma to the video DiT's dtype before the forward (the official code does this in bf16).
+    cast_feature_sigma_to_model_dtype: bool = False
+    # Seed of the feature-forward noise at inference, so the same observation gives the same features.
+    # None draws fresh noise from the global RNG every call (official behaviour). Training always draws fresh
+    # noise from the global RNG.
+    feature_noise_seed: int | None = 0
+    # Run the feature forward under no_grad during training, so the action loss never reaches the video DiT
+    # (official behaviour). False lets the action loss back-propagate into the video DiT, as in the paper.
+    detach_video_features: bool = True
+
+    # ---------------------------------------------------------------- video flow matching
+    # Distribution of the video flow time tau: "uniform" (official launch scripts) or "logit_normal".
+    video_time_distribution: str = "uniform"
+    # Mean and std of the normal behind the logit-normal distribution.
+    video_logit_normal_mean: float = 0.0
+    video_logit_normal_std: float = 1.0
+    # Fraction of samples whose video time is instead drawn uniformly in [video_high_sigma_min, 1].
+    video_high_sigma_ratio: float = 0.0
+    video_high_sigma_min: float = 0.98
+
+    # ---------------------------------------------------------------- action DiT (GR00T N1.5 style)
+    # Number of actions predicted per chunk (the action horizon).
+    chunk_size: int = 8
+    # Number of actions of each chunk executed before predicting a new chunk.
+    n_action_steps: int = 8
+    # State and action vectors are zero-padded to these sizes (official LIBERO: 16 and 8). Padded action
+    # dims are noised and predicted but masked out of the loss.
+    max_state_dim: int = 16
+    max_action_dim: int = 8
+    # Cross-attention DiT: blocks, heads and head width (inner width = heads * head_dim).
+    action_num_layers: int = 16
+    action_num_heads: int = 12
+    action_head_dim: int = 64
+    # Width of the DiT output projection, the state MLP and the action decoder MLP.
+    action_hidden_size: int = 2560
+    # Dropout of the action DiT (attention output, feed-forward and final dropout).
+    action_dropout: float = 0.2
+    # Size of the learned position embedding table of the action tokens.
+    action_max_seq_len: int = 1024
+
+    # ---------------------------------------------------------------- action flow matching
+    # tau = Beta(alpha, beta) * s: emphasises the noisy end of the path (t=1 noise, t=0 data).
+    action_beta_alpha: float = 1.5
+    action_beta_beta: float = 1.0
+    action_noise_s: float = 0.999
+    # tau is bucketed into this many integer steps before the timestep embeddings.
+    num_timestep_buckets: int = 1000
+    # Independent (noise, tau) draws per sample and step (official `repeated_diffusion_steps`).
+    num_action_noise_draws: int = 4
+    # Euler steps from noise to an action chunk at inference.
+    num_inference_steps: int = 4
+
+    # ---------------------------------------------------------------- training
+    # "joint": action + video loss; "video": video loss only; "action": action loss only (the ablation).
+    training_mode: str = "joint"
+    # Weight of the video flow-matching loss in the total loss.
+    video_loss_weight: float = 1.0
+    # Learning rates of the video DiT and of the action head (parameter groups of the AdamW preset).
+    optimizer_lr_video: float = 1e-5
+    optimizer_lr_action: float = 1e-4
+    optimizer_betas: tuple[float, float] = (0.9, 0.95)
+    optimizer_eps: float = 1e-8
+    optimizer_weight_decay: float = 1e-8
+    optimizer_grad_clip_norm: float = 1.0
+    # Cosine decay with linear warmup (scaled down automatically when training is shorter).
+    scheduler_warmup_steps: int = 5000
+    scheduler_decay_steps: int = 80000
+    scheduler_decay_lr: float = 5e-7
+
+    normalization_mapping: dict[str, NormalizationMode] = field(
+        default_factory=lambda: {
+            "VISUAL": NormalizationMode.IDENTITY,
+            "STATE": NormalizationMode.MIN_MAX,
+            "ACTION": NormalizationMode.MIN_MAX,
+        }
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.image_resolution = tuple(self.image_resolution)
+        self.optimizer_betas = tuple(self.optimizer_betas)
+        self.camera_order = list(self.camera_order)
+        if self.training_mode not in TRAINING_MODES:
+            raise ValueError(f"training_mode={self.training_mode!r}; expected one of {TRAINING_MODES}.")
+        if self.video_time_distribution not in VIDEO_TIME_DISTRIBUTIONS:
+            raise ValueError(
+                f"video_time_distribution={self.video_time_distribution!r}; "
+                f"expected one of {VIDEO_TIME_DISTRIBUTIONS}."
+            )
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r}; expected one of {DTYPES}.")
+        if self.num_video_frames < 1 or self.num_video_frames % 4 != 1:
+            raise ValueError(
+                f"num_video_frames={self.num_video_frames} must be 1 mod 4 (1, 5, 9, 13, 17...): the Wan VAE "
+                "encodes the first frame alone and then 4 frames per latent frame."
+            )
+        if self.video_frame_stride < 1:
+            raise ValueError(f"video_frame_stride={self.video_frame_stride} must be >= 1.")
+        if len(self.image_resolution) != 2 or any(s <= 0 or s % 16 for s in self.image_resolution):
+            raise ValueError(
+                f"image_resolution={self.image_resolution} must be (H, W) with H and W divisible by 16."
+            )
+        if self.n_action_steps > self.chunk_size:
+            raise ValueError(
+                f"n_action_steps={self.n_action_steps} cannot exceed chunk_size={self.chunk_size}."
+            )
+        if self.extract_layer < 0:
+            raise ValueError(f"extract_layer={self.extract_layer} must be >= 0.")
+        if not 0.0 <= self.video_high_sigma_ratio <= 1.0:
+            raise ValueError(f"video_high_sigma_ratio={self.video_high_sigma_ratio} must be in [0, 1].")
+        if self.num_action_noise_draws < 1 or self.num_inference_steps < 1:
+            raise ValueError("num_action_noise_draws and num_inference_steps must be >= 1.")
+
+    # ------------------------------------------------------------------ LeRobot hooks
+    def get_optimizer_preset(self) -> AdamWConfig:
+        # The per-module learning rates live in the parameter groups of `get_optim_params`; `lr` is the
+        # fallback for a group without its own.
+        return AdamWConfig(
+            lr=self.optimizer_lr_action,
+            betas=self.optimizer_betas,
+            eps=self.optimizer_eps,
+            weight_decay=self.optimizer_weight_decay,
+            grad_clip_norm=self.optimizer_grad_clip_norm,
+        )
+
+    def get_scheduler_preset(self) -> CosineDecayWithWarmupSchedulerConfig:
+        return CosineDecayWithWarmupSchedulerConfig(
+            peak_lr=self.optimizer_lr_action,
+            decay_lr=self.scheduler_decay_lr,
+            num_warmup_steps=self.scheduler_warmup_steps,
+            num_decay_steps=self.scheduler_decay_steps,
+        )
+
+    def validate_features(self) -> None:
+        if not self.image_features:
+            raise ValueError("DiT4DiT needs at least one `observation.images.*` camera among input_features.")
+        if self.camera_order:
+            missing = [k for k in self.camera_order if k not in self.image_features]
+            if missing:
+                raise ValueError(
+                    f"camera_order names {missing}, which are not image features. "
+                    f"Available cameras: {list(self.image_features)}."
+                )
+        if self.robot_state_feature is None:
+            raise ValueError(f"DiT4DiT needs `{OBS_STATE}` among input_features.")
+        if self.action_feature is None:
+            raise ValueError(f"DiT4DiT needs `{ACTION}` among output_features.")
+        if self.state_dim > self.max_state_dim:
+            raise ValueError(f"state dim {self.state_dim} exceeds max_state_dim={self.max_state_dim}.")
+        if self.action_dim > self.max_action_dim:
+            raise ValueError(f"action dim {self.action_dim} exceeds max_action_dim={self.max_action_dim}.")
+
+    @property
+    def cameras(self) -> list[str]:
+        """Camera keys in tiling order."""
+        return list(self.camera_order) if self.camera_order else list(self.image_features)
+
+    @property
+    def state_dim(self) -> int:
+        return self.robot_state_feature.shape[0]
+
+    @property
+    def action_dim(self) -> int:
+        return self.action_feature.shape[0]
+
+    @property
+    def video_frame_indices(self) -> list[int]:
+        """Dataset frame offsets of the video clip: current frame, then the future frames."""
+        return [i * self.video_frame_stride for i in range(self.num_video_frames)]
+
+    @property
+    def observation_delta_indices(self) -> list[int] | None:
+        # Only the video loss needs future frames; an action-only model loads just the current frame.
+        if self.training_mode == "action" or self.num_video_frames == 1:
+            return None
+        return self.video_frame_indices
+
+    @property
+    def action_delta_indices(self) -> list[int]:
+        return list(range(self.chunk_size))
+
+    @property
+    def reward_delta_indices(self) -> None:
+        return None

@@ -1,0 +1,98 @@
+"""Flow-matching pieces shared by the video loss and the action loss.
+
+Both losses use the same path and the same time direction (LeRobot's convention, also the official one):
+t = 0 is data, t = 1 is noise,
+
+    x_t = (1 - t) * x0 + t * noise,        velocity target v = noise - x0,
+
+and sampling integrates dx/dt = v from t = 1 down to t = 0 with Euler steps x <- x - dt * v.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def interpolate(x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+    """x_t = (1 - t) x0 + t noise. `t` is (B,) and broadcasts over the trailing dims of `x0`."""
+    t = t.to(x0.dtype).reshape(-1, *([1] * (x0.ndim - 1)))
+    return (1 - t) * x0 + t * noise
+
+
+def velocity_target(x0: Tensor, noise: Tensor) -> Tensor:
+    """The flow-matching regression target for the path of `interpolate`: noise - x0."""
+    return noise - x0
+
+
+def sample_uniform_time(batch_size: int, device: torch.device) -> Tensor:
+    """t ~ U[0, 1), shape (B,)."""
+    return torch.rand(batch_size, device=device)
+
+
+def sample_logit_normal_time(batch_size: int, device: torch.device, mean: float, std: float) -> Tensor:
+    """t = sigmoid(N(mean, std)), shape (B,)."""
+    return torch.sigmoid(torch.randn(batch_size, device=device) * std + mean)
+
+
+def sample_video_time(
+    batch_size: int,
+    device: torch.device,
+    distribution: str = "uniform",
+    logit_normal_mean: float = 0.0,
+    logit_normal_std: float = 1.0,
+    high_sigma_ratio: float = 0.0,
+    high_sigma_min: float = 0.98,
+) -> Tensor:
+    """Video flow time, shape (B,): uniform or logit-normal, with an optional fraction of high-noise samples.
+
+    The high-sigma fraction redraws `high_sigma_ratio` of the samples uniformly in [high_sigma_min, 1], which
+    keeps the model trained near pure noise, where the feature forward of the action head operates.
+    """
+    if distribution == "uniform":
+        t = sample_uniform_time(batch_size, device)
+    elif distribution == "logit_normal":
+        t = sample_logit_normal_time(batch_size, device, logit_normal_mean, logit_normal_std)
+    else:
+        raise ValueError(f"Unknown video time distribution {distribution!r}; use 'uniform' or 'logit_normal'.")
+    if high_sigma_ratio > 0:
+        high = torch.rand(batch_size, device=device) < high_sigma_ratio
+        high_t = high_sigma_min + (1 - high_sigma_min) * torch.rand(batch_size, device=device)
+        t = torch.where(high, high_t, t)
+    return t
+
+
+def sample_beta_time(
+    batch_size: int, device: torch.device, alpha: float = 1.5, beta: float = 1.0, s: float = 0.999
+) -> Tensor:
+    """Action flow time tau = Beta(alpha, beta) / s, shape (B,).
+
+    With alpha > beta the density grows towards t = 1 (noise), where predicting the velocity is hardest.
+    The division by `s` follows the official GR00T/DiT4DiT code (tau may slightly exceed 1).
+    """
+    dist = torch.distributions.Beta(
+        torch.tensor(alpha, device=device, dtype=torch.float32),
+        torch.tensor(beta, device=device, dtype=torch.float32),
+    )
+    return beta_draw_to_time(dist.sample((batch_size,)), s)
+
+
+def beta_draw_to_time(beta_sample: Tensor, s: float) -> Tensor:
+    """Map a raw Beta draw to the action flow time (kept separate so recorded draws can be replayed)."""
+    return beta_sample / s
+
+
+def time_to_bucket(t: Tensor, num_buckets: int) -> Tensor:
+    """Discretise a flow time into the integer bucket that the timestep embeddings see: floor(t * N)."""
+    return (t * num_buckets).long()
+
+
+def euler_bucket_schedule(num_steps: int, num_buckets: int) -> list[int]:
+    """Buckets of the Euler steps from noise to data: int((1 - k / N) * num_buckets) for k = 0..N-1."""
+    return [int((1 - k / num_steps) * num_buckets) for k in range(num_steps)]
+
+
+def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """sum(mask * (pred - target)^2) / sum(mask); `mask` broadcasts to `pred`."""
+    mask = mask.to(pred.dtype).expand_as(pred)
+    return ((pred - target) ** 2 * mask).sum() / mask.sum().clamp_min(1)

@@ -1,0 +1,364 @@
+"""DiT4DiT policy (arXiv 2603.10448): dual flow matching over a video DiT and an action DiT.
+
+    current frame + instruction ──► Cosmos video DiT ──(block `extract_layer`, one forward, σ_f)──► features
+                                        │                                                          │
+                           video FM loss on future latents                         GR00T action DiT ──► action chunk
+                                                                                      action FM loss
+
+Training batch (after the preprocessor):
+    observation.images.<cam>: (B, T, 3, H, W) in [-1, 1], T = num_video_frames (or (B, 3, H, W) when
+                              training_mode="action")
+    observation.state:        (B, T, S) or (B, S), normalised; only the current step is used
+    action:                   (B, chunk_size, A), normalised;   action_is_pad: (B, chunk_size)
+    task:                     list[str] of B instructions
+Inference: images (B, 3, H, W), state (B, S), task list[str].
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+from collections import deque
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
+from lerobot.policies.pretrained import PreTrainedPolicy
+from lerobot.utils.constants import ACTION, OBS_STATE
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from .action_head import FlowMatchingActionHead
+from .configuration_dit4dit import DiT4DiTConfig
+from .flow_matching import masked_mse, sample_beta_time
+from .video_backbone import CosmosVideoBackbone, maybe_no_grad
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T", bound="DiT4DiTPolicy")
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# The only parameters written to our checkpoints. The frozen VAE and text encoder are re-loaded from
+# `config.base_model` instead.
+TRAINED_PREFIXES = ("video.transformer.", "action_head.")
+
+
+class DiT4DiTPolicy(PreTrainedPolicy):
+    """The DiT4DiT policy: a Cosmos-Predict2.5 video DiT whose intermediate features drive an action DiT."""
+
+    config_class = DiT4DiTConfig
+    name = "dit4dit"
+    # Set by `from_pretrained` while it builds the instance: skip loading base transformer weights that the
+    # checkpoint overwrites anyway.
+    _init_from_checkpoint = False
+
+    def __init__(self, config: DiT4DiTConfig, dataset_stats=None, dataset_meta=None, **kwargs):
+        super().__init__(config)
+        config.validate_features()
+        self.config = config
+        self.video = CosmosVideoBackbone(
+            config.base_model,
+            revision=config.base_model_revision,
+            frozen_dtype=DTYPES[config.dtype],
+            load_transformer_weights=not type(self)._init_from_checkpoint,
+            max_prompt_tokens=config.max_prompt_tokens,
+        )
+        if config.extract_layer >= self.video.num_blocks:
+            raise ValueError(
+                f"extract_layer={config.extract_layer} but the video DiT of {config.base_model} has "
+                f"{self.video.num_blocks} blocks (valid: 0..{self.video.num_blocks - 1})."
+            )
+        if config.gradient_checkpointing:
+            self.video.transformer.enable_gradient_checkpointing()
+        self.action_head = FlowMatchingActionHead(
+            action_dim=config.max_action_dim,
+            state_dim=config.max_state_dim,
+            cross_attention_dim=self.video.hidden_size,  # follows the loaded video DiT
+            hidden_size=config.action_hidden_size,
+            num_layers=config.action_num_layers,
+            num_heads=config.action_num_heads,
+            head_dim=config.action_head_dim,
+            dropout=config.action_dropout,
+            max_seq_len=config.action_max_seq_len,
+            num_timestep_buckets=config.num_timestep_buckets,
+        )
+        if config.chunk_size + 1 > config.action_max_seq_len:
+            raise ValueError(f"chunk_size={config.chunk_size} exceeds action_max_seq_len={config.action_max_seq_len}.")
+        # A model trained without the video loss, with detached features, never updates the video DiT.
+        if config.training_mode == "action" and config.detach_video_features:
+            self.video.transformer.requires_grad_(False)
+        if config.training_mode == "video":
+            self.action_head.requires_grad_(False)
+        self.reset()
+
+    # ------------------------------------------------------------------ LeRobot API
+    def reset(self):
+        self._action_queue: deque[Tensor] = deque(maxlen=self.config.n_action_steps)
+
+    def get_optim_params(self) -> list[dict]:
+        """Two AdamW parameter groups: the video DiT at `optimizer_lr_video`, the action head at
+        `optimizer_lr_action`. Frozen parameters are left out."""
+        groups = [
+            {"params": [p for p in self.video.transformer.parameters() if p.requires_grad],
+             "lr": self.config.optimizer_lr_video},
+            {"params": [p for p in self.action_head.parameters() if p.requires_grad],
+             "lr": self.config.optimizer_lr_action},
+        ]  # fmt: skip
+        return [g for g in groups if g["params"]]
+
+    @property
+    def feature_sigma(self) -> float:
+        sigma = self.config.feature_sigma
+        if sigma is None:
+            sigma = self.video.scheduler_first_sigma
+        if self.config.cast_feature_sigma_to_model_dtype:
+            sigma = float(torch.tensor(sigma, dtype=self.video.transformer.dtype))
+        return sigma
+
+    @property
+    def num_latent_frames(self) -> int:
+        return self.video.num_latent_frames(self.config.num_video_frames)
+
+    # ------------------------------------------------------------------ inputs
+    def _video(self, batch: dict[str, Tensor], train: bool) -> Tensor:
+        """Tile the cameras side by side: (B, 3, T, H, n_cams * W) in [-1, 1]."""
+        frames = []
+        for key in self.config.cameras:
+            if key not in batch:
+                raise KeyError(f"DiT4DiT: camera {key!r} missing from the batch (has {sorted(batch)}).")
+            img = batch[key]
+            if img.ndim == 4:
+                img = img.unsqueeze(1)
+            if img.ndim != 5:
+                raise ValueError(f"DiT4DiT: {key} has shape {tuple(img.shape)}; expected (B,C,H,W) or (B,T,C,H,W).")
+            frames.append(img)
+        video = torch.cat(frames, dim=-1).transpose(1, 2)  # (B, T, C, H, W) -> (B, C, T, H, W)
+        h, w = video.shape[-2:]
+        if h % 16 or w % 16:
+            raise ValueError(
+                f"DiT4DiT: image size {h}x{w} (tiled over {len(frames)} camera(s)) must be divisible by 16; "
+                f"resize with --policy.image_resolution."
+            )
+        n = video.shape[2]
+        if train and self.config.training_mode != "action" and n != self.config.num_video_frames:
+            raise ValueError(
+                f"DiT4DiT: got {n} frames per camera but num_video_frames={self.config.num_video_frames} "
+                f"(the dataset must load observation_delta_indices={self.config.video_frame_indices})."
+            )
+        if n % 4 != 1:
+            raise ValueError(f"DiT4DiT: {n} video frames; the Wan VAE needs a frame count that is 1 mod 4.")
+        return video
+
+    def _state(self, batch: dict[str, Tensor]) -> Tensor:
+        """Current state, zero-padded: (B, max_state_dim)."""
+        state = batch[OBS_STATE]
+        if state.ndim == 3:
+            state = state[:, 0]
+        if state.shape[-1] != self.config.state_dim:
+            raise ValueError(f"DiT4DiT: {OBS_STATE} has dim {state.shape[-1]}, config expects {self.config.state_dim}.")
+        if torch.isnan(state).any():
+            raise ValueError(f"DiT4DiT: {OBS_STATE} contains NaN.")
+        return F.pad(state.float(), (0, self.config.max_state_dim - state.shape[-1]))
+
+    def _tasks(self, batch: dict, batch_size: int) -> list[str]:
+        tasks = batch.get("task")
+        if tasks is None:
+            raise KeyError("DiT4DiT: the batch has no 'task' instruction (LeRobot datasets and envs provide it).")
+        if isinstance(tasks, str):
+            tasks = [tasks] * batch_size
+        if len(tasks) != batch_size:
+            raise ValueError(f"DiT4DiT: {len(tasks)} task strings for a batch of {batch_size}.")
+        return list(tasks)
+
+    def _features(self, cond_latent: Tensor, prompt_embeds: Tensor, noise=None, generator=None) -> Tensor:
+        return self.video.extract_features(
+            cond_latent,
+            self.num_latent_frames,
+            prompt_embeds,
+            sigma=self.feature_sigma,
+            conditional_frame_timestep=self.config.conditional_frame_timestep,
+            extract_layer=self.config.extract_layer,
+            noise=noise,
+            generator=generator,
+        )
+
+    # ------------------------------------------------------------------ training
+    def forward(self, batch: dict[str, Tensor], noise: dict[str, Tensor] | None = None) -> tuple[Tensor, dict]:
+        """Dual flow-matching loss.
+
+        Args:
+            batch: see the module docstring.
+            noise: optional explicit random draws (for tests and parity): "feature" (B,16,T_lat,h,w),
+                "video_time" (B,), "video" (B,16,T_lat-1,h,w), "action" (R*B,H,A_max), "action_beta" (R*B,).
+        Returns:
+            (loss, {"action_loss": float, "video_loss": float})
+        """
+        cfg = self.config
+        noise = noise or {}
+        mode = cfg.training_mode
+        video = self._video(batch, train=True)
+        bsz = video.shape[0]
+        prompt_embeds = self.video.encode_prompts(self._tasks(batch, bsz))
+
+        # One VAE pass over the clip: the causal Wan VAE gives latent frame 0 from pixel frame 0 alone, so it
+        # is both the condition and the first frame of the video-loss target.
+        latents = self.video.encode_video(video if mode != "action" else video[:, :, :1])
+        cond_latent = latents[:, :, :1]
+
+        info = {}
+        loss = torch.zeros((), device=video.device)
+        if mode != "video":
+            with maybe_no_grad(cfg.detach_video_features):
+                features = self._features(cond_latent, prompt_embeds, noise=noise.get("feature"))
+            action_loss = self._action_loss(batch, features, noise)
+            loss = loss + action_loss
+            info["action_loss"] = action_loss.item()
+        if mode != "action":
+            video_loss = self.video.video_loss(
+                latents,
+                prompt_embeds,
+                conditional_frame_timestep=cfg.conditional_frame_timestep,
+                time=noise.get("video_time"),
+                noise=noise.get("video"),
+                time_kwargs=dict(
+                    distribution=cfg.video_time_distribution,
+                    logit_normal_mean=cfg.video_logit_normal_mean,
+                    logit_normal_std=cfg.video_logit_normal_std,
+                    high_sigma_ratio=cfg.video_high_sigma_ratio,
+                    high_sigma_min=cfg.video_high_sigma_min,
+                ),
+            )
+            loss = loss + cfg.video_loss_weight * video_loss
+            info["video_loss"] = video_loss.item()
+        return loss, info
+
+    def _action_loss(self, batch: dict[str, Tensor], features: Tensor, noise: dict[str, Tensor]) -> Tensor:
+        cfg = self.config
+        actions = batch[ACTION]
+        if actions.ndim != 3 or actions.shape[1:] != (cfg.chunk_size, cfg.action_dim):
+            raise ValueError(
+                f"DiT4DiT: {ACTION} has shape {tuple(actions.shape)}; expected (B, {cfg.chunk_size}, {cfg.action_dim})."
+            )
+        b, h, a = actions.shape
+        actions = F.pad(actions.float(), (0, cfg.max_action_dim - a))
+        mask = torch.zeros_like(actions, dtype=torch.bool)
+        mask[..., :a] = True
+        if "action_is_pad" in batch:
+            mask &= ~batch["action_is_pad"].bool()[..., None]
+        state = self._state(batch)
+
+        # R independent (noise, time) draws per sample; row i of the expanded batch is sample i % B.
+        r = cfg.num_action_noise_draws
+        actions, mask, state = actions.repeat(r, 1, 1), mask.repeat(r, 1, 1), state.repeat(r, 1)
+        features = features.repeat(r, 1, 1)
+        eps = noise.get("action")
+        if eps is None:
+            eps = torch.randn_like(actions)
+        if "action_beta" in noise:
+            t = noise["action_beta"] / cfg.action_noise_s
+        else:
+            t = sample_beta_time(b * r, actions.device, cfg.action_beta_alpha, cfg.action_beta_beta, cfg.action_noise_s)
+        pred, target = self.action_head.loss_inputs(actions, state, features.to(actions.dtype), eps, t)
+        return masked_mse(pred.float(), target, mask)
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict_action_chunk(
+        self,
+        batch: dict[str, Tensor],
+        noise: Tensor | None = None,
+        feature_noise: Tensor | None = None,
+        **kwargs,
+    ) -> Tensor:
+        """Action chunk (B, chunk_size, action_dim), normalised.
+
+        Args:
+            noise: (B, chunk_size, max_action_dim) initial chunk at t = 1; standard normal when None.
+            feature_noise: (B, 16, T_lat, h, w) noise of the feature forward; drawn from a generator seeded
+                with `feature_noise_seed` when None (global RNG if that is None).
+        """
+        self.eval()
+        video = self._video(batch, train=False)[:, :, :1]  # the current frame only
+        bsz = video.shape[0]
+        state = self._state(batch)
+        prompt_embeds = self.video.encode_prompts(self._tasks(batch, bsz))
+        cond_latent = self.video.encode_video(video)
+        generator = None
+        if feature_noise is None and self.config.feature_noise_seed is not None:
+            generator = torch.Generator(device=video.device).manual_seed(self.config.feature_noise_seed)
+        features = self._features(cond_latent, prompt_embeds, noise=feature_noise, generator=generator)
+        if noise is None:
+            noise = torch.randn(bsz, self.config.chunk_size, self.config.max_action_dim, device=video.device)
+        actions = self.action_head.sample(state, features.float(), noise.float(), self.config.num_inference_steps)
+        return actions[:, :, : self.config.action_dim]
+
+    @torch.no_grad()
+    def select_action(self, batch: dict[str, Tensor], noise: Tensor | None = None, **kwargs) -> Tensor:
+        """One action (B, action_dim); a new chunk is predicted every `n_action_steps` calls."""
+        self.eval()
+        if len(self._action_queue) == 0:
+            chunk = self.predict_action_chunk(batch, noise=noise)[:, : self.config.n_action_steps]
+            self._action_queue.extend(chunk.transpose(0, 1))  # (n_action_steps, B, A)
+        return self._action_queue.popleft()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_pretrained(self, save_directory: Path, state_dict: dict[str, Tensor] | None = None) -> None:
+        """config.json + model.safetensors holding the video DiT and the action head only."""
+        self.config._save_pretrained(save_directory)
+        state_dict = self.state_dict() if state_dict is None else state_dict
+        trained = {
+            k: v.detach().contiguous() for k, v in state_dict.items() if k.startswith(TRAINED_PREFIXES)
+        }
+        metadata = {
+            "format": "pt",
+            "dit4dit_action_dim": str(self.config.action_dim),
+            "dit4dit_state_dim": str(self.config.state_dim),
+        }
+        save_file(trained, str(Path(save_directory) / SAFETENSORS_SINGLE_FILE), metadata=metadata)
+
+    @classmethod
+    def from_pretrained(cls: builtins.type[T], pretrained_name_or_path: str | Path, **kwargs) -> T:
+        """Load a checkpoint: the frozen VAE / text encoder come from `config.base_model`, the rest from
+        model.safetensors (local directory or hub repo)."""
+        previous = cls._init_from_checkpoint
+        cls._init_from_checkpoint = True
+        try:
+            return super().from_pretrained(pretrained_name_or_path, **kwargs)
+        finally:
+            cls._init_from_checkpoint = previous
+
+    @classmethod
+    def _load_as_safetensor(cls, model: T, model_file: str, map_location: str, strict: bool) -> T:
+        """Strict, explicit loading: every checkpoint key must match a trained parameter by name and shape."""
+        with safe_open(model_file, framework="pt") as f:
+            metadata = f.metadata() or {}
+        for what in ("action", "state"):
+            saved = metadata.get(f"dit4dit_{what}_dim")
+            expected = getattr(model.config, f"{what}_dim")
+            if saved is not None and int(saved) != expected:
+                raise ValueError(
+                    f"DiT4DiT checkpoint {model_file} was trained with {what} dim {saved}, but this config "
+                    f"(from the dataset/env features) has {what} dim {expected}."
+                )
+        state_dict = load_file(model_file, device="cpu")
+        own = {k: v for k, v in model.state_dict().items() if k.startswith(TRAINED_PREFIXES)}
+        unexpected = sorted(set(state_dict) - set(own))
+        missing = sorted(set(own) - set(state_dict))
+        mismatched = [
+            f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+            for k in sorted(set(state_dict) & set(own))
+            if state_dict[k].shape != own[k].shape
+        ]
+        problems = []
+        if unexpected:
+            problems.append(f"unexpected keys {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
+        if missing:
+            problems.append(f"missing keys {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+        if mismatched:
+            problems.append(f"shape mismatches {mismatched[:10]}")
+        if problems:
+            raise ValueError(f"DiT4DiT: cannot load {model_file}: " + "; ".join(problems))
+        model.load_state_dict(state_dict, strict=False)
+        return model

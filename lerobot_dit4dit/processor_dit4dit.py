@@ -1,0 +1,102 @@
+"""Pre- and post-processing pipelines of the DiT4DiT policy.
+
+Pre:  rename_observations_processor -> to_batch_processor -> device_processor -> normalizer_processor
+      -> dit4dit_observation_processor (camera check, resize to `image_resolution`, [0,1] -> [-1,1],
+      state NaN check).
+Post: unnormalizer_processor -> device_processor (cpu).
+
+The standard steps keep their registry names, so `lerobot-eval`, `lerobot-rollout` and fine-tuning can
+override them by name (e.g. new dataset stats or a rename map).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from lerobot.configs import PipelineFeatureType, PolicyFeature
+from lerobot.processor import (
+    ObservationProcessorStep,
+    PolicyAction,
+    PolicyProcessorPipeline,
+    ProcessorStepRegistry,
+)
+from lerobot.processor.factory import make_default_policy_processor_steps, make_policy_processor_pipelines
+from lerobot.utils.constants import OBS_STATE
+
+from .configuration_dit4dit import DiT4DiTConfig
+
+
+@ProcessorStepRegistry.register("dit4dit_observation_processor")
+@dataclass
+class DiT4DiTObservationProcessorStep(ObservationProcessorStep):
+    """Checks the observation and brings every camera to the video DiT's input format.
+
+    Images arrive as (B, C, H, W) or, with future frames, (B, T, C, H, W) in [0, 1]. Each camera in
+    `cameras` is resized to `resolution` (bilinear, antialiased) and mapped to [-1, 1], the range the Wan
+    VAE expects.
+
+    Attributes:
+        cameras: image keys the policy needs, in tiling order.
+        resolution: (height, width) of each camera after resizing.
+    """
+
+    cameras: list[str] = field(default_factory=list)
+    resolution: tuple[int, int] = (224, 224)
+
+    def observation(self, observation: dict) -> dict:
+        missing = [k for k in self.cameras if k not in observation]
+        if missing:
+            available = sorted(k for k in observation if "image" in k and not k.endswith("_is_pad"))
+            raise KeyError(
+                f"DiT4DiT: missing camera(s) {missing}. Cameras in this observation: {available}. "
+                "Rename them with --rename_map or set --policy.camera_order."
+            )
+        state = observation.get(OBS_STATE)
+        if isinstance(state, torch.Tensor) and torch.isnan(state).any():
+            bad = torch.isnan(state).nonzero()[:5].tolist()
+            raise ValueError(f"DiT4DiT: {OBS_STATE} contains NaN (first indices {bad}).")
+        out = dict(observation)
+        for key in self.cameras:
+            out[key] = self._to_model_range(key, observation[key])
+        return out
+
+    def _to_model_range(self, key: str, image: torch.Tensor) -> torch.Tensor:
+        if image.ndim not in (4, 5):
+            raise ValueError(f"DiT4DiT: {key} has shape {tuple(image.shape)}; expected (B,C,H,W) or (B,T,C,H,W).")
+        if image.shape[-3] != 3:
+            raise ValueError(f"DiT4DiT: {key} has {image.shape[-3]} channels (shape {tuple(image.shape)}); expected 3.")
+        lead = image.shape[:-3]
+        image = image.reshape(-1, *image.shape[-3:]).float()
+        if tuple(image.shape[-2:]) != tuple(self.resolution):
+            image = F.interpolate(image, size=tuple(self.resolution), mode="bilinear", antialias=True)
+        image = image.clamp(0.0, 1.0) * 2.0 - 1.0
+        return image.reshape(*lead, *image.shape[-3:])
+
+    def transform_features(
+        self, features: dict[PipelineFeatureType, dict[str, PolicyFeature]]
+    ) -> dict[PipelineFeatureType, dict[str, PolicyFeature]]:
+        return features
+
+    def get_config(self) -> dict[str, Any]:
+        return {"cameras": list(self.cameras), "resolution": list(self.resolution)}
+
+
+def make_dit4dit_pre_post_processors(
+    config: DiT4DiTConfig,
+    dataset_stats: dict[str, dict[str, torch.Tensor]] | None = None,
+) -> tuple[
+    PolicyProcessorPipeline[dict[str, Any], dict[str, Any]],
+    PolicyProcessorPipeline[PolicyAction, PolicyAction],
+]:
+    """Build the DiT4DiT pre/post pipelines from the policy config and the dataset statistics."""
+    s = make_default_policy_processor_steps(config, dataset_stats)
+    observation = DiT4DiTObservationProcessorStep(
+        cameras=config.cameras, resolution=tuple(config.image_resolution)
+    )
+    return make_policy_processor_pipelines(
+        input_steps=[s.rename_observations, s.add_batch_dim, s.to_device, s.normalize, observation],
+        output_steps=[s.unnormalize, s.to_cpu],
+    )

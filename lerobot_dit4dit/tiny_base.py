@@ -1,0 +1,174 @@
+"""Build a tiny, randomly initialised Cosmos-Predict2.5 base pipeline, offline.
+
+It uses the SAME classes as `nvidia/Cosmos-Predict2.5-2B` (CosmosTransformer3DModel, AutoencoderKLWan,
+Qwen2_5_VLForConditionalGeneration, a Qwen2 byte-level tokenizer with the Qwen chat template and special
+tokens, UniPCMultistepScheduler with Cosmos' flow sigmas) and is written with `save_pretrained`, so the
+policy loads it through exactly the code path of the real model; only the path differs.
+
+    python -m lerobot_dit4dit.tiny_base --output outputs/tiny_cosmos_base
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKLWan, CosmosTransformer3DModel, UniPCMultistepScheduler
+
+# Wan 2.1 latent statistics (the values of the real VAE config).
+WAN21_LATENTS_MEAN = [-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+                      0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921]  # fmt: skip
+WAN21_LATENTS_STD = [2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+                     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.916]  # fmt: skip
+QWEN_SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+]  # fmt: skip
+
+
+def build_byte_level_qwen_tokenizer():
+    """A Qwen2 tokenizer with one token per byte (ids 0..255) and Qwen's special tokens (256..269)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import Qwen2TokenizerFast
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {ch: i for i, ch in enumerate(bytes_to_unicode().values())}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(QWEN_SPECIAL_TOKENS)  # ids 256.. in Qwen's order
+    tokenizer = Qwen2TokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        bos_token=None,
+        additional_special_tokens=QWEN_SPECIAL_TOKENS[1:],
+    )
+    tokenizer.chat_template = (Path(__file__).parent / "qwen2_vl_chat_template.jinja").read_text()
+    return tokenizer
+
+
+def build_tiny_cosmos_base(
+    output_dir: str | Path,
+    *,
+    num_layers: int = 4,
+    num_attention_heads: int = 2,
+    attention_head_dim: int = 32,
+    text_hidden_size: int = 32,
+    text_num_layers: int = 2,
+    vae_base_dim: int = 8,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny `Cosmos2_5_PredictBasePipeline` directory and return its path.
+
+    The text encoder's prompt embedding width is text_num_layers * text_hidden_size (every decoder layer is
+    concatenated, as Cosmos-Predict2.5 does); the video DiT projects it to its cross-attention width.
+    """
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    output_dir = Path(output_dir)
+    torch.manual_seed(seed)
+    hidden = num_attention_heads * attention_head_dim
+    text_embed_width = text_num_layers * text_hidden_size
+
+    tokenizer = build_byte_level_qwen_tokenizer()
+    special = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    text_config = Qwen2_5_VLConfig(
+        text_config=dict(
+            hidden_size=text_hidden_size,
+            intermediate_size=2 * text_hidden_size,
+            num_hidden_layers=text_num_layers,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            vocab_size=512,
+            max_position_embeddings=4096,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+            pad_token_id=special["<|endoftext|>"],
+            bos_token_id=special["<|endoftext|>"],
+            eos_token_id=special["<|im_end|>"],
+        ),
+        vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=text_hidden_size,
+                           fullatt_block_indexes=[0]),  # fmt: skip
+        image_token_id=special["<|image_pad|>"],
+        video_token_id=special["<|video_pad|>"],
+        vision_start_token_id=special["<|vision_start|>"],
+        vision_end_token_id=special["<|vision_end|>"],
+    )
+    text_encoder = Qwen2_5_VLForConditionalGeneration(text_config).eval()
+
+    transformer = CosmosTransformer3DModel(
+        in_channels=16 + 1,  # latents + condition mask channel
+        out_channels=16,
+        num_attention_heads=num_attention_heads,
+        attention_head_dim=attention_head_dim,
+        num_layers=num_layers,
+        mlp_ratio=4.0,
+        text_embed_dim=hidden,
+        adaln_lora_dim=16,
+        max_size=(128, 240, 240),
+        patch_size=(1, 2, 2),
+        rope_scale=(1.0, 3.0, 3.0),
+        concat_padding_mask=True,
+        extra_pos_embed_type=None,
+        use_crossattn_projection=True,
+        crossattn_proj_in_channels=text_embed_width,
+        encoder_hidden_states_channels=hidden,
+    )
+    vae = AutoencoderKLWan(
+        base_dim=vae_base_dim,
+        z_dim=16,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        attn_scales=[],
+        temperal_downsample=[False, True, True],
+        latents_mean=WAN21_LATENTS_MEAN,
+        latents_std=WAN21_LATENTS_STD,
+    )
+    scheduler = UniPCMultistepScheduler(
+        use_karras_sigmas=True,
+        use_flow_sigmas=True,
+        prediction_type="flow_prediction",
+        sigma_max=200.0,
+        sigma_min=0.01,
+    )
+
+    from .video_backbone import NoSafetyChecker
+    from diffusers import Cosmos2_5_PredictBasePipeline
+
+    pipe = Cosmos2_5_PredictBasePipeline(
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+        vae=vae,
+        scheduler=scheduler,
+        safety_checker=NoSafetyChecker(),
+    )
+    pipe.safety_checker = None  # not saved: loaders pass their own no-op checker
+    pipe.save_pretrained(output_dir)
+    return output_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", required=True, help="directory to write the pipeline to")
+    parser.add_argument("--num-layers", type=int, default=4)
+    parser.add_argument("--num-attention-heads", type=int, default=2)
+    parser.add_argument("--attention-head-dim", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    path = build_tiny_cosmos_base(
+        args.output,
+        num_layers=args.num_layers,
+        num_attention_heads=args.num_attention_heads,
+        attention_head_dim=args.attention_head_dim,
+        seed=args.seed,
+    )
+    print(f"tiny Cosmos-Predict2.5 base written to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,337 @@
+"""The video DiT backbone: Cosmos-Predict2.5 (diffusers) as a feature extractor and a video flow-matching model.
+
+Components come from a diffusers `Cosmos2_5_PredictBasePipeline` (hub id or local directory):
+`CosmosTransformer3DModel` (trained), `AutoencoderKLWan` and the Qwen2.5-VL text encoder (both frozen), the
+Qwen tokenizer and the scheduler config. The text encoder is loaded lazily, only when an instruction is not
+in the prompt-embedding cache.
+
+Latent layout everywhere: (B, C=16, T_lat, h, w) with T_lat = 1 + (T - 1) // 4, h = H / 8, w = W / 8, and
+latent frame 0 is the conditioning (current) frame.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+from diffusers import (
+    AutoencoderKLWan,
+    Cosmos2_5_PredictBasePipeline,
+    CosmosTransformer3DModel,
+    UniPCMultistepScheduler,
+)
+from diffusers.pipelines.cosmos.pipeline_cosmos2_5_predict import retrieve_latents
+from torch import Tensor, nn
+from transformers import Qwen2_5_VLForConditionalGeneration
+
+from .flow_matching import interpolate, sample_video_time, velocity_target
+
+logger = logging.getLogger(__name__)
+
+
+class NoSafetyChecker:
+    """Stand-in for Cosmos' guardrail, which the pipeline would otherwise instantiate (and download).
+
+    Only `Cosmos2_5_PredictBasePipeline.__call__` consults it; the policy never calls the pipeline.
+    """
+
+    def to(self, *args, **kwargs):
+        return self
+
+
+class _StopForward(Exception):  # noqa: N818
+    """Raised by the capture hook to end the transformer forward right after the extracted block."""
+
+    def __init__(self, hidden_states: Tensor):
+        super().__init__()
+        self.hidden_states = hidden_states
+
+
+def _load_pipeline(base_model: str, revision: str | None, transformer: CosmosTransformer3DModel | None):
+    kwargs = {"text_encoder": None, "safety_checker": NoSafetyChecker(), "torch_dtype": torch.float32}
+    if transformer is not None:
+        kwargs["transformer"] = transformer
+    pipeline_logger = logging.getLogger("diffusers.pipelines.pipeline_utils")
+    level = pipeline_logger.level
+    pipeline_logger.setLevel(logging.ERROR)  # silences the expected "Expected types for safety_checker"
+    try:
+        return Cosmos2_5_PredictBasePipeline.from_pretrained(base_model, revision=revision, **kwargs)
+    finally:
+        pipeline_logger.setLevel(level)
+
+
+class CosmosVideoBackbone(nn.Module):
+    """Cosmos-Predict2.5 video DiT with a frozen Wan VAE and a cached, lazily loaded text encoder.
+
+    Args:
+        base_model: hub id or directory of a diffusers Cosmos-Predict2.5 pipeline.
+        revision: hub revision of `base_model`.
+        frozen_dtype: storage dtype of the frozen VAE and text encoder.
+        load_transformer_weights: False builds the video DiT from its config only (random weights), for when
+            a checkpoint will overwrite them anyway.
+        max_prompt_tokens: instruction length given to the text encoder.
+    """
+
+    def __init__(
+        self,
+        base_model: str,
+        revision: str | None = None,
+        frozen_dtype: torch.dtype = torch.float32,
+        load_transformer_weights: bool = True,
+        max_prompt_tokens: int = 512,
+    ):
+        super().__init__()
+        self.base_model = base_model
+        self.revision = revision
+        self.frozen_dtype = frozen_dtype
+        self.max_prompt_tokens = max_prompt_tokens
+
+        transformer = None
+        if not load_transformer_weights:
+            cfg = CosmosTransformer3DModel.load_config(base_model, subfolder="transformer", revision=revision)
+            transformer = CosmosTransformer3DModel.from_config(cfg)
+        pipe = _load_pipeline(base_model, revision, transformer)
+        # The pipeline object is kept for its helpers (prompt encoding, latent statistics, condition mask).
+        # It is not an nn.Module, so its components are registered below explicitly.
+        self._pipe = pipe
+        self.transformer: CosmosTransformer3DModel = pipe.transformer
+        self.vae: AutoencoderKLWan = pipe.vae if frozen_dtype == torch.float32 else pipe.vae.to(frozen_dtype)
+        self.vae.requires_grad_(False)
+        self.vae.eval()
+        # Not a registered submodule: it is frozen, loaded lazily, and must never enter state_dict().
+        self._set_text_encoder(None)
+        self._prompt_cache: dict[str, Tensor] = {}
+        self.text_encoder_calls = 0  # number of text-encoder forwards, for monitoring the cache
+
+        # diffusers >= 0.39 stores 1/std in `latents_std` (normalise by multiplying).
+        self.register_buffer("latents_mean", pipe.latents_mean.clone(), persistent=False)
+        self.register_buffer("latents_inv_std", pipe.latents_std.clone(), persistent=False)
+        scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config)
+        scheduler.set_timesteps(1)
+        self.scheduler_first_sigma = float(scheduler.sigmas[0])
+
+        cfg = self.transformer.config
+        self.hidden_size = cfg.num_attention_heads * cfg.attention_head_dim
+        self.num_blocks = cfg.num_layers
+        self.latent_channels = self.vae.config.z_dim
+        self.spatial_compression = pipe.vae_scale_factor_spatial
+        self.temporal_compression = pipe.vae_scale_factor_temporal
+        self.patch_size = tuple(cfg.patch_size)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.vae.eval()  # frozen: never in train mode
+        return self
+
+    def num_latent_frames(self, num_frames: int) -> int:
+        return 1 + (num_frames - 1) // self.temporal_compression
+
+    def num_feature_tokens(self, num_frames: int, height: int, width: int) -> int:
+        """Length S of the feature sequence for a (num_frames, height, width) pixel clip."""
+        p_t, p_h, p_w = self.patch_size
+        h = height // self.spatial_compression // p_h
+        w = width // self.spatial_compression // p_w
+        return self.num_latent_frames(num_frames) // p_t * h * w
+
+    # ------------------------------------------------------------------ text
+    @property
+    def text_encoder_loaded(self) -> bool:
+        return self._text_encoder is not None
+
+    def _get_text_encoder(self) -> Qwen2_5_VLForConditionalGeneration:
+        if self._text_encoder is None:
+            logger.info("Loading the text encoder of %s", self.base_model)
+            te = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+                self.base_model, subfolder="text_encoder", revision=self.revision, dtype=self.frozen_dtype
+            )
+            te.requires_grad_(False)
+            te.eval()
+            self._set_text_encoder(te.to(self.latents_mean.device))
+        return self._text_encoder
+
+    def _set_text_encoder(self, text_encoder: Qwen2_5_VLForConditionalGeneration | None) -> None:
+        object.__setattr__(self, "_text_encoder", text_encoder)
+        self._pipe.text_encoder = text_encoder
+
+    def release_text_encoder(self) -> None:
+        """Free the text encoder (it is re-loaded on the next uncached instruction)."""
+        self._set_text_encoder(None)
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> Tensor:
+        """Prompt embeddings (B, L, E) for `prompts`, computed once per unique instruction and cached.
+
+        E = num_text_layers * text_hidden: every decoder layer, standardised per token (Cosmos-Predict2.5).
+        """
+        device = self.latents_mean.device
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
+        if missing:
+            te = self._get_text_encoder()
+            te.to(device)
+            embeds = self._pipe._get_prompt_embeds(
+                missing, max_sequence_length=self.max_prompt_tokens, device=device, dtype=te.dtype
+            )
+            self.text_encoder_calls += 1
+            for prompt, emb in zip(missing, embeds, strict=True):
+                self._prompt_cache[prompt] = emb
+        out = torch.stack([self._prompt_cache[p] for p in prompts])
+        return out.to(device=device, dtype=self.transformer.dtype)
+
+    # ------------------------------------------------------------------ VAE
+    @torch.no_grad()
+    def encode_video(self, video: Tensor) -> Tensor:
+        """Normalised VAE latents (posterior mode) of a clip.
+
+        Args:
+            video: (B, 3, T, H, W) in [-1, 1], T = 1 mod 4.
+        Returns:
+            (B, 16, T_lat, H/8, W/8) float32, (z - mean) / std.
+        """
+        z = retrieve_latents(self.vae.encode(video.to(self.vae.dtype)), sample_mode="argmax").float()
+        return (z - self.latents_mean) * self.latents_inv_std
+
+    # ------------------------------------------------------------------ transformer
+    def _condition(self, batch_size: int, num_latent_frames: int, h: int, w: int, device) -> tuple[Tensor, Tensor]:
+        """(cond_indicator (B,1,T_lat,1,1), cond_mask (B,1,T_lat,h,w)): 1 on latent frame 0."""
+        shape = (batch_size, self.latent_channels, num_latent_frames, h, w)
+        return self._pipe.create_condition_mask(shape, device, torch.float32, 1)
+
+    def _run(
+        self,
+        cond_latent: Tensor,
+        future_latents: Tensor,
+        future_time: Tensor,
+        prompt_embeds: Tensor,
+        conditional_frame_timestep: float,
+        stop_after_block: int | None = None,
+    ) -> Tensor:
+        """One transformer forward on [condition frame, future frames].
+
+        Args:
+            cond_latent: (B, 16, 1, h, w) normalised latent of the current frame.
+            future_latents: (B, 16, T_lat - 1, h, w) noisy future latents.
+            future_time: (B,) flow time of the future frames.
+            prompt_embeds: (B, L, E).
+            stop_after_block: return the (B, S, D) output of this block and skip the rest of the forward.
+        Returns:
+            (B, 16, T_lat, h, w) velocity, or (B, S, D) block features.
+        """
+        b, _, t_future, h, w = future_latents.shape
+        n_lat = t_future + 1
+        cond_indicator, cond_mask = self._condition(b, n_lat, h, w, cond_latent.device)
+        latents = torch.cat([cond_latent.to(future_latents.dtype), future_latents], dim=2)
+        timestep = cond_indicator * conditional_frame_timestep + (1 - cond_indicator) * future_time.float().view(
+            b, 1, 1, 1, 1
+        )
+        height, width = h * self.spatial_compression, w * self.spatial_compression
+        dtype = self.transformer.dtype
+        padding_mask = latents.new_zeros(1, 1, height, width, dtype=dtype)
+        kwargs = dict(
+            hidden_states=latents.to(dtype),
+            timestep=timestep,
+            encoder_hidden_states=prompt_embeds.to(dtype),
+            condition_mask=cond_mask.to(dtype),
+            padding_mask=padding_mask,
+            return_dict=False,
+        )
+        if stop_after_block is None:
+            return self.transformer(**kwargs)[0]
+
+        def capture(_module, _args, output):
+            raise _StopForward(output)
+
+        handle = self.transformer.transformer_blocks[stop_after_block].register_forward_hook(capture)
+        try:
+            self.transformer(**kwargs)
+        except _StopForward as stop:
+            return stop.hidden_states
+        finally:
+            handle.remove()
+        raise RuntimeError(f"Block {stop_after_block} of the video DiT never ran.")  # pragma: no cover
+
+    def extract_features(
+        self,
+        cond_latent: Tensor,
+        num_latent_frames: int,
+        prompt_embeds: Tensor,
+        *,
+        sigma: float,
+        conditional_frame_timestep: float,
+        extract_layer: int,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Hidden states of block `extract_layer` in ONE forward where the future latents are pure noise.
+
+        Args:
+            cond_latent: (B, 16, 1, h, w) normalised latent of the current frame.
+            num_latent_frames: T_lat of the clip the model was trained on.
+            noise: (B, 16, T_lat, h, w) initial latents; frame 0 is replaced by the condition. Drawn from
+                `generator` (or the global RNG) when None.
+        Returns:
+            (B, S, D) features, S = T_lat * (h / 2) * (w / 2), D = video DiT width.
+        """
+        if not 0 <= extract_layer < self.num_blocks:
+            raise ValueError(f"extract_layer={extract_layer} but the video DiT has {self.num_blocks} blocks.")
+        b, c, _, h, w = cond_latent.shape
+        if noise is None:
+            noise = torch.randn(
+                (b, c, num_latent_frames, h, w), generator=generator, device=cond_latent.device,
+                dtype=torch.float32,
+            )  # fmt: skip
+        elif noise.shape != (b, c, num_latent_frames, h, w):
+            raise ValueError(f"feature noise has shape {tuple(noise.shape)}, expected {(b, c, num_latent_frames, h, w)}.")
+        future_time = torch.full((b,), sigma, device=cond_latent.device, dtype=torch.float32)
+        return self._run(
+            cond_latent,
+            noise[:, :, 1:],
+            future_time,
+            prompt_embeds,
+            conditional_frame_timestep,
+            stop_after_block=extract_layer,
+        )
+
+    def video_loss(
+        self,
+        latents: Tensor,
+        prompt_embeds: Tensor,
+        *,
+        conditional_frame_timestep: float,
+        time: Tensor | None = None,
+        noise: Tensor | None = None,
+        time_kwargs: dict | None = None,
+    ) -> Tensor:
+        """Flow-matching loss on the future latent frames; latent frame 0 stays the clean condition.
+
+        Args:
+            latents: (B, 16, T_lat, h, w) normalised clip latents (frame 0 = current frame), T_lat >= 2.
+            time: (B,) flow time of the future frames; sampled with `time_kwargs` when None.
+            noise: (B, 16, T_lat - 1, h, w); standard normal when None.
+        Returns:
+            scalar MSE between the predicted and target velocities of the future frames.
+        """
+        if latents.shape[2] < 2:
+            raise ValueError("The video loss needs at least one future latent frame (num_video_frames >= 5).")
+        x0 = latents[:, :, 1:]
+        if time is None:
+            time = sample_video_time(latents.shape[0], latents.device, **(time_kwargs or {}))
+        if noise is None:
+            noise = torch.randn_like(x0)
+        xt = interpolate(x0, noise, time)
+        v_pred = self._run(latents[:, :, :1], xt, time, prompt_embeds, conditional_frame_timestep)
+        return torch.nn.functional.mse_loss(v_pred[:, :, 1:].float(), velocity_target(x0, noise))
+
+    def decode_latents(self, latents: Tensor) -> Tensor:
+        """(B, 16, T_lat, h, w) normalised latents -> (B, 3, T, H, W) video in [-1, 1]."""
+        z = latents / self.latents_inv_std + self.latents_mean
+        with torch.no_grad():
+            return self.vae.decode(z.to(self.vae.dtype), return_dict=False)[0].float()
+
+
+@contextlib.contextmanager
+def maybe_no_grad(enabled: bool):
+    """`torch.no_grad()` when enabled, else a no-op."""
+    with torch.no_grad() if enabled else contextlib.nullcontext():
+        yield
