@@ -152,6 +152,22 @@ def build_tiny_cosmos_base(
     return output_dir
 
 
+# Policy settings matching the tiny base (4 video DiT blocks of width 64) with a small action DiT. Used by
+# the tests and the offline examples; the real-size defaults live in `DiT4DiTConfig`.
+TINY_POLICY_OVERRIDES = dict(
+    extract_layer=2,
+    max_prompt_tokens=64,
+    chunk_size=8,
+    n_action_steps=4,
+    max_state_dim=8,
+    max_action_dim=8,
+    action_num_layers=2,
+    action_num_heads=2,
+    action_head_dim=16,
+    action_hidden_size=64,
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, help="directory to write the pipeline to")
@@ -172,3 +188,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+

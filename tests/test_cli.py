@@ -1,0 +1,122 @@
+"""The plugin as LeRobot users meet it: discovery, `--help`, and real `lerobot-train` runs."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from lerobot_dit4dit.tiny_base import TINY_POLICY_OVERRIDES
+
+BIN = Path(sys.executable).parent
+
+
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="disabled")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, **kwargs)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def tiny_policy_flags(base: str) -> list[str]:
+    flags = [f"--policy.{k}={v}" for k, v in TINY_POLICY_OVERRIDES.items()]
+    return flags + [
+        "--policy.type=dit4dit",
+        f"--policy.base_model={base}",
+        "--policy.base_model_revision=null",
+        "--policy.device=cpu",
+        "--policy.push_to_hub=false",
+        "--policy.image_resolution=[32,32]",
+    ]
+
+
+def dataset_flags(root: str) -> list[str]:
+    return [
+        "--dataset.repo_id=local/dit4dit_reach",
+        f"--dataset.root={root}",
+        "--dataset.video_backend=pyav",
+        "--num_workers=0",
+        "--batch_size=4",
+        "--log_freq=1",
+        "--wandb.enable=false",
+    ]
+
+
+def test_distribution_name_is_a_lerobot_policy_plugin():
+    dist = importlib.metadata.distribution("lerobot_policy_dit4dit")
+    assert dist.metadata["Name"].startswith("lerobot_policy_")
+
+
+def test_third_party_discovery_registers_dit4dit():
+    code = (
+        "from lerobot.utils.import_utils import register_third_party_plugins\n"
+        "from lerobot.configs import PreTrainedConfig\n"
+        "assert 'dit4dit' not in PreTrainedConfig.get_known_choices()\n"
+        "register_third_party_plugins()\n"
+        "from lerobot.policies.factory import get_policy_class, make_policy_config\n"
+        "cls = get_policy_class('dit4dit'); cfg = make_policy_config('dit4dit', device='cpu')\n"
+        "print(cls.__name__, type(cfg).__name__)\n"
+    )
+    out = run([sys.executable, "-c", code]).stdout
+    assert "DiT4DiTPolicy DiT4DiTConfig" in out
+
+
+def test_cli_help_lists_every_field():
+    from dataclasses import fields
+
+    from lerobot_dit4dit import DiT4DiTConfig
+
+    out = run([str(BIN / "lerobot-train"), "--help", "--policy.type=dit4dit"]).stdout
+    for f in fields(DiT4DiTConfig):
+        assert f"--policy.{f.name}" in out, f.name
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_base, reach_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "run"
+    run(
+        [str(BIN / "lerobot-train"), *tiny_policy_flags(tiny_base), *dataset_flags(reach_dataset),
+         "--steps=3", "--save_freq=3", f"--output_dir={out}"]
+    )  # fmt: skip
+    return out
+
+
+def test_lerobot_train_writes_a_checkpoint(trained):
+    ckpt = trained / "checkpoints" / "000003" / "pretrained_model"
+    for name in ("config.json", "model.safetensors", "policy_preprocessor.json", "policy_postprocessor.json"):
+        assert (ckpt / name).is_file(), name
+    cfg = json.loads((ckpt / "config.json").read_text())
+    assert cfg["type"] == "dit4dit" and cfg["num_video_frames"] == 5
+    with safe_open(ckpt / "model.safetensors", "pt") as f:
+        assert all(k.startswith(("video.transformer.", "action_head.")) for k in f.keys())
+    pre = json.loads((ckpt / "policy_preprocessor.json").read_text())
+    names = [s.get("registry_name") for s in pre["steps"]]
+    for name in ("rename_observations_processor", "device_processor", "normalizer_processor"):
+        assert name in names
+    post = json.loads((ckpt / "policy_postprocessor.json").read_text())
+    assert "unnormalizer_processor" in [s.get("registry_name") for s in post["steps"]]
+
+
+def test_lerobot_train_resume(trained):
+    cfg_path = trained / "checkpoints" / "last" / "pretrained_model" / "train_config.json"
+    run([str(BIN / "lerobot-train"), f"--config_path={cfg_path}", "--resume=true", "--steps=5", "--save_freq=5"])
+    state = json.loads((trained / "checkpoints" / "000005" / "training_state" / "training_step.json").read_text())
+    assert state["step"] == 5
+
+
+def test_lerobot_train_finetune_from_policy_path(trained, reach_dataset, tmp_path):
+    ckpt = trained / "checkpoints" / "000003" / "pretrained_model"
+    out = tmp_path / "finetune"
+    proc = run(
+        [str(BIN / "lerobot-train"), f"--policy.path={ckpt}", "--policy.push_to_hub=false", *dataset_flags(reach_dataset),
+         "--steps=2", "--save_freq=2", f"--output_dir={out}"]
+    )  # fmt: skip
+    assert (out / "checkpoints" / "000002" / "pretrained_model" / "model.safetensors").is_file()
+    assert "action_loss" in proc.stdout + proc.stderr and "video_loss" in proc.stdout + proc.stderr

@@ -1,0 +1,262 @@
+"""Behaviour of the DiT4DiT model parts on the tiny base (same classes as Cosmos-Predict2.5-2B)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from conftest import ACTION_DIM, CAMERAS, inference_batch, train_batch
+
+from lerobot_dit4dit import DiT4DiTPolicy
+
+
+def _cond_and_prompts(policy, batch):
+    video = policy._video(batch, train=False)[:, :, :1]
+    return policy.video.encode_video(video), policy.video.encode_prompts(batch["task"])
+
+
+def test_early_exit_features_equal_full_forward(make_policy):
+    policy = make_policy()
+    batch = inference_batch()
+    cond, prompts = _cond_and_prompts(policy, batch)
+    b, c, _, h, w = cond.shape
+    noise = torch.randn(b, c, policy.num_latent_frames, h, w)
+
+    early = policy._features(cond, prompts, noise=noise)
+
+    # The same forward, run to the end, with the block output captured by a hook.
+    captured = {}
+    block = policy.video.transformer.transformer_blocks[policy.config.extract_layer]
+    handle = block.register_forward_hook(lambda m, a, out: captured.setdefault("x", out))
+    calls = []
+    last = policy.video.transformer.transformer_blocks[-1]
+    handle2 = last.register_forward_hook(lambda m, a, out: calls.append(1))
+    try:
+        policy.video._run(cond, noise[:, :, 1:], torch.full((b,), policy.feature_sigma), prompts, 1e-4)
+    finally:
+        handle.remove()
+        handle2.remove()
+    assert calls, "the full forward must reach the last block"
+    assert early.shape == (b, policy.video.num_feature_tokens(5, 32, 64), policy.video.hidden_size)
+    assert torch.equal(early, captured["x"])
+
+    # ...and the early-exit forward never runs the blocks after `extract_layer`.
+    calls.clear()
+    handle2 = last.register_forward_hook(lambda m, a, out: calls.append(1))
+    try:
+        policy._features(cond, prompts, noise=noise)
+    finally:
+        handle2.remove()
+    assert not calls
+
+
+def test_frame0_latent_equals_padded_clip_latent(make_policy):
+    policy = make_policy()
+    frame0 = torch.rand(2, 3, 1, 32, 64) * 2 - 1
+    padded = torch.cat([frame0, torch.zeros(2, 3, 4, 32, 64)], dim=2)  # the official zero-padded clip
+    alone = policy.video.encode_video(frame0)
+    clip = policy.video.encode_video(padded)
+    assert clip.shape[2] == 2 and alone.shape[2] == 1
+    assert torch.equal(alone[:, :, 0], clip[:, :, 0])
+
+
+def test_latents_use_diffusers_039_inverse_std(make_policy):
+    policy = make_policy()
+    std = torch.tensor(policy.video.vae.config.latents_std)
+    assert torch.allclose(policy.video.latents_inv_std.flatten(), 1 / std)
+
+
+def test_determinism_under_fixed_noise(make_policy):
+    policy = make_policy()
+    batch = inference_batch()
+    noise = torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim)
+    a1 = policy.predict_action_chunk(batch, noise=noise)
+    a2 = policy.predict_action_chunk(batch, noise=noise)
+    assert torch.equal(a1, a2)  # seeded feature noise: same observation, same features, same actions
+    a3 = policy.predict_action_chunk(batch, noise=torch.randn_like(noise))
+    assert not torch.equal(a1, a3)
+
+    train = train_batch(policy.config)
+    fixed = {
+        "feature": torch.randn(2, 16, 2, 4, 8),
+        "video_time": torch.rand(2),
+        "video": torch.randn(2, 16, 1, 4, 8),
+        "action": torch.randn(2 * policy.config.num_action_noise_draws, policy.config.chunk_size, 8),
+        "action_beta": torch.rand(2 * policy.config.num_action_noise_draws),
+    }
+    policy.eval()
+    l1, i1 = policy.forward(train, noise=fixed)
+    l2, i2 = policy.forward(train, noise=fixed)
+    assert torch.equal(l1, l2) and i1 == i2
+
+
+def test_select_action_shape_and_chunk_refill(make_policy):
+    policy = make_policy(n_action_steps=3)
+    policy.reset()
+    batch = inference_batch()
+    calls = []
+    original = policy.predict_action_chunk
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    policy.predict_action_chunk = counting
+    actions = [policy.select_action(batch) for _ in range(7)]
+    assert all(a.shape == (2, ACTION_DIM) for a in actions)
+    assert len(calls) == 3  # steps 0, 3 and 6 start a new chunk
+    policy.reset()
+    policy.select_action(batch)
+    assert len(calls) == 4
+
+
+def test_select_action_executes_the_predicted_chunk_in_order(make_policy):
+    policy = make_policy(n_action_steps=4)
+    batch = inference_batch()
+    noise = torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim)
+    chunk = policy.predict_action_chunk(batch, noise=noise)
+    policy.reset()
+    got = torch.stack([policy.select_action(batch, noise=noise) for _ in range(4)], dim=1)
+    assert torch.equal(got, chunk[:, :4])
+
+
+def test_text_embedding_cache(make_policy):
+    policy = make_policy()
+    video = policy.video
+    assert not video.text_encoder_loaded  # lazily loaded
+    e1 = video.encode_prompts(["pick the cube", "open the drawer", "pick the cube"])
+    assert video.text_encoder_calls == 1
+    assert torch.equal(e1[0], e1[2])
+
+    forwards = []
+    handle = video._text_encoder.register_forward_hook(lambda *a: forwards.append(1))
+    try:
+        e2 = video.encode_prompts(["open the drawer", "pick the cube"])
+        assert forwards == [] and video.text_encoder_calls == 1
+        assert torch.equal(e2[0], e1[1])
+        video.encode_prompts(["a new instruction", "pick the cube"])
+        assert forwards == [1] and video.text_encoder_calls == 2
+    finally:
+        handle.remove()
+
+
+def test_inference_never_loads_text_encoder_when_cached(make_policy):
+    policy = make_policy()
+    batch = inference_batch()
+    policy.video.encode_prompts(batch["task"])
+    policy.video.release_text_encoder()
+    policy.predict_action_chunk(batch)
+    assert not policy.video.text_encoder_loaded
+
+
+def test_detach_controls_gradient_into_video_dit(make_policy):
+    batch = None
+    for detach in (True, False):
+        policy = make_policy(detach_video_features=detach, training_mode="action")
+        batch = batch or train_batch(policy.config)
+        policy.train()
+        loss, info = policy.forward(batch)
+        assert set(info) == {"action_loss"}
+        loss.backward()
+        grads = [p.grad for p in policy.video.transformer.parameters() if p.grad is not None]
+        assert bool(grads) is (not detach)
+        assert any(p.grad is not None for p in policy.action_head.parameters())
+
+
+def test_optim_param_groups(make_policy):
+    policy = make_policy()
+    groups = policy.get_optim_params()
+    assert [g["lr"] for g in groups] == [1e-5, 1e-4]
+    video_ids = {id(p) for p in policy.video.transformer.parameters()}
+    assert {id(p) for p in groups[0]["params"]} == video_ids
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in policy.action_head.parameters()}
+    frozen = {id(p) for p in policy.video.vae.parameters()}
+    assert not frozen & {id(p) for g in groups for p in g["params"]}
+    assert not any(p.requires_grad for p in policy.video.vae.parameters())
+
+
+def test_action_loss_masks_padded_dims_and_steps(make_policy):
+    policy = make_policy(training_mode="action")
+    policy.eval()
+    r, h = policy.config.num_action_noise_draws, policy.config.chunk_size
+    batch = train_batch(policy.config)
+    batch["action_is_pad"][:, -3:] = True
+    seen = {}
+    original = policy.action_head.loss_inputs
+
+    def spy(*args, **kwargs):
+        seen["pred_target"] = original(*args, **kwargs)
+        return seen["pred_target"]
+
+    policy.action_head.loss_inputs = spy
+    loss, _ = policy.forward(batch)
+    pred, target = seen["pred_target"]
+    assert pred.shape == (2 * r, h, 8)  # padded to max_action_dim
+    mask = torch.zeros(2 * r, h, 8)
+    mask[:, : h - 3, :ACTION_DIM] = 1  # valid dims of valid steps, for every noise draw
+    expected = ((pred - target) ** 2 * mask).sum() / mask.sum()
+    torch.testing.assert_close(loss, expected)
+    assert not torch.allclose(loss, ((pred - target) ** 2).mean())
+
+
+def test_overfit_one_batch(make_policy):
+    """On one fixed batch with fixed random draws, both losses fall >= 5x within 300 steps."""
+    policy = make_policy(action_dropout=0.0)
+    batch = train_batch(policy.config, seed=3)
+    r, h = policy.config.num_action_noise_draws, policy.config.chunk_size
+    g = torch.Generator().manual_seed(0)
+    noise = {
+        "feature": torch.randn(2, 16, 2, 4, 8, generator=g),
+        "video_time": torch.tensor([0.3, 0.7]),
+        "video": torch.randn(2, 16, 1, 4, 8, generator=g),
+        "action": torch.randn(2 * r, h, 8, generator=g),
+        "action_beta": torch.rand(2 * r, generator=g),
+    }
+    groups = policy.get_optim_params()
+    for group in groups:
+        group["lr"] = 2e-3
+    opt = torch.optim.AdamW(groups, weight_decay=0.0)
+    policy.train()
+    first = None
+    start = time.perf_counter()
+    for step in range(300):
+        loss, info = policy.forward(batch, noise=noise)
+        first = first or info
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if info["action_loss"] < first["action_loss"] / 5 and info["video_loss"] < first["video_loss"] / 5:
+            break
+    print(f"overfit: {step + 1} steps, {time.perf_counter() - start:.1f}s, {first} -> {info}")
+    assert info["action_loss"] < first["action_loss"] / 5
+    assert info["video_loss"] < first["video_loss"] / 5
+
+
+def test_from_pretrained_round_trip(make_policy, tmp_path):
+    policy = make_policy()
+    # Move the trained weights away from the base so a broken load cannot pass.
+    with torch.no_grad():
+        for p in list(policy.video.transformer.parameters()) + list(policy.action_head.parameters()):
+            p.add_(0.01 * torch.randn_like(p))
+    policy.save_pretrained(tmp_path)
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "model.safetensors", "pt") as f:
+        keys = list(f.keys())
+    assert keys and all(k.startswith(("video.transformer.", "action_head.")) for k in keys)
+    assert not any("vae" in k or "text_encoder" in k for k in keys)
+
+    loaded = DiT4DiTPolicy.from_pretrained(tmp_path)
+    batch = inference_batch()
+    noise = torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim)
+    assert torch.equal(policy.predict_action_chunk(batch, noise=noise), loaded.predict_action_chunk(batch, noise=noise))
+
+
+@pytest.mark.parametrize("camera_order", [list(CAMERAS), list(reversed(CAMERAS))])
+def test_camera_order_sets_tiling(make_policy, camera_order):
+    policy = make_policy(camera_order=camera_order)
+    batch = inference_batch()
+    video = policy._video(batch, train=False)
+    assert torch.equal(video[:, :, 0, :, :32], batch[camera_order[0]])
+    assert torch.equal(video[:, :, 0, :, 32:], batch[camera_order[1]])
