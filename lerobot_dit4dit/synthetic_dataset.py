@@ -36,6 +36,64 @@ def _render(size: int, agent: np.ndarray, targets: dict[str, np.ndarray], zoom: 
     return (img.clip(0, 1) * 255).astype(np.uint8)
 
 
+class PointReachEnv:
+    """The scripted task behind the dataset: move a point agent onto the disc whose colour the task names.
+
+    Observations are what LeRobot feeds a policy: `observation.images.front` / `.wrist` as (3, S, S) float
+    in [0, 1], `observation.state` (state_dim,) and the `task` string. Actions are (action_dim,) in [-1, 1];
+    the first two dims are the velocity command (scaled by `max_step`), the rest are ignored.
+    """
+
+    max_step = 0.15
+    success_radius = 0.1
+
+    def __init__(self, image_size: int = 32, state_dim: int = 4, episode_length: int = 24):
+        self.image_size, self.state_dim, self.episode_length = image_size, state_dim, episode_length
+
+    def reset(self, seed: int, goal: str | None = None) -> dict:
+        rng = np.random.default_rng(seed)
+        self.goal = goal or list(COLOURS)[seed % len(COLOURS)]
+        self.targets = {name: rng.uniform(-0.7, 0.7, 2).astype(np.float32) for name in COLOURS}
+        self.agent = rng.uniform(-0.8, 0.8, 2).astype(np.float32)
+        self.vel = np.zeros(2, np.float32)
+        self.t = 0
+        return self.observation()
+
+    @property
+    def task(self) -> str:
+        return f"move the black dot to the {self.goal} disc"
+
+    def observation(self) -> dict:
+        state = np.zeros(self.state_dim, np.float32)
+        state[:2], state[2:4] = self.agent, self.vel
+        return {
+            "observation.images.front": _render(self.image_size, self.agent, self.targets),
+            "observation.images.wrist": _render(self.image_size, self.agent, self.targets, zoom=2.0),
+            "observation.state": state,
+            "task": self.task,
+        }
+
+    def expert_action(self, action_dim: int) -> np.ndarray:
+        """Proportional controller towards the goal, with a 'grasp' channel that switches on at the goal."""
+        command = np.clip(0.5 * (self.targets[self.goal] - self.agent), -self.max_step, self.max_step)
+        action = np.zeros(action_dim, np.float32)
+        action[:2] = command / self.max_step
+        action[2:] = 1.0 if self.success else -1.0
+        return action
+
+    @property
+    def success(self) -> bool:
+        return bool(np.linalg.norm(self.targets[self.goal] - self.agent) < self.success_radius)
+
+    def step(self, action: np.ndarray) -> tuple[dict, bool]:
+        """Apply an action; returns (observation, done). Done at success or after `episode_length` steps."""
+        command = np.clip(np.asarray(action[:2], np.float32), -1, 1) * self.max_step
+        self.vel = command.astype(np.float32)
+        self.agent = np.clip(self.agent + command, -1, 1).astype(np.float32)
+        self.t += 1
+        return self.observation(), self.success or self.t >= self.episode_length
+
+
 def make_reach_dataset(
     root: str | Path,
     *,
@@ -74,30 +132,18 @@ def make_reach_dataset(
         "action": {"dtype": "float32", "shape": (action_dim,), "names": [f"a{i}" for i in range(action_dim)]},
     }  # fmt: skip
     ds = LeRobotDataset.create(repo_id, fps=fps, features=features, root=root, robot_type="point2d", use_videos=False)
-    rng = np.random.default_rng(seed)
+    env = PointReachEnv(image_size=image_size, state_dim=state_dim, episode_length=episode_length)
     for ep in range(num_episodes):
-        goal = list(COLOURS)[ep % len(COLOURS)]
-        targets = {name: rng.uniform(-0.7, 0.7, 2).astype(np.float32) for name in COLOURS}
-        agent = rng.uniform(-0.8, 0.8, 2).astype(np.float32)
-        vel = np.zeros(2, np.float32)
+        obs = env.reset(seed=seed + ep)
+        hold = 2  # after reaching the goal, record a few frames of holding still with the 'grasp' channel on
         for _ in range(episode_length):
-            command = np.clip(0.5 * (targets[goal] - agent), -0.15, 0.15).astype(np.float32)
-            action = np.zeros(action_dim, np.float32)
-            action[:2] = command / 0.15
-            action[2:] = 1.0 if np.linalg.norm(targets[goal] - agent) < 0.1 else -1.0  # "grasp" when there
-            state = np.zeros(state_dim, np.float32)
-            state[:2], state[2:4] = agent, vel
-            ds.add_frame(
-                {
-                    "observation.images.front": _render(image_size, agent, targets),
-                    "observation.images.wrist": _render(image_size, agent, targets, zoom=2.0),
-                    "observation.state": state,
-                    "action": action,
-                    "task": f"move the black dot to the {goal} disc",
-                }
-            )
-            vel = command
-            agent = np.clip(agent + command, -1, 1).astype(np.float32)
+            action = env.expert_action(action_dim)
+            ds.add_frame({**obs, "action": action})
+            obs, _ = env.step(action)
+            if env.success:
+                hold -= 1
+                if hold < 0:
+                    break
         ds.save_episode()
     ds.finalize()
     return ds

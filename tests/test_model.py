@@ -260,3 +260,11 @@ def test_camera_order_sets_tiling(make_policy, camera_order):
     video = policy._video(batch, train=False)
     assert torch.equal(video[:, :, 0, :, :32], batch[camera_order[0]])
     assert torch.equal(video[:, :, 0, :, 32:], batch[camera_order[1]])
+
+
+def test_model_card_names_plugin_paper_and_base(make_policy):
+    policy = make_policy()
+    card = str(policy.generate_model_card("local/reach", "dit4dit", None, ["extra"]))
+    assert "2603.10448" in card and "lerobot_policy_dit4dit" in card
+    assert policy.config.base_model in card
+    assert "dit4dit" in card.split("---")[1] and "extra" in card.split("---")[1]  # tags in the YAML header

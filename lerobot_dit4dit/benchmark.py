@@ -1,0 +1,189 @@
+"""Print DiT4DiT figures: parameter counts of the real-size model, and train-step / select_action timings.
+
+    python -m lerobot_dit4dit.benchmark --param-counts            # real-size, meta device, no weights
+    python -m lerobot_dit4dit.benchmark                           # tiny base built offline, CPU
+    python -m lerobot_dit4dit.benchmark --base-model nvidia/Cosmos-Predict2.5-2B --device cuda \
+        --dtype bfloat16 --real-size --resolution 224 --batch-size 8   # on a GPU with the real weights
+
+Timings are medians over `--repeats` runs after `--warmup` runs. Peak memory is the process's max RSS on
+CPU and `torch.cuda.max_memory_allocated` on CUDA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import tempfile
+import time
+
+import torch
+
+# Public configs of the real components (diffusers' Cosmos-2.5-Predict-Base-2B conversion table, Wan 2.1
+# VAE, Qwen2.5-VL-7B); used only to count parameters on the meta device.
+REAL_TRANSFORMER = dict(
+    in_channels=17, out_channels=16, num_attention_heads=16, attention_head_dim=128, num_layers=28,
+    mlp_ratio=4.0, text_embed_dim=1024, adaln_lora_dim=256, max_size=(128, 240, 240), patch_size=(1, 2, 2),
+    rope_scale=(1.0, 3.0, 3.0), concat_padding_mask=True, extra_pos_embed_type=None,
+    use_crossattn_projection=True, crossattn_proj_in_channels=100352, encoder_hidden_states_channels=1024,
+)  # fmt: skip
+REAL_VAE = dict(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                temperal_downsample=[False, True, True])  # fmt: skip
+REAL_TEXT = dict(
+    text_config=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                     num_key_value_heads=4, vocab_size=152064),
+    vision_config=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+                       fullatt_block_indexes=[7, 15, 23, 31]),
+)  # fmt: skip
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def real_param_counts() -> dict[str, int]:
+    """Parameter counts of the real-size DiT4DiT (LIBERO head: state 16, action 8) on the meta device."""
+    from diffusers import AutoencoderKLWan, CosmosTransformer3DModel
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from .action_head import FlowMatchingActionHead
+    from .configuration_dit4dit import DiT4DiTConfig
+
+    cfg = DiT4DiTConfig(device="cpu")
+    with torch.device("meta"):
+        transformer = CosmosTransformer3DModel(**REAL_TRANSFORMER)
+        head = FlowMatchingActionHead(
+            action_dim=cfg.max_action_dim,
+            state_dim=cfg.max_state_dim,
+            cross_attention_dim=transformer.config.num_attention_heads * transformer.config.attention_head_dim,
+            hidden_size=cfg.action_hidden_size,
+            num_layers=cfg.action_num_layers,
+            num_heads=cfg.action_num_heads,
+            head_dim=cfg.action_head_dim,
+            max_seq_len=cfg.action_max_seq_len,
+        )
+        vae = AutoencoderKLWan(**REAL_VAE)
+        text = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**REAL_TEXT))
+    counts = {
+        "video DiT (trained)": _count(transformer),
+        "action DiT head (trained)": _count(head),
+        "Wan VAE (frozen)": _count(vae),
+        "Qwen2.5-VL text encoder (frozen)": _count(text),
+    }
+    counts["trained total (model.safetensors)"] = counts["video DiT (trained)"] + counts["action DiT head (trained)"]
+    return counts
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_policy(args) -> None:
+    from lerobot.configs import FeatureType, PolicyFeature
+
+    from .configuration_dit4dit import DiT4DiTConfig
+    from .modeling_dit4dit import DiT4DiTPolicy
+    from .tiny_base import TINY_POLICY_OVERRIDES, build_tiny_cosmos_base
+
+    base = args.base_model
+    if base is None:
+        base = str(build_tiny_cosmos_base(tempfile.mkdtemp(prefix="dit4dit_tiny_base_")))
+    res = args.resolution
+    cams = [f"observation.images.cam{i}" for i in range(args.cameras)]
+    overrides = {} if args.real_size else dict(TINY_POLICY_OVERRIDES)
+    cfg = DiT4DiTConfig(
+        **overrides,
+        base_model=base,
+        base_model_revision=args.revision,
+        device=args.device,
+        dtype=args.dtype,
+        image_resolution=(res, res),
+        input_features={
+            **{c: PolicyFeature(FeatureType.VISUAL, (3, res, res)) for c in cams},
+            "observation.state": PolicyFeature(FeatureType.STATE, (8,)),
+        },
+        output_features={"action": PolicyFeature(FeatureType.ACTION, (7,))},
+    )
+    device = torch.device(cfg.device)
+    policy = DiT4DiTPolicy(cfg).to(device)
+    b, t, h = args.batch_size, cfg.num_video_frames, cfg.chunk_size
+    batch = {c: torch.rand(b, t, 3, res, res, device=device) * 2 - 1 for c in cams}
+    batch["observation.state"] = torch.randn(b, t, 8, device=device)
+    batch["action"] = torch.randn(b, h, 7, device=device)
+    batch["action_is_pad"] = torch.zeros(b, h, dtype=torch.bool, device=device)
+    batch["task"] = ["pick up the black bowl and place it on the plate"] * b
+    opt = torch.optim.AdamW(policy.get_optim_params(), betas=cfg.optimizer_betas)
+    autocast = torch.autocast(device.type, dtype=getattr(torch, cfg.dtype), enabled=cfg.dtype != "float32")
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def train_step():
+        with autocast:
+            loss, _ = policy.forward(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.optimizer_grad_clip_norm)
+        opt.step()
+
+    def measure(fn) -> float:
+        for _ in range(args.warmup):
+            fn()
+        times = []
+        for _ in range(args.repeats):
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    policy.train()
+    train_s = measure(train_step)
+    obs = {c: batch[c][:1, 0] for c in cams}
+    obs["observation.state"] = batch["observation.state"][:1, 0]
+    obs["task"] = batch["task"][:1]
+    policy.eval()
+
+    def new_chunk():
+        policy.reset()
+        with autocast:
+            policy.select_action(obs)
+
+    chunk_s = measure(new_chunk)
+    n = cfg.n_action_steps
+    print(f"base model: {base}  device: {device}  dtype: {cfg.dtype}  cameras: {len(cams)} x {res}x{res}")
+    print(f"params: {sum(p.numel() for p in policy.parameters()):,} "
+          f"(trained {sum(p.numel() for g in policy.get_optim_params() for p in g['params']):,})")  # fmt: skip
+    print(f"train step (batch {b}, {t} frames): {train_s * 1000:.1f} ms")
+    print(f"select_action, new chunk (batch 1): {chunk_s * 1000:.1f} ms; amortised over {n} steps: "
+          f"{chunk_s * 1000 / n:.1f} ms/step")  # fmt: skip
+    print(f"peak memory: {_peak_memory_mb(device):.0f} MiB ({'CUDA allocated' if device.type == 'cuda' else 'max RSS'})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--param-counts", action="store_true", help="print real-size parameter counts and exit")
+    parser.add_argument("--base-model", default=None, help="hub id or directory; default: a tiny base built now")
+    parser.add_argument("--revision", default=None)
+    parser.add_argument("--real-size", action="store_true", help="use the real-size action head defaults")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--cameras", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args()
+    if args.param_counts:
+        for name, n in real_param_counts().items():
+            print(f"{name:36s} {n:>15,}")
+        return
+    time_policy(args)
+
+
+if __name__ == "__main__":
+    main()
