@@ -63,6 +63,7 @@ class FlowMatchingActionHead(nn.Module):
         state_dim: int,
         cross_attention_dim: int,
         hidden_size: int = 2560,
+        dit_output_dim: int | None = None,
         num_layers: int = 16,
         num_heads: int = 12,
         head_dim: int = 64,
@@ -72,11 +73,12 @@ class FlowMatchingActionHead(nn.Module):
     ):
         super().__init__()
         width = num_heads * head_dim
+        dit_output_dim = dit_output_dim or hidden_size
         self.num_timestep_buckets = num_timestep_buckets
         self.model = DiT(
             num_attention_heads=num_heads,
             attention_head_dim=head_dim,
-            output_dim=hidden_size,
+            output_dim=dit_output_dim,
             num_layers=num_layers,
             dropout=dropout,
             final_dropout=True,
@@ -87,7 +89,7 @@ class FlowMatchingActionHead(nn.Module):
         )
         self.state_encoder = MLP(state_dim, hidden_size, width)
         self.action_encoder = ActionEncoder(action_dim, width)
-        self.action_decoder = MLP(hidden_size, hidden_size, action_dim)
+        self.action_decoder = MLP(dit_output_dim, hidden_size, action_dim)
         self.position_embedding = nn.Embedding(max_seq_len, width)
 
     def velocity(self, noisy_actions: Tensor, buckets: Tensor, state_tokens: Tensor, features: Tensor) -> Tensor:

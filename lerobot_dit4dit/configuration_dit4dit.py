@@ -14,6 +14,7 @@ from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig
 from lerobot.utils.constants import ACTION, OBS_STATE
 
 TRAINING_MODES = ("joint", "video", "action")
+STATE_ENCODINGS = ("none", "sincos_interleaved", "sincos_blocked")
 VIDEO_TIME_DISTRIBUTIONS = ("uniform", "logit_normal")
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -52,6 +53,10 @@ class DiT4DiTConfig(PreTrainedConfig):
     num_video_frames: int = 5
     # Distance, in dataset frames, between consecutive video frames (official LIBERO: 0..8 at stride 2).
     video_frame_stride: int = 2
+    # How the preprocessor encodes the state after normalisation: "none", or the official recipes' sin/cos
+    # features, "sincos_interleaved" [sin x0, cos x0, sin x1, ...] (LIBERO) or "sincos_blocked"
+    # [sin x..., cos x...] (RoboCasa-GR1). The sin/cos forms double the state width.
+    state_encoding: str = "none"
     # Maximum number of instruction tokens given to the text encoder (padded to this length, as in Cosmos).
     max_prompt_tokens: int = 512
 
@@ -96,8 +101,10 @@ class DiT4DiTConfig(PreTrainedConfig):
     action_num_layers: int = 16
     action_num_heads: int = 12
     action_head_dim: int = 64
-    # Width of the DiT output projection, the state MLP and the action decoder MLP.
+    # Hidden width of the state MLP and the action decoder MLP.
     action_hidden_size: int = 2560
+    # Output width of the DiT (input of the action decoder). None: equal to `action_hidden_size`.
+    action_dit_output_dim: int | None = None
     # Dropout of the action DiT (attention output, feed-forward and final dropout).
     action_dropout: float = 0.2
     # Size of the learned position embedding table of the action tokens.
@@ -152,6 +159,8 @@ class DiT4DiTConfig(PreTrainedConfig):
                 f"video_time_distribution={self.video_time_distribution!r}; "
                 f"expected one of {VIDEO_TIME_DISTRIBUTIONS}."
             )
+        if self.state_encoding not in STATE_ENCODINGS:
+            raise ValueError(f"state_encoding={self.state_encoding!r}; expected one of {STATE_ENCODINGS}.")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r}; expected one of {DTYPES}.")
         if self.num_video_frames < 1 or self.num_video_frames % 4 != 1:
@@ -210,8 +219,11 @@ class DiT4DiTConfig(PreTrainedConfig):
             raise ValueError(f"DiT4DiT needs `{OBS_STATE}` among input_features.")
         if self.action_feature is None:
             raise ValueError(f"DiT4DiT needs `{ACTION}` among output_features.")
-        if self.state_dim > self.max_state_dim:
-            raise ValueError(f"state dim {self.state_dim} exceeds max_state_dim={self.max_state_dim}.")
+        if self.encoded_state_dim > self.max_state_dim:
+            raise ValueError(
+                f"state dim {self.encoded_state_dim} (after state_encoding={self.state_encoding!r}) exceeds "
+                f"max_state_dim={self.max_state_dim}."
+            )
         if self.action_dim > self.max_action_dim:
             raise ValueError(f"action dim {self.action_dim} exceeds max_action_dim={self.max_action_dim}.")
 
@@ -223,6 +235,11 @@ class DiT4DiTConfig(PreTrainedConfig):
     @property
     def state_dim(self) -> int:
         return self.robot_state_feature.shape[0]
+
+    @property
+    def encoded_state_dim(self) -> int:
+        """Width of the state the model receives, after the preprocessor's `state_encoding`."""
+        return self.state_dim * (1 if self.state_encoding == "none" else 2)
 
     @property
     def action_dim(self) -> int:

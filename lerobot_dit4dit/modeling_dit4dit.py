@@ -81,6 +81,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             state_dim=config.max_state_dim,
             cross_attention_dim=self.video.hidden_size,  # follows the loaded video DiT
             hidden_size=config.action_hidden_size,
+            dit_output_dim=config.action_dit_output_dim,
             num_layers=config.action_num_layers,
             num_heads=config.action_num_heads,
             head_dim=config.action_head_dim,
@@ -165,8 +166,11 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         state = batch[OBS_STATE]
         if state.ndim == 3:
             state = state[:, 0]
-        if state.shape[-1] != self.config.state_dim:
-            raise ValueError(f"DiT4DiT: {OBS_STATE} has dim {state.shape[-1]}, config expects {self.config.state_dim}.")
+        if state.shape[-1] != self.config.encoded_state_dim:
+            raise ValueError(
+                f"DiT4DiT: {OBS_STATE} has dim {state.shape[-1]}, config expects {self.config.encoded_state_dim} "
+                f"(state_dim {self.config.state_dim}, state_encoding={self.config.state_encoding!r})."
+            )
         if torch.isnan(state).any():
             raise ValueError(f"DiT4DiT: {OBS_STATE} contains NaN.")
         return F.pad(state.float(), (0, self.config.max_state_dim - state.shape[-1]))
@@ -358,25 +362,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
                     f"DiT4DiT checkpoint {model_file} was trained with {what} dim {saved}, but this config "
                     f"(from the dataset/env features) has {what} dim {expected}."
                 )
-        state_dict = load_file(model_file, device="cpu")
-        own = {k: v for k, v in model.state_dict().items() if k.startswith(TRAINED_PREFIXES)}
-        unexpected = sorted(set(state_dict) - set(own))
-        missing = sorted(set(own) - set(state_dict))
-        mismatched = [
-            f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-            for k in sorted(set(state_dict) & set(own))
-            if state_dict[k].shape != own[k].shape
-        ]
-        problems = []
-        if unexpected:
-            problems.append(f"unexpected keys {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
-        if missing:
-            problems.append(f"missing keys {missing[:10]}{' ...' if len(missing) > 10 else ''}")
-        if mismatched:
-            problems.append(f"shape mismatches {mismatched[:10]}")
-        if problems:
-            raise ValueError(f"DiT4DiT: cannot load {model_file}: " + "; ".join(problems))
-        model.load_state_dict(state_dict, strict=False)
+        load_trained_state_dict(model, load_file(model_file, device="cpu"), source=model_file)
         return model
 
     def generate_model_card(
@@ -406,3 +392,29 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         )  # fmt: skip
         template = (files("lerobot_dit4dit") / "hub_cards" / "dit4dit_model_card.md").read_text(encoding="utf-8")
         return ModelCard.from_template(card_data, template_str=template, **context)
+
+
+def load_trained_state_dict(model: DiT4DiTPolicy, state_dict: dict[str, Tensor], source: str) -> None:
+    """Load the trained video DiT + action head strictly: every key must match by name and shape.
+
+    Raises:
+        ValueError naming the unexpected keys, the missing keys and the shape mismatches.
+    """
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(TRAINED_PREFIXES)}
+    unexpected = sorted(set(state_dict) - set(own))
+    missing = sorted(set(own) - set(state_dict))
+    mismatched = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(state_dict) & set(own))
+        if state_dict[k].shape != own[k].shape
+    ]
+    problems = []
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
+    if missing:
+        problems.append(f"missing keys {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+    if mismatched:
+        problems.append(f"shape mismatches {mismatched[:10]}")
+    if problems:
+        raise ValueError(f"DiT4DiT: cannot load {source}: " + "; ".join(problems))
+    model.load_state_dict(state_dict, strict=False)

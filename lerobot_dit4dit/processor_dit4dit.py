@@ -38,13 +38,17 @@ class DiT4DiTObservationProcessorStep(ObservationProcessorStep):
     `cameras` is resized to `resolution` (bilinear, antialiased) and mapped to [-1, 1], the range the Wan
     VAE expects.
 
+    The (normalised) state is then encoded as `state_encoding` says (see `DiT4DiTConfig.state_encoding`).
+
     Attributes:
         cameras: image keys the policy needs, in tiling order.
         resolution: (height, width) of each camera after resizing.
+        state_encoding: "none", "sincos_interleaved" or "sincos_blocked".
     """
 
     cameras: list[str] = field(default_factory=list)
     resolution: tuple[int, int] = (224, 224)
+    state_encoding: str = "none"
 
     def observation(self, observation: dict) -> dict:
         missing = [k for k in self.cameras if k not in observation]
@@ -61,6 +65,8 @@ class DiT4DiTObservationProcessorStep(ObservationProcessorStep):
         out = dict(observation)
         for key in self.cameras:
             out[key] = self._to_model_range(key, observation[key])
+        if isinstance(state, torch.Tensor) and self.state_encoding != "none":
+            out[OBS_STATE] = encode_state(state, self.state_encoding)
         return out
 
     def _to_model_range(self, key: str, image: torch.Tensor) -> torch.Tensor:
@@ -81,7 +87,21 @@ class DiT4DiTObservationProcessorStep(ObservationProcessorStep):
         return features
 
     def get_config(self) -> dict[str, Any]:
-        return {"cameras": list(self.cameras), "resolution": list(self.resolution)}
+        return {
+            "cameras": list(self.cameras),
+            "resolution": list(self.resolution),
+            "state_encoding": self.state_encoding,
+        }
+
+
+def encode_state(state: torch.Tensor, encoding: str) -> torch.Tensor:
+    """(..., D) -> (..., 2D) sin/cos features, interleaved per dim or as [sin..., cos...] blocks."""
+    sin, cos = torch.sin(state), torch.cos(state)
+    if encoding == "sincos_interleaved":
+        return torch.stack([sin, cos], dim=-1).flatten(-2)
+    if encoding == "sincos_blocked":
+        return torch.cat([sin, cos], dim=-1)
+    raise ValueError(f"Unknown state_encoding {encoding!r}.")
 
 
 def make_dit4dit_pre_post_processors(
@@ -94,7 +114,7 @@ def make_dit4dit_pre_post_processors(
     """Build the DiT4DiT pre/post pipelines from the policy config and the dataset statistics."""
     s = make_default_policy_processor_steps(config, dataset_stats)
     observation = DiT4DiTObservationProcessorStep(
-        cameras=config.cameras, resolution=tuple(config.image_resolution)
+        cameras=config.cameras, resolution=tuple(config.image_resolution), state_encoding=config.state_encoding
     )
     return make_policy_processor_pipelines(
         input_steps=[s.rename_observations, s.add_batch_dim, s.to_device, s.normalize, observation],

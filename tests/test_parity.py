@@ -1,0 +1,148 @@
+"""Parity with the official DiT4DiT (Mondo-Robotics/DiT4DiT@0362b34) on its recorded golden fixtures.
+
+The fixture directory comes from $DIT4DIT_PARITY_FIXTURES (default: tests/fixtures/parity), so the same test
+runs unchanged on any fixture set of the same format. The official checkpoint is converted with our converter,
+loaded with `from_pretrained`, and fed the recorded inputs and random draws.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lerobot_dit4dit import DiT4DiTPolicy
+from lerobot_dit4dit.convert_official import convert_official
+
+FIXTURES = Path(os.environ.get("DIT4DIT_PARITY_FIXTURES", Path(__file__).parent / "fixtures" / "parity"))
+CAMERA = "observation.images.image_0"
+
+
+@pytest.fixture(scope="module")
+def parity(tmp_path_factory):
+    info = json.loads((FIXTURES / "inputs.json").read_text())
+    out = convert_official(
+        str(FIXTURES / "official_model.safetensors"),
+        FIXTURES / "official_config.yaml",
+        tmp_path_factory.mktemp("converted") / "policy",
+        cameras=[CAMERA],
+        state_dim=info["state_valid_dims"],
+        action_dim=info["action_valid_dims"],
+        state_encoding="none",
+    )
+    policy = DiT4DiTPolicy.from_pretrained(out)  # eval mode: dropout off, as the fixtures were made
+    inputs = load_file(FIXTURES / "inputs.safetensors")
+    noise = load_file(FIXTURES / "noise.safetensors")
+    expected = load_file(FIXTURES / "outputs.safetensors")
+    a = info["action_valid_dims"]
+    frames = inputs["frames"] * 2 - 1  # what our preprocessor does to [0, 1] frames
+    batch = {
+        CAMERA: frames,
+        "observation.state": inputs["state"][:, :, : info["state_valid_dims"]],
+        "action": inputs["actions"][..., :a],
+        "action_is_pad": ~inputs["action_mask"][..., 0],
+        "task": info["instructions"],
+    }
+    return policy, batch, noise, expected, info
+
+
+def _report(name: str, got: torch.Tensor, want: torch.Tensor, tol: float, relative: bool = False) -> float:
+    diff = (got.float() - want.float()).abs().max().item()
+    value = diff / max(want.abs().max().item(), 1e-12) if relative else diff
+    print(f"parity {name}: max {'rel ' if relative else ''}diff {value:.3e} (tolerance {tol:.0e})")
+    assert got.shape == want.shape, (name, got.shape, want.shape)
+    assert value <= tol, f"{name}: {value:.3e} > {tol:.0e}"
+    return value
+
+
+def test_prompt_embeddings(parity):
+    policy, batch, _, expected, _ = parity
+    got = policy.video.encode_prompts(batch["task"])
+    _report("text.prompt_embeds", got, expected["text.prompt_embeds"], 1e-5)
+
+
+def test_condition_latents(parity):
+    policy, batch, _, expected, _ = parity
+    video = policy._video(batch, train=True)
+    cond = policy.video.encode_video(video[:, :, :1])
+    _report("train.feature.cond_latents[frame 0]", cond, expected["train.feature.cond_latents"][:, :, :1], 1e-5)
+    x0 = policy.video.encode_video(video)
+    _report("train.video_fm.x0_latents", x0, expected["train.video_fm.x0_latents"], 1e-5)
+
+
+@pytest.mark.parametrize("phase", ["train", "predict"])
+def test_block_features(parity, phase):
+    policy, batch, noise, expected, _ = parity
+    video = policy._video(batch, train=True)
+    cond = policy.video.encode_video(video[:, :, :1])
+    prompts = policy.video.encode_prompts(batch["task"])
+    with torch.no_grad():
+        got = policy._features(cond, prompts, noise=noise[f"{phase}.feature.init_latents"])
+    _report(f"{phase}.feature.block_features", got, expected[f"{phase}.feature.block_features"], 1e-5)
+
+
+def test_losses(parity):
+    policy, batch, noise, expected, _ = parity
+    draws = {
+        "feature": noise["train.feature.init_latents"],
+        "video_time": noise["train.video_fm.t_uniform"],
+        "video": noise["train.video_fm.z"],
+        "action": noise["train.action_fm.eps"],
+        "action_beta": noise["train.action_fm.beta_sample"],
+    }
+    policy.eval()
+    with torch.no_grad():
+        _, info = policy.forward(batch, noise=draws)
+    _report("train.video_fm.loss", torch.tensor(info["video_loss"]), expected["train.video_fm.loss"], 1e-5, relative=True)
+    _report("train.action_fm.loss", torch.tensor(info["action_loss"]), expected["train.action_fm.loss"], 1e-5, relative=True)
+
+
+def test_predicted_action_chunk(parity):
+    policy, batch, noise, expected, info = parity
+    obs = {CAMERA: batch[CAMERA][:, 0], "observation.state": batch["observation.state"][:, 0], "task": batch["task"]}
+    got = policy.predict_action_chunk(
+        obs, noise=noise["predict.action.init_noise"], feature_noise=noise["predict.feature.init_latents"]
+    )
+    _report("predict.action.actions", got, expected["predict.action.actions"][..., : info["action_valid_dims"]], 1e-4)
+
+
+def test_converter_accepts_the_official_pt_format(tmp_path):
+    out = convert_official(
+        str(FIXTURES / "official_model.pt"), FIXTURES / "official_config.yaml", tmp_path / "p",
+        cameras=[CAMERA], state_dim=8, action_dim=7, state_encoding="none",
+    )  # fmt: skip
+    summary = json.loads((out / "conversion.json").read_text())
+    assert summary["converted_keys"] > 0 and summary["frozen_keys_verified_against_base"] > 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["extract_layer"] == 2 and cfg["num_video_frames"] == 5 and cfg["video_frame_stride"] == 2
+    assert cfg["chunk_size"] == 8 and cfg["num_action_noise_draws"] == 4 and cfg["conditional_frame_timestep"] == 1e-4
+
+
+def test_converter_rejects_unknown_and_mismatched_keys(tmp_path):
+    from safetensors.torch import save_file
+
+    sd = load_file(FIXTURES / "official_model.safetensors")
+    sd["backbone_interface.extractor.lora.weight"] = torch.zeros(1)
+    save_file(sd, tmp_path / "extra.safetensors")
+    with pytest.raises(ValueError, match=r"backbone_interface\.extractor\.lora\.weight"):
+        convert_official(str(tmp_path / "extra.safetensors"), FIXTURES / "official_config.yaml", tmp_path / "a",
+                         cameras=[CAMERA], state_dim=8, action_dim=7, state_encoding="none")  # fmt: skip
+
+    sd = load_file(FIXTURES / "official_model.safetensors")
+    sd["action_model.state_encoder.layer1.weight"] = torch.zeros(3, 3)
+    save_file(sd, tmp_path / "shape.safetensors")
+    with pytest.raises(ValueError, match=r"action_head\.state_encoder\.layer1\.weight: checkpoint \(3, 3\)"):
+        convert_official(str(tmp_path / "shape.safetensors"), FIXTURES / "official_config.yaml", tmp_path / "b",
+                         cameras=[CAMERA], state_dim=8, action_dim=7, state_encoding="none")  # fmt: skip
+
+    sd = load_file(FIXTURES / "official_model.safetensors")
+    key = next(k for k in sd if k.startswith("backbone_interface.extractor.vae."))
+    sd[key] = sd[key] + 1
+    save_file(sd, tmp_path / "vae.safetensors")
+    with pytest.raises(ValueError, match="differs from"):
+        convert_official(str(tmp_path / "vae.safetensors"), FIXTURES / "official_config.yaml", tmp_path / "c",
+                         cameras=[CAMERA], state_dim=8, action_dim=7, state_encoding="none")  # fmt: skip
