@@ -218,11 +218,16 @@ def convert_official(
     action_dim: int | None = None,
     state_encoding: str | None = None,
     dataset_statistics: str | Path | None = None,
+    gripper_dim: int | str | None = "auto",
     verify_frozen: bool = True,
 ) -> Path:
     """Convert and write the checkpoint directory; returns its path. See the module docstring."""
     from .modeling_dit4dit import DiT4DiTPolicy, load_trained_state_dict
-    from .processor_dit4dit import make_dit4dit_pre_post_processors
+    from .processor_dit4dit import (
+        ActionClipProcessorStep,
+        GripperBinarizeProcessorStep,
+        make_dit4dit_pre_post_processors,
+    )
 
     start = time.perf_counter()
     config_path = Path(config)
@@ -275,6 +280,14 @@ def convert_official(
     stats_path = Path(dataset_statistics) if dataset_statistics else config_path.parent / "dataset_statistics.json"
     stats = stats_from_official(json.loads(stats_path.read_text()), cfg.action_dim) if stats_path.exists() else None
     pre, post = make_dit4dit_pre_post_processors(cfg, dataset_stats=stats)
+    # The official clients clip the normalised chunk to [-1, 1] before un-normalising it...
+    post.steps.insert(0, ActionClipProcessorStep(-1.0, 1.0))
+    # ...and LIBERO's thresholds the gripper (model: 1 = open) into the simulator's -1 open / +1 close.
+    if gripper_dim == "auto":
+        gripper_dim = 6 if _recipe(str(official.get("datasets", {}).get("vla_data", {}).get("data_mix", ""))) == "libero" else None
+    if gripper_dim is not None:
+        post.steps.insert(-1, GripperBinarizeProcessorStep(dim=int(gripper_dim), threshold=0.5, value_at_or_above=-1.0,
+                                                           value_below=1.0))  # fmt: skip
     pre.save_pretrained(output)
     post.save_pretrained(output)
     summary = {
@@ -302,6 +315,9 @@ def main() -> None:
     parser.add_argument("--action-dim", type=int, default=None, help="action dim of the dataset/env")
     parser.add_argument("--state-encoding", default=None, choices=["none", "sincos_interleaved", "sincos_blocked"])
     parser.add_argument("--dataset-statistics", default=None, help="official dataset_statistics.json")
+    parser.add_argument("--gripper-dim", default="auto",
+                        help="action dim the postprocessor binarises like the official LIBERO client: an index, "
+                             "'none', or 'auto' (6 for LIBERO, none otherwise)")  # fmt: skip
     parser.add_argument("--no-verify-frozen", action="store_true",
                         help="do not compare the checkpoint's VAE/text encoder with the base model's")  # fmt: skip
     args = parser.parse_args()
@@ -311,6 +327,8 @@ def main() -> None:
         cameras=args.cameras.split(",") if args.cameras else None, state_dim=args.state_dim,
         action_dim=args.action_dim, state_encoding=args.state_encoding,
         dataset_statistics=args.dataset_statistics, verify_frozen=not args.no_verify_frozen,
+        gripper_dim={"auto": "auto", "none": None}.get(args.gripper_dim.lower()) if not args.gripper_dim.lstrip("-").isdigit()
+        else int(args.gripper_dim),
     )  # fmt: skip
     print(json.dumps(json.loads((out / "conversion.json").read_text()), indent=2))
     print(f"wrote {out}")

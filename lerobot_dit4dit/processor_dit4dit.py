@@ -20,6 +20,7 @@ from lerobot.configs import PipelineFeatureType, PolicyFeature
 from lerobot.processor import (
     ObservationProcessorStep,
     PolicyAction,
+    PolicyActionProcessorStep,
     PolicyProcessorPipeline,
     ProcessorStepRegistry,
 )
@@ -92,6 +93,54 @@ class DiT4DiTObservationProcessorStep(ObservationProcessorStep):
             "resolution": list(self.resolution),
             "state_encoding": self.state_encoding,
         }
+
+
+@ProcessorStepRegistry.register("dit4dit_action_clip_processor")
+@dataclass
+class ActionClipProcessorStep(PolicyActionProcessorStep):
+    """Clip normalised actions to [low, high] before un-normalising (the official clients clip to [-1, 1])."""
+
+    low: float = -1.0
+    high: float = 1.0
+
+    def action(self, action: PolicyAction) -> PolicyAction:
+        return action.clamp(self.low, self.high)
+
+    def transform_features(self, features):
+        return features
+
+    def get_config(self) -> dict[str, Any]:
+        return {"low": self.low, "high": self.high}
+
+
+@ProcessorStepRegistry.register("dit4dit_gripper_binarize_processor")
+@dataclass
+class GripperBinarizeProcessorStep(PolicyActionProcessorStep):
+    """Map a continuous gripper channel to two values: `value_at_or_above` if a >= threshold, else `value_below`.
+
+    The official LIBERO client thresholds the model's gripper output at 0.5 (1 = open) and sends -1 (open) /
+    +1 (close) to the simulator: dim=6, threshold=0.5, value_at_or_above=-1, value_below=1.
+    """
+
+    dim: int = -1
+    threshold: float = 0.5
+    value_at_or_above: float = -1.0
+    value_below: float = 1.0
+
+    def action(self, action: PolicyAction) -> PolicyAction:
+        if not -action.shape[-1] <= self.dim < action.shape[-1]:
+            raise ValueError(f"gripper dim {self.dim} is out of range for actions of shape {tuple(action.shape)}.")
+        action = action.clone()
+        g = action[..., self.dim]
+        action[..., self.dim] = torch.where(g >= self.threshold, self.value_at_or_above, self.value_below).to(g.dtype)
+        return action
+
+    def transform_features(self, features):
+        return features
+
+    def get_config(self) -> dict[str, Any]:
+        return {"dim": self.dim, "threshold": self.threshold, "value_at_or_above": self.value_at_or_above,
+                "value_below": self.value_below}  # fmt: skip
 
 
 def encode_state(state: torch.Tensor, encoding: str) -> torch.Tensor:

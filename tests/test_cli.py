@@ -68,12 +68,13 @@ def test_third_party_discovery_registers_dit4dit():
     assert "DiT4DiTPolicy DiT4DiTConfig" in out
 
 
-def test_cli_help_lists_every_field():
+@pytest.mark.parametrize("script", ["lerobot-train", "lerobot-eval", "lerobot-rollout"])
+def test_cli_help_lists_every_field(script):
     from dataclasses import fields
 
     from lerobot_dit4dit import DiT4DiTConfig
 
-    out = run([str(BIN / "lerobot-train"), "--help", "--policy.type=dit4dit"]).stdout
+    out = run([str(BIN / script), "--help", "--policy.type=dit4dit"]).stdout
     for f in fields(DiT4DiTConfig):
         assert f"--policy.{f.name}" in out, f.name
 

@@ -146,3 +146,34 @@ def test_converter_rejects_unknown_and_mismatched_keys(tmp_path):
     with pytest.raises(ValueError, match="differs from"):
         convert_official(str(tmp_path / "vae.safetensors"), FIXTURES / "official_config.yaml", tmp_path / "c",
                          cameras=[CAMERA], state_dim=8, action_dim=7, state_encoding="none")  # fmt: skip
+
+
+def test_converter_processors_reproduce_official_normalisation(tmp_path):
+    """dataset_statistics.json -> min/max on masked dims, raw gripper, clip, LIBERO gripper binarisation."""
+    import shutil
+
+    from lerobot.policies.factory import make_pre_post_processors
+
+    shutil.copy(FIXTURES / "official_config.yaml", tmp_path / "config.yaml")
+    lo, hi = [-1.0, -2.0, -3.0, -0.5, -0.5, -0.5, 0.0], [1.0, 2.0, 3.0, 0.5, 0.5, 0.5, 1.0]
+    stats = {"franka": {"action": {"min": lo, "max": hi, "mask": [True] * 6 + [False]},
+                        "state": {"min": [0.0] * 8, "max": [1.0] * 8}}}  # fmt: skip
+    (tmp_path / "dataset_statistics.json").write_text(json.dumps(stats))
+    out = convert_official(
+        str(FIXTURES / "official_model.safetensors"), tmp_path / "config.yaml", tmp_path / "p",
+        base_model=str(FIXTURES / "base_pipeline"), cameras=[CAMERA], state_dim=8, action_dim=7,
+        state_encoding="sincos_interleaved",
+    )  # fmt: skip
+    policy = DiT4DiTPolicy.from_pretrained(out)
+    pre, post = make_pre_post_processors(policy.config, pretrained_path=str(out))
+    normalised = torch.tensor([[0.5, -0.5, 2.0, 0.0, 1.0, -1.0, 0.7]])
+    got = post(normalised)
+    # dims 0-5: clip to [-1, 1] then 0.5 (a + 1)(max - min) + min; dim 6: raw 0.7 >= 0.5 -> open (-1)
+    expected = torch.tensor([[0.5, -1.0, 3.0, 0.0, 0.5, -0.5, -1.0]])
+    torch.testing.assert_close(got, expected)
+
+    obs = {CAMERA: torch.rand(1, 3, 64, 64), "observation.state": torch.arange(8.0)[None], "task": ["x"]}
+    state = pre(obs)["observation.state"]
+    x = torch.arange(8.0)
+    torch.testing.assert_close(state[0], torch.stack([x.sin(), x.cos()], -1).flatten())  # raw, sin/cos interleaved
+    assert policy.predict_action_chunk(pre(obs)).shape == (1, 8, 7)
