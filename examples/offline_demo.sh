@@ -40,6 +40,7 @@ else
 fi
 
 CKPT="$OUT/train/checkpoints/$(printf '%06d' "$STEPS")/pretrained_model"
+train_start=$(date +%s)
 if [ ! -f "$CKPT/model.safetensors" ]; then
   echo "[demo] 3/4 lerobot-train dit4dit for $STEPS steps (progress bar below)"
   rm -rf "$OUT/train"
@@ -66,4 +67,4 @@ python -m lerobot_dit4dit.offline_demo --checkpoint "$CKPT" --episodes "$EVAL_EP
   --output "$OUT/eval_info.json" 2>>"$LOG" | tail -n 1 >"$OUT/result.txt"
 end=$(date +%s)
 read -r result <"$OUT/result.txt"
-echo "$result train_minutes=$(( (train_end - start) / 60 )) total_minutes=$(( (end - start) / 60 ))"
+echo "$result train_minutes=$(( (train_end - train_start) / 60 )) total_minutes=$(( (end - start) / 60 ))"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create (once) the project's Python 3.12 virtual environment in .venv and install the project into it.
 # Sourced by scripts/test.sh and the examples; safe to run again (it only re-installs when pyproject changes).
+# DIT4DIT_VENV picks another environment; DIT4DIT_SKIP_INSTALL=1 uses it as it is.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${DIT4DIT_VENV:-$ROOT/.venv}"
@@ -31,7 +32,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 STAMP="$VENV/.dit4dit-installed-$EXTRAS"
-if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
+if [ "${DIT4DIT_SKIP_INSTALL:-0}" != 1 ] && { [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; }; then
   echo "[env] installing lerobot_policy_dit4dit[$EXTRAS] (first time: torch, lerobot, diffusers; a few minutes)"
   "$VENV/bin/python" -m pip install --progress-bar on -e "$ROOT[$EXTRAS]"
   touch "$STAMP"
