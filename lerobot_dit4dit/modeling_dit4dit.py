@@ -20,13 +20,12 @@ import builtins
 import logging
 import os
 from collections import deque
+from importlib.resources import files
 from pathlib import Path
 from typing import TypeVar
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from importlib.resources import files
-
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
 from lerobot.policies.pretrained import PreTrainedPolicy, _build_card_context
@@ -118,8 +117,8 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         sigma = self.config.feature_sigma
         if sigma is None:
             sigma = self.video.scheduler_first_sigma
-        if self.config.cast_feature_sigma_to_model_dtype:
-            sigma = float(torch.tensor(sigma, dtype=self.video.transformer.dtype))
+        if self.config.cast_feature_sigma_to_model_dtype:  # the official code rounds σ_f to its bf16 DiT dtype
+            sigma = float(torch.tensor(sigma, dtype=DTYPES[self.config.dtype]))
         return sigma
 
     def _autocast(self, device: torch.device):
@@ -171,8 +170,6 @@ class DiT4DiTPolicy(PreTrainedPolicy):
                 f"DiT4DiT: {OBS_STATE} has dim {state.shape[-1]}, config expects {self.config.encoded_state_dim} "
                 f"(state_dim {self.config.state_dim}, state_encoding={self.config.state_encoding!r})."
             )
-        if torch.isnan(state).any():
-            raise ValueError(f"DiT4DiT: {OBS_STATE} contains NaN.")
         return F.pad(state.float(), (0, self.config.max_state_dim - state.shape[-1]))
 
     def _tasks(self, batch: dict, batch_size: int) -> list[str]:

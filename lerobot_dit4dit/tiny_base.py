@@ -52,6 +52,17 @@ def build_byte_level_qwen_tokenizer():
     return tokenizer
 
 
+@torch.no_grad()
+def _latent_statistics(vae: AutoencoderKLWan, seed: int, n: int = 16, size: int = 64) -> tuple[list, list]:
+    """Per-channel mean and std of the VAE's posterior mode over random smooth RGB images in [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, 8, 8, generator=g) * 2 - 1
+    images = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear")[:, :, None]
+    z = vae.encode(images).latent_dist.mode()
+    dims = (0, 2, 3, 4)
+    return z.mean(dims).tolist(), z.std(dims).clamp_min(1e-6).tolist()
+
+
 def build_tiny_cosmos_base(
     output_dir: str | Path,
     *,
@@ -61,12 +72,18 @@ def build_tiny_cosmos_base(
     text_hidden_size: int = 32,
     text_num_layers: int = 2,
     vae_base_dim: int = 8,
+    calibrate_latents: bool = True,
     seed: int = 0,
 ) -> Path:
     """Write a tiny `Cosmos2_5_PredictBasePipeline` directory and return its path.
 
     The text encoder's prompt embedding width is text_num_layers * text_hidden_size (every decoder layer is
     concatenated, as Cosmos-Predict2.5 does); the video DiT projects it to its cross-attention width.
+
+    With `calibrate_latents`, the VAE's `latents_mean` / `latents_std` are measured on random smooth images
+    instead of copying Wan 2.1's: an untrained VAE's latents are ~50x smaller than the trained one's, and with
+    the Wan statistics the normalised latents of different images differ by < 1%, which hides the scene from
+    both DiTs. (The real VAE ships its own statistics; this only concerns the random tiny one.)
     """
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
@@ -128,6 +145,9 @@ def build_tiny_cosmos_base(
         latents_mean=WAN21_LATENTS_MEAN,
         latents_std=WAN21_LATENTS_STD,
     )
+    if calibrate_latents:
+        mean, std = _latent_statistics(vae, seed)
+        vae.register_to_config(latents_mean=mean, latents_std=std)
     scheduler = UniPCMultistepScheduler(
         use_karras_sigmas=True,
         use_flow_sigmas=True,
@@ -136,8 +156,9 @@ def build_tiny_cosmos_base(
         sigma_min=0.01,
     )
 
-    from .video_backbone import NoSafetyChecker
     from diffusers import Cosmos2_5_PredictBasePipeline
+
+    from .video_backbone import NoSafetyChecker
 
     pipe = Cosmos2_5_PredictBasePipeline(
         text_encoder=text_encoder,

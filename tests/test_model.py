@@ -268,3 +268,32 @@ def test_model_card_names_plugin_paper_and_base(make_policy):
     assert "2603.10448" in card and "lerobot_policy_dit4dit" in card
     assert policy.config.base_model in card
     assert "dit4dit" in card.split("---")[1] and "extra" in card.split("---")[1]  # tags in the YAML header
+
+
+def test_gradient_checkpointing_end_to_end_gradients(make_policy):
+    """With checkpointing on and features not detached, the action loss reaches the video DiT (paper variant)."""
+    torch.manual_seed(0)
+    plain = make_policy(detach_video_features=False, action_dropout=0.0)
+    torch.manual_seed(0)
+    ckpt = make_policy(detach_video_features=False, action_dropout=0.0, gradient_checkpointing=True)
+    assert ckpt.video.transformer.gradient_checkpointing
+    batch = train_batch(plain.config)
+    g = torch.Generator().manual_seed(1)
+    draws = {"feature": torch.randn(2, 16, 2, 4, 8, generator=g), "video_time": torch.rand(2, generator=g),
+             "video": torch.randn(2, 16, 1, 4, 8, generator=g), "action": torch.randn(8, 8, 8, generator=g),
+             "action_beta": torch.rand(8, generator=g)}  # fmt: skip
+    grads = []
+    for policy in (plain, ckpt):
+        policy.train()
+        loss, _ = policy.forward(batch, noise=draws)
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in policy.video.transformer.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_feature_sigma_default_and_bf16_rounding(make_policy):
+    policy = make_policy()
+    assert policy.feature_sigma == pytest.approx(200 / 201)  # the scheduler's first sigma
+    rounded = make_policy(dtype="bfloat16", cast_feature_sigma_to_model_dtype=True)
+    assert rounded.feature_sigma == 0.99609375  # 200/201 in bf16, as the official bf16 code feeds it
+    assert make_policy(feature_sigma=0.5).feature_sigma == 0.5
