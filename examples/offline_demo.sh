@@ -17,7 +17,7 @@ if [ "$FAST" = 1 ]; then
   OUT="${OUT:-outputs/offline_demo_fast}"; EPISODES="${EPISODES:-6}"; STEPS="${STEPS:-20}"
   EVAL_EPISODES="${EVAL_EPISODES:-2}"; BATCH_SIZE="${BATCH_SIZE:-4}"
 else
-  OUT="${OUT:-outputs/offline_demo}"; EPISODES="${EPISODES:-60}"; STEPS="${STEPS:-1500}"
+  OUT="${OUT:-outputs/offline_demo}"; EPISODES="${EPISODES:-200}"; STEPS="${STEPS:-1500}"
   EVAL_EPISODES="${EVAL_EPISODES:-50}"; BATCH_SIZE="${BATCH_SIZE:-16}"
 fi
 mkdir -p "$OUT"

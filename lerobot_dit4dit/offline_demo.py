@@ -36,7 +36,9 @@ def _to_policy_observation(obs: dict) -> dict:
     return out
 
 
-def evaluate(checkpoint: str | Path, episodes: int = 20, seed_offset: int = EVAL_SEED_OFFSET) -> dict:
+def evaluate(
+    checkpoint: str | Path, episodes: int = 20, seed_offset: int = EVAL_SEED_OFFSET, distractor: bool = False
+) -> dict:
     from lerobot.policies.factory import make_pre_post_processors
 
     from .modeling_dit4dit import DiT4DiTPolicy
@@ -44,7 +46,7 @@ def evaluate(checkpoint: str | Path, episodes: int = 20, seed_offset: int = EVAL
     policy = DiT4DiTPolicy.from_pretrained(checkpoint)
     pre, post = make_pre_post_processors(policy.config, pretrained_path=str(checkpoint))
     image_size = policy.config.input_features["observation.images.front"].shape[-1]
-    env = PointReachEnv(image_size=image_size, state_dim=policy.config.state_dim)
+    env = PointReachEnv(image_size=image_size, state_dim=policy.config.state_dim, distractor=distractor)
     successes, lengths, expert = [], [], []
     start = time.perf_counter()
     for ep in tqdm(range(episodes), desc="evaluating", unit="episode"):
@@ -82,8 +84,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True, help="a pretrained_model directory of lerobot-train")
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--output", default=None, help="write the results as JSON here")
+    parser.add_argument("--distractor", action="store_true", help="as recorded with --distractor")
     args = parser.parse_args()
-    info = evaluate(args.checkpoint, args.episodes)
+    info = evaluate(args.checkpoint, args.episodes, distractor=args.distractor)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(info, indent=2))

@@ -1,8 +1,9 @@
 """Write a small, real LeRobotDataset v3 offline: a scripted point-reaching task rendered by two cameras.
 
-A 2-D point agent moves towards a coloured target with a proportional controller (the scripted expert).
-The instruction names the target's colour; the scene camera (`front`) shows the agent and both candidate
-targets, the `wrist` camera is centred on the agent. State = (agent x, y, velocity x, y), action = the 2-D
+A 2-D point agent moves towards a coloured disc with a proportional controller (the scripted expert).
+The instruction names the disc's colour; the scene camera (`front`) shows the agent and the disc (and, with
+`--distractor`, a disc of the other colour that the policy must ignore), the `wrist` camera is centred on the
+agent. State = (agent x, y, velocity x, y), action = the 2-D
 velocity command, padded to `action_dim` with the gripper-like constant channels. The frames change smoothly
 with the actions, so both the video loss and the action loss have something to learn.
 
@@ -47,13 +48,16 @@ class PointReachEnv:
     max_step = 0.15
     success_radius = 0.1
 
-    def __init__(self, image_size: int = 32, state_dim: int = 4, episode_length: int = 24):
+    def __init__(self, image_size: int = 32, state_dim: int = 4, episode_length: int = 24, distractor: bool = False):
         self.image_size, self.state_dim, self.episode_length = image_size, state_dim, episode_length
+        self.distractor = distractor
 
     def reset(self, seed: int, goal: str | None = None) -> dict:
         rng = np.random.default_rng(seed)
         self.goal = goal or list(COLOURS)[seed % len(COLOURS)]
         self.targets = {name: rng.uniform(-0.7, 0.7, 2).astype(np.float32) for name in COLOURS}
+        if not self.distractor:  # only the named disc is in the scene
+            self.targets = {self.goal: self.targets[self.goal]}
         self.agent = rng.uniform(-0.8, 0.8, 2).astype(np.float32)
         self.vel = np.zeros(2, np.float32)
         self.t = 0
@@ -105,6 +109,7 @@ def make_reach_dataset(
     state_dim: int = 4,
     fps: int = 10,
     seed: int = 0,
+    distractor: bool = False,
     overwrite: bool = True,
 ):
     """Create the dataset at `root` and return it (a `LeRobotDataset`).
@@ -132,7 +137,7 @@ def make_reach_dataset(
         "action": {"dtype": "float32", "shape": (action_dim,), "names": [f"a{i}" for i in range(action_dim)]},
     }  # fmt: skip
     ds = LeRobotDataset.create(repo_id, fps=fps, features=features, root=root, robot_type="point2d", use_videos=False)
-    env = PointReachEnv(image_size=image_size, state_dim=state_dim, episode_length=episode_length)
+    env = PointReachEnv(image_size=image_size, state_dim=state_dim, episode_length=episode_length, distractor=distractor)
     for ep in range(num_episodes):
         obs = env.reset(seed=seed + ep)
         hold = 2  # after reaching the goal, record a few frames of holding still with the 'grasp' channel on
@@ -158,6 +163,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--action-dim", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--distractor", action="store_true", help="also draw the disc of the other colour")
     args = parser.parse_args()
     ds = make_reach_dataset(
         args.root,
@@ -167,6 +173,7 @@ def main() -> None:
         image_size=args.image_size,
         action_dim=args.action_dim,
         seed=args.seed,
+        distractor=args.distractor,
     )
     print(f"wrote {ds.meta.total_episodes} episodes / {ds.meta.total_frames} frames to {args.root}")
 
