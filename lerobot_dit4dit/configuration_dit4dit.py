@@ -74,6 +74,12 @@ class DiT4DiTConfig(PreTrainedConfig):
     # None draws fresh noise from the global RNG every call (official behaviour). Training always draws fresh
     # noise from the global RNG.
     feature_noise_seed: int | None = 0
+    # Also imagine the future frames at inference and keep their latents on `policy.last_predicted_latents`,
+    # so that `lerobot-eval` writes the imagined video next to the episode video. Costs extra video-DiT
+    # forwards per chunk; off by default, never decoded on the action path.
+    save_predicted_video: bool = False
+    # Euler steps of the imagined-frame sampler (from the feature forward's noise level to data).
+    predicted_video_steps: int = 4
     # Run the feature forward under no_grad during training, so the action loss never reaches the video DiT
     # (official behaviour). False lets the action loss back-propagate into the video DiT, as in the paper.
     detach_video_features: bool = True

@@ -100,6 +100,9 @@ class DiT4DiTPolicy(PreTrainedPolicy):
     # ------------------------------------------------------------------ LeRobot API
     def reset(self):
         self._action_queue: deque[Tensor] = deque(maxlen=self.config.n_action_steps)
+        # (B, 16, T_lat, h, w) imagined latents of the last chunk when `save_predicted_video` is on; LeRobot's
+        # evaluator collects them after every `select_action` and decodes once per episode.
+        self.last_predicted_latents: Tensor | None = None
 
     def get_optim_params(self) -> list[dict]:
         """Two AdamW parameter groups: the video DiT at `optimizer_lr_video`, the action head at
@@ -182,7 +185,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             raise ValueError(f"DiT4DiT: {len(tasks)} task strings for a batch of {batch_size}.")
         return list(tasks)
 
-    def _features(self, cond_latent: Tensor, prompt_embeds: Tensor, noise=None, generator=None) -> Tensor:
+    def _features(self, cond_latent: Tensor, prompt_embeds: Tensor, noise: Tensor | None = None) -> Tensor:
         return self.video.extract_features(
             cond_latent,
             self.num_latent_frames,
@@ -191,7 +194,6 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             conditional_frame_timestep=self.config.conditional_frame_timestep,
             extract_layer=self.config.extract_layer,
             noise=noise,
-            generator=generator,
         )
 
     # ------------------------------------------------------------------ training
@@ -302,10 +304,21 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         state = self._state(batch)
         prompt_embeds = self.video.encode_prompts(self._tasks(batch, bsz))
         cond_latent = self.video.encode_video(video)
-        generator = None
-        if feature_noise is None and self.config.feature_noise_seed is not None:
-            generator = torch.Generator(device=video.device).manual_seed(self.config.feature_noise_seed)
-        features = self._features(cond_latent, prompt_embeds, noise=feature_noise, generator=generator)
+        if feature_noise is None:
+            generator = None
+            if self.config.feature_noise_seed is not None:
+                generator = torch.Generator(device=video.device).manual_seed(self.config.feature_noise_seed)
+            b, c, _, h, w = cond_latent.shape
+            feature_noise = torch.randn(
+                (b, c, self.num_latent_frames, h, w), generator=generator, device=video.device
+            )  # fmt: skip
+        features = self._features(cond_latent, prompt_embeds, noise=feature_noise)
+        if self.config.save_predicted_video:
+            self.last_predicted_latents = self.video.imagine(
+                cond_latent, feature_noise, prompt_embeds, sigma=self.feature_sigma,
+                conditional_frame_timestep=self.config.conditional_frame_timestep,
+                num_steps=self.config.predicted_video_steps,
+            ).cpu()  # fmt: skip
         if noise is None:
             noise = torch.randn(bsz, self.config.chunk_size, self.config.max_action_dim, device=video.device)
         actions = self.action_head.sample(state, features.float(), noise.float(), self.config.num_inference_steps)
@@ -319,6 +332,15 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             chunk = self.predict_action_chunk(batch, noise=noise)[:, : self.config.n_action_steps]
             self._action_queue.extend(chunk.transpose(0, 1))  # (n_action_steps, B, A)
         return self._action_queue.popleft()
+
+    @torch.no_grad()
+    def decode_predicted_latents(self, latents: Tensor) -> Tensor:
+        """Imagined latents (B, 16, T_lat, h, w), chunks concatenated on dim 2 -> (T, H, W, 3) uint8 frames of
+        the first batch element (the tiled camera views side by side). Called by `lerobot-eval` only."""
+        device = self.video.latents_mean.device
+        video = self.video.decode_latents(latents[:1].to(device))  # (1, 3, T, H, W) in [-1, 1]
+        frames = ((video[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return frames.permute(1, 2, 3, 0).cpu()
 
     # ------------------------------------------------------------------ checkpoints
     def _save_pretrained(self, save_directory: Path, state_dict: dict[str, Tensor] | None = None) -> None:

@@ -323,6 +323,33 @@ class CosmosVideoBackbone(nn.Module):
         v_pred = self._run(latents[:, :, :1], xt, time, prompt_embeds, conditional_frame_timestep)
         return torch.nn.functional.mse_loss(v_pred[:, :, 1:].float(), velocity_target(x0, noise))
 
+    @torch.no_grad()
+    def imagine(
+        self,
+        cond_latent: Tensor,
+        noise: Tensor,
+        prompt_embeds: Tensor,
+        *,
+        sigma: float,
+        conditional_frame_timestep: float,
+        num_steps: int,
+    ) -> Tensor:
+        """Sample the future latents with Euler steps from `sigma` to 0, frame 0 pinned to the condition.
+
+        Args:
+            cond_latent: (B, 16, 1, h, w); noise: (B, 16, T_lat, h, w), frame 0 ignored (the feature noise).
+        Returns:
+            (B, 16, T_lat, h, w) normalised latents: the condition followed by the imagined frames.
+        """
+        x = noise[:, :, 1:].float()  # the same pure-noise start as the feature forward, at time `sigma`
+        ts = torch.linspace(sigma, 0.0, num_steps + 1).tolist()
+        b = x.shape[0]
+        for t, t_next in zip(ts[:-1], ts[1:], strict=True):
+            time = torch.full((b,), t, device=x.device)
+            v = self._run(cond_latent, x, time, prompt_embeds, conditional_frame_timestep)[:, :, 1:].float()
+            x = x + (t_next - t) * v  # dx/dt = v = noise - x0, integrated from t down to t_next
+        return torch.cat([cond_latent.float(), x], dim=2)
+
     def decode_latents(self, latents: Tensor) -> Tensor:
         """(B, 16, T_lat, h, w) normalised latents -> (B, 3, T, H, W) video in [-1, 1]."""
         z = latents / self.latents_inv_std + self.latents_mean

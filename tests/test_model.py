@@ -297,3 +297,33 @@ def test_feature_sigma_default_and_bf16_rounding(make_policy):
     rounded = make_policy(dtype="bfloat16", cast_feature_sigma_to_model_dtype=True)
     assert rounded.feature_sigma == 0.99609375  # 200/201 in bf16, as the official bf16 code feeds it
     assert make_policy(feature_sigma=0.5).feature_sigma == 0.5
+
+
+def test_predicted_video_hooks(make_policy):
+    """Imagined frames only when asked: latents on `last_predicted_latents`, decoded by `lerobot-eval`."""
+    policy = make_policy()
+    batch = inference_batch()
+    last_block = policy.video.transformer.transformer_blocks[-1]
+    calls = []
+    handle = last_block.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        policy.reset()
+        policy.select_action(batch)
+        assert calls == [] and policy.last_predicted_latents is None  # action path: early exit only
+
+        imagining = make_policy(save_predicted_video=True, predicted_video_steps=2)
+        imagining.load_state_dict(policy.state_dict())
+        handle.remove()
+        handle = imagining.video.transformer.transformer_blocks[-1].register_forward_hook(lambda *a: calls.append(1))
+        noise = torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim)
+        imagining.reset()
+        a_imagining = imagining.select_action(batch, noise=noise)
+        assert len(calls) == 2  # two full forwards for two Euler steps
+    finally:
+        handle.remove()
+    policy.reset()
+    assert torch.equal(a_imagining, policy.select_action(batch, noise=noise))  # actions unchanged
+    latents = imagining.last_predicted_latents
+    assert latents.shape == (2, 16, 2, 4, 8) and latents.device.type == "cpu"
+    frames = imagining.decode_predicted_latents(torch.cat([latents, latents], dim=2))
+    assert frames.dtype == torch.uint8 and frames.shape == (1 + 4 * 3, 32, 64, 3)
