@@ -327,3 +327,16 @@ def test_predicted_video_hooks(make_policy):
     assert latents.shape == (2, 16, 2, 4, 8) and latents.device.type == "cpu"
     frames = imagining.decode_predicted_latents(torch.cat([latents, latents], dim=2))
     assert frames.dtype == torch.uint8 and frames.shape == (1 + 4 * 3, 32, 64, 3)
+
+
+def test_bfloat16_path_trains_and_predicts(make_policy):
+    """dtype=bfloat16: frozen VAE stored in bf16, trainable weights fp32 under bf16 autocast (the GPU recipe)."""
+    policy = make_policy(dtype="bfloat16")
+    assert policy.video.vae.dtype == torch.bfloat16 and policy.video.transformer.dtype == torch.float32
+    policy.train()
+    loss, info = policy.forward(train_batch(policy.config))
+    loss.backward()
+    assert torch.isfinite(loss) and set(info) == {"action_loss", "video_loss"}
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in policy.action_head.parameters())
+    actions = policy.predict_action_chunk(inference_batch())
+    assert actions.dtype == torch.float32 and torch.isfinite(actions).all()
