@@ -28,6 +28,7 @@ from transformers import Qwen2_5_VLForConditionalGeneration
 from .flow_matching import interpolate, sample_video_time, velocity_target
 
 logger = logging.getLogger(__name__)
+TEXT_ENCODER_BATCH = 8  # instructions per text-encoder call
 
 
 class NoSafetyChecker:
@@ -170,12 +171,16 @@ class CosmosVideoBackbone(nn.Module):
         if missing:
             te = self._get_text_encoder()
             te.to(device)
-            embeds = self._pipe._get_prompt_embeds(
-                missing, max_sequence_length=self.max_prompt_tokens, device=device, dtype=te.dtype
-            )
-            self.text_encoder_calls += 1
-            for prompt, emb in zip(missing, embeds, strict=True):
-                self._prompt_cache[prompt] = emb
+            # A few prompts per call: the encoder returns the hidden states of every layer (29 x 512 x 3584
+            # for Cosmos-Reason1), which for a whole training batch would not fit next to the DiTs.
+            for start in range(0, len(missing), TEXT_ENCODER_BATCH):
+                group = missing[start : start + TEXT_ENCODER_BATCH]
+                embeds = self._pipe._get_prompt_embeds(
+                    group, max_sequence_length=self.max_prompt_tokens, device=device, dtype=te.dtype
+                )
+                self.text_encoder_calls += 1
+                for prompt, emb in zip(group, embeds, strict=True):
+                    self._prompt_cache[prompt] = emb
         out = torch.stack([self._prompt_cache[p] for p in prompts])
         return out.to(device=device, dtype=self.transformer.dtype)
 

@@ -340,3 +340,14 @@ def test_bfloat16_path_trains_and_predicts(make_policy):
     assert all(p.grad is None or p.grad.dtype == torch.float32 for p in policy.action_head.parameters())
     actions = policy.predict_action_chunk(inference_batch())
     assert actions.dtype == torch.float32 and torch.isfinite(actions).all()
+
+
+def test_many_new_instructions_are_encoded_in_groups(make_policy):
+    from lerobot_dit4dit.video_backbone import TEXT_ENCODER_BATCH
+
+    policy = make_policy()
+    prompts = [f"task number {i}" for i in range(TEXT_ENCODER_BATCH + 2)]
+    grouped = policy.video.encode_prompts(prompts)
+    assert policy.video.text_encoder_calls == 2
+    alone = make_policy().video.encode_prompts([prompts[-1]])
+    torch.testing.assert_close(grouped[-1], alone[0])
