@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F  # noqa: N812
+from lerobot.policies.common.flow_matching import euler_integrate
 from lerobot.policies.groot.action_head.cross_attention_dit import DiT
 from lerobot.policies.groot.groot_n1_7 import SinusoidalPositionalEncoding
 from torch import Tensor, nn
 
-from .flow_matching import euler_bucket_schedule, interpolate, time_to_bucket, velocity_target
+from .flow_matching import interpolate, sampling_time_to_bucket, time_to_bucket, velocity_target
 
 
 class MLP(nn.Module):
@@ -129,27 +130,20 @@ class FlowMatchingActionHead(nn.Module):
         return pred, velocity_target(actions, noise)
 
     @torch.no_grad()
-    def sample(
-        self, state: Tensor, features: Tensor, noise: Tensor, num_steps: int, return_velocities: bool = False
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        """Integrate from noise (t=1) to an action chunk (t=0) with `num_steps` Euler steps.
+    def sample(self, state: Tensor, features: Tensor, noise: Tensor, num_steps: int) -> Tensor:
+        """Integrate from noise (t=1) to an action chunk (t=0) with LeRobot's `euler_integrate`.
 
         Args:
             state: (B, S) padded state.
             features: (B, S_f, D_f) video features.
             noise: (B, H, A) the chunk at t = 1.
         Returns:
-            (B, H, A) normalised actions (and the (num_steps, B, H, A) velocities if asked).
+            (B, H, A) normalised actions.
         """
         state_tokens = self.state_encoder(state).unsqueeze(1)  # computed once for all steps
-        x = noise
-        dt = 1.0 / num_steps
-        velocities = []
-        for bucket in euler_bucket_schedule(num_steps, self.num_timestep_buckets):
-            buckets = torch.full((x.shape[0],), bucket, device=x.device, dtype=torch.long)
-            v = self.velocity(x, buckets, state_tokens, features)
-            velocities.append(v)
-            x = x - dt * v
-        if return_velocities:
-            return x, torch.stack(velocities)
-        return x
+
+        def velocity(x_t: Tensor, t: Tensor) -> Tensor:
+            buckets = sampling_time_to_bucket(t, self.num_timestep_buckets, num_steps)
+            return self.velocity(x_t, buckets, state_tokens, features).to(x_t.dtype)
+
+        return euler_integrate(velocity, noise, num_steps)

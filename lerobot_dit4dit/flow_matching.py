@@ -11,6 +11,7 @@ and sampling integrates dx/dt = v from t = 1 down to t = 0 with Euler steps x <-
 from __future__ import annotations
 
 import torch
+from lerobot.policies.common.flow_matching import sample_beta
 from torch import Tensor
 
 
@@ -70,11 +71,7 @@ def sample_beta_time(
     With alpha > beta the density grows towards t = 1 (noise), where predicting the velocity is hardest.
     The division by `s` follows the official GR00T/DiT4DiT code (tau may slightly exceed 1).
     """
-    dist = torch.distributions.Beta(
-        torch.tensor(alpha, device=device, dtype=torch.float32),
-        torch.tensor(beta, device=device, dtype=torch.float32),
-    )
-    return beta_draw_to_time(dist.sample((batch_size,)), s)
+    return beta_draw_to_time(sample_beta(alpha, beta, batch_size, device), s)
 
 
 def beta_draw_to_time(beta_sample: Tensor, s: float) -> Tensor:
@@ -87,9 +84,14 @@ def time_to_bucket(t: Tensor, num_buckets: int) -> Tensor:
     return (t * num_buckets).long()
 
 
-def euler_bucket_schedule(num_steps: int, num_buckets: int) -> list[int]:
-    """Buckets of the Euler steps from noise to data: int((1 - k / N) * num_buckets) for k = 0..N-1."""
-    return [int((1 - k / num_steps) * num_buckets) for k in range(num_steps)]
+def sampling_time_to_bucket(t: Tensor, num_buckets: int, num_steps: int) -> Tensor:
+    """Bucket of a time of LeRobot's `euler_integrate` loop (t = 1 - k/N, float32), as the official sampler
+    computes it: int((1 - k/N) * num_buckets) in float64, e.g. N=10 gives 1000, 900, ..., 199, 99.
+
+    The step index k is recovered from t first, so float32 rounding of t cannot move a bucket.
+    """
+    k = torch.round((1 - t.double()) * num_steps)
+    return ((1 - k / num_steps) * num_buckets).floor().long()
 
 
 def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:

@@ -351,3 +351,12 @@ def test_many_new_instructions_are_encoded_in_groups(make_policy):
     assert policy.video.text_encoder_calls == 2
     alone = make_policy().video.encode_prompts([prompts[-1]])
     torch.testing.assert_close(grouped[-1], alone[0])
+
+
+@pytest.mark.parametrize("num_steps", [1, 3, 4, 7, 10, 16])
+def test_euler_buckets_match_the_official_schedule(num_steps):
+    from lerobot_dit4dit.flow_matching import sampling_time_to_bucket
+
+    times = torch.tensor([1.0 + k * (-1.0 / num_steps) for k in range(num_steps)], dtype=torch.float32)
+    official = [int((1 - k / num_steps) * 1000) for k in range(num_steps)]
+    assert sampling_time_to_bucket(times, 1000, num_steps).tolist() == official
