@@ -130,13 +130,17 @@ class FlowMatchingActionHead(nn.Module):
         return pred, velocity_target(actions, noise)
 
     @torch.no_grad()
-    def sample(self, state: Tensor, features: Tensor, noise: Tensor, num_steps: int) -> Tensor:
+    def sample(
+        self, state: Tensor, features: Tensor, noise: Tensor, num_steps: int, rtc_processor=None, **rtc_kwargs
+    ) -> Tensor:
         """Integrate from noise (t=1) to an action chunk (t=0) with LeRobot's `euler_integrate`.
 
         Args:
             state: (B, S) padded state.
             features: (B, S_f, D_f) video features.
             noise: (B, H, A) the chunk at t = 1.
+            rtc_processor: a LeRobot `RTCProcessor`; with it, `rtc_kwargs` (inference_delay,
+                prev_chunk_left_over, execution_horizon) steer the chunk's prefix towards the previous chunk.
         Returns:
             (B, H, A) normalised actions.
         """
@@ -146,4 +150,6 @@ class FlowMatchingActionHead(nn.Module):
             buckets = sampling_time_to_bucket(t, self.num_timestep_buckets, num_steps)
             return self.velocity(x_t, buckets, state_tokens, features).to(x_t.dtype)
 
-        return euler_integrate(velocity, noise, num_steps)
+        return euler_integrate(
+            velocity, noise, num_steps, rtc_processor=rtc_processor, rtc_enabled=rtc_processor is not None, **rtc_kwargs
+        )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from lerobot.configs import NormalizationMode, PreTrainedConfig
 from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig
+from lerobot.policies.rtc.configuration_rtc import RTCConfig
 from lerobot.utils.constants import ACTION, OBS_STATE
 
 TRAINING_MODES = ("joint", "video", "action")
@@ -127,6 +128,9 @@ class DiT4DiTConfig(PreTrainedConfig):
     num_action_noise_draws: int = 4
     # Euler steps from noise to an action chunk at inference.
     num_inference_steps: int = 4
+    # Real-time chunking (LeRobot's RTC guidance in the Euler loop); `lerobot-rollout --inference.type=rtc`
+    # sets it. None: plain sampling.
+    rtc_config: RTCConfig | None = None
 
     # ---------------------------------------------------------------- training
     # "joint": action + video loss; "video": video loss only; "action": action loss only (the ablation).

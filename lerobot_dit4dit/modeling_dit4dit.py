@@ -29,6 +29,7 @@ import torch.nn.functional as F  # noqa: N812
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
 from lerobot.policies.pretrained import PreTrainedPolicy, _build_card_context
+from lerobot.policies.rtc.modeling_rtc import RTCProcessor
 from lerobot.utils.constants import ACTION, OBS_STATE
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -95,6 +96,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             self.video.transformer.requires_grad_(False)
         if config.training_mode == "video":
             self.action_head.requires_grad_(False)
+        self.init_rtc_processor()
         self.reset()
 
     # ------------------------------------------------------------------ LeRobot API
@@ -103,6 +105,14 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         # (B, 16, T_lat, h, w) imagined latents of the last chunk when `save_predicted_video` is on; LeRobot's
         # evaluator collects them after every `select_action` and decodes once per episode.
         self.last_predicted_latents: Tensor | None = None
+
+    def supports_rtc(self) -> bool:
+        return True
+
+    def init_rtc_processor(self) -> None:
+        """(Re)build the RTC processor from `config.rtc_config` (`lerobot-rollout` calls this after setting it)."""
+        rtc = self.config.rtc_config
+        self.rtc_processor = RTCProcessor(rtc) if rtc is not None and rtc.enabled else None
 
     def get_optim_params(self) -> list[dict]:
         """Two AdamW parameter groups: the video DiT at `optimizer_lr_video`, the action head at
@@ -285,21 +295,35 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         batch: dict[str, Tensor],
         noise: Tensor | None = None,
         feature_noise: Tensor | None = None,
+        inference_delay: int | None = None,
+        prev_chunk_left_over: Tensor | None = None,
+        execution_horizon: int | None = None,
         **kwargs,
     ) -> Tensor:
         """Action chunk (B, chunk_size, action_dim), normalised.
 
         Args:
+            inference_delay, prev_chunk_left_over ((B, T, action_dim) normalised), execution_horizon: real-time
+                chunking inputs, used when `config.rtc_config` is enabled (LeRobot's RTC semantics).
             noise: (B, chunk_size, max_action_dim) initial chunk at t = 1; standard normal when None.
             feature_noise: (B, 16, T_lat, h, w) noise of the feature forward; drawn from a generator seeded
                 with `feature_noise_seed` when None (global RNG if that is None).
         """
         self.eval()
         video = self._video(batch, train=False)[:, :, :1]  # the current frame only
+        rtc = {}
+        if self.rtc_processor is not None:
+            rtc = dict(
+                inference_delay=inference_delay,
+                prev_chunk_left_over=prev_chunk_left_over,
+                execution_horizon=execution_horizon,
+            )
         with self._autocast(video.device):
-            return self._predict(batch, video, noise, feature_noise)
+            return self._predict(batch, video, noise, feature_noise, rtc)
 
-    def _predict(self, batch: dict, video: Tensor, noise: Tensor | None, feature_noise: Tensor | None) -> Tensor:
+    def _predict(
+        self, batch: dict, video: Tensor, noise: Tensor | None, feature_noise: Tensor | None, rtc: dict
+    ) -> Tensor:
         bsz = video.shape[0]
         state = self._state(batch)
         prompt_embeds = self.video.encode_prompts(self._tasks(batch, bsz))
@@ -321,7 +345,10 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             ).cpu()  # fmt: skip
         if noise is None:
             noise = torch.randn(bsz, self.config.chunk_size, self.config.max_action_dim, device=video.device)
-        actions = self.action_head.sample(state, features.float(), noise.float(), self.config.num_inference_steps)
+        actions = self.action_head.sample(
+            state, features.float(), noise.float(), self.config.num_inference_steps,
+            rtc_processor=self.rtc_processor, **rtc,
+        )  # fmt: skip
         return actions[:, :, : self.config.action_dim].float()
 
     @torch.no_grad()

@@ -360,3 +360,25 @@ def test_euler_buckets_match_the_official_schedule(num_steps):
     times = torch.tensor([1.0 + k * (-1.0 / num_steps) for k in range(num_steps)], dtype=torch.float32)
     official = [int((1 - k / num_steps) * 1000) for k in range(num_steps)]
     assert sampling_time_to_bucket(times, 1000, num_steps).tolist() == official
+
+
+def test_real_time_chunking_steers_the_prefix(make_policy):
+    from lerobot.policies.rtc.configuration_rtc import RTCConfig
+    from lerobot.rollout.inference.rtc import supports_rtc_inference
+
+    policy = make_policy()
+    policy.eval()
+    assert supports_rtc_inference(policy)  # what lerobot-rollout --inference.type=rtc checks
+    batch = inference_batch()
+    noise = torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim)
+    plain = policy.predict_action_chunk(batch, noise=noise)
+    # Without an RTC config the RTC arguments are ignored.
+    prev = torch.full((2, 6, ACTION_DIM), 0.9)
+    assert torch.equal(plain, policy.predict_action_chunk(batch, noise=noise, inference_delay=3, prev_chunk_left_over=prev))
+
+    policy.config.rtc_config = RTCConfig(execution_horizon=6)
+    policy.init_rtc_processor()
+    steered = policy.predict_action_chunk(batch, noise=noise, inference_delay=3, prev_chunk_left_over=prev)
+    assert (steered[:, :3] - 0.9).abs().mean() < 0.25 * (plain[:, :3] - 0.9).abs().mean()
+    first_chunk = policy.predict_action_chunk(batch, noise=noise, inference_delay=3, prev_chunk_left_over=None)
+    torch.testing.assert_close(first_chunk, plain)
