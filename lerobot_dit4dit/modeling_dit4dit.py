@@ -37,7 +37,7 @@ from torch import Tensor
 
 from .action_head import FlowMatchingActionHead
 from .configuration_dit4dit import DiT4DiTConfig
-from .flow_matching import masked_mse, sample_beta_time
+from .flow_matching import beta_draw_to_time, masked_mse, sample_beta_time
 from .video_backbone import CosmosVideoBackbone, maybe_no_grad
 
 logger = logging.getLogger(__name__)
@@ -282,7 +282,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         if eps is None:
             eps = torch.randn_like(actions)
         if "action_beta" in noise:
-            t = noise["action_beta"] / cfg.action_noise_s
+            t = beta_draw_to_time(noise["action_beta"], cfg.action_noise_s)
         else:
             t = sample_beta_time(b * r, actions.device, cfg.action_beta_alpha, cfg.action_beta_beta, cfg.action_noise_s)
         pred, target = self.action_head.loss_inputs(actions, state, features.to(actions.dtype), eps, t)

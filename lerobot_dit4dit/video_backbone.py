@@ -266,15 +266,14 @@ class CosmosVideoBackbone(nn.Module):
         conditional_frame_timestep: float,
         extract_layer: int,
         noise: Tensor | None = None,
-        generator: torch.Generator | None = None,
     ) -> Tensor:
         """Hidden states of block `extract_layer` in ONE forward where the future latents are pure noise.
 
         Args:
             cond_latent: (B, 16, 1, h, w) normalised latent of the current frame.
             num_latent_frames: T_lat of the clip the model was trained on.
-            noise: (B, 16, T_lat, h, w) initial latents; frame 0 is replaced by the condition. Drawn from
-                `generator` (or the global RNG) when None.
+            noise: (B, 16, T_lat, h, w) initial latents; frame 0 is replaced by the condition. Drawn from the
+                global RNG when None.
         Returns:
             (B, S, D) features, S = T_lat * (h / 2) * (w / 2), D = video DiT width.
         """
@@ -282,10 +281,7 @@ class CosmosVideoBackbone(nn.Module):
             raise ValueError(f"extract_layer={extract_layer} but the video DiT has {self.num_blocks} blocks.")
         b, c, _, h, w = cond_latent.shape
         if noise is None:
-            noise = torch.randn(
-                (b, c, num_latent_frames, h, w), generator=generator, device=cond_latent.device,
-                dtype=torch.float32,
-            )  # fmt: skip
+            noise = torch.randn((b, c, num_latent_frames, h, w), device=cond_latent.device)
         elif noise.shape != (b, c, num_latent_frames, h, w):
             raise ValueError(f"feature noise has shape {tuple(noise.shape)}, expected {(b, c, num_latent_frames, h, w)}.")
         future_time = torch.full((b,), sigma, device=cond_latent.device, dtype=torch.float32)
