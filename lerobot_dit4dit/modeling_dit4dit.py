@@ -17,6 +17,7 @@ Inference: images (B, 3, H, W), state (B, S), task list[str].
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import os
 from collections import deque
@@ -38,7 +39,7 @@ from torch import Tensor
 from .action_head import FlowMatchingActionHead
 from .configuration_dit4dit import DiT4DiTConfig
 from .flow_matching import beta_draw_to_time, masked_mse, sample_beta_time
-from .video_backbone import CosmosVideoBackbone, maybe_no_grad
+from .video_backbone import CosmosVideoBackbone
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T", bound="DiT4DiTPolicy")
@@ -235,7 +236,8 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         info = {}
         loss = torch.zeros((), device=video.device)
         if mode != "video":
-            with maybe_no_grad(cfg.detach_video_features):
+            # no_grad only when detaching: an enclosing no_grad (evaluation) must stay in force otherwise.
+            with torch.no_grad() if cfg.detach_video_features else contextlib.nullcontext():
                 features = self._features(cond_latent, prompt_embeds, noise=noise.get("feature"))
             action_loss = self._action_loss(batch, features, noise)
             loss = loss + action_loss

@@ -11,7 +11,6 @@ latent frame 0 is the conditioning (current) frame.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import torch
@@ -357,9 +356,3 @@ class CosmosVideoBackbone(nn.Module):
         with torch.no_grad():
             return self.vae.decode(z.to(self.vae.dtype), return_dict=False)[0].float()
 
-
-@contextlib.contextmanager
-def maybe_no_grad(enabled: bool):
-    """`torch.no_grad()` when enabled, else a no-op."""
-    with torch.no_grad() if enabled else contextlib.nullcontext():
-        yield
