@@ -60,6 +60,12 @@ class DiT4DiTConfig(PreTrainedConfig):
     state_encoding: str = "none"
     # Maximum number of instruction tokens given to the text encoder (padded to this length, as in Cosmos).
     max_prompt_tokens: int = 512
+    # Action post-processing of the official LIBERO client, for checkpoints trained with `lerobot-train`:
+    # clip the normalised chunk to [-1, 1] before un-normalising it, and threshold action dim
+    # `binarize_gripper_dim` at 0.5 into the simulator's -1 (open, value >= 0.5) / +1 (close). The latter is for
+    # datasets whose gripper action is 1 = open, 0 = close (the IPEC-COMMUNITY LIBERO sets); None: off.
+    clip_normalized_actions: bool = False
+    binarize_gripper_dim: int | None = None
 
     # ---------------------------------------------------------------- video DiT features
     # 0-based index of the video DiT block whose output conditions the action head. The forward stops there.
@@ -236,6 +242,9 @@ class DiT4DiTConfig(PreTrainedConfig):
             )
         if self.action_dim > self.max_action_dim:
             raise ValueError(f"action dim {self.action_dim} exceeds max_action_dim={self.max_action_dim}.")
+        dim = self.binarize_gripper_dim
+        if dim is not None and not -self.action_dim <= dim < self.action_dim:
+            raise ValueError(f"binarize_gripper_dim={dim} is out of range for action dim {self.action_dim}.")
 
     @property
     def cameras(self) -> list[str]:

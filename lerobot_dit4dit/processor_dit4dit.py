@@ -3,7 +3,9 @@
 Pre:  rename_observations_processor -> to_batch_processor -> device_processor -> normalizer_processor
       -> dit4dit_observation_processor (camera check, resize to `image_resolution`, [0,1] -> [-1,1],
       state NaN check).
-Post: unnormalizer_processor -> device_processor (cpu).
+Post: [dit4dit_action_clip_processor] -> unnormalizer_processor -> [dit4dit_gripper_binarize_processor]
+      -> device_processor (cpu); the bracketed steps when `clip_normalized_actions` / `binarize_gripper_dim`
+      are set.
 
 The standard steps keep their registry names, so `lerobot-eval`, `lerobot-rollout` and fine-tuning can
 override them by name (e.g. new dataset stats or a rename map).
@@ -165,7 +167,12 @@ def make_dit4dit_pre_post_processors(
     observation = DiT4DiTObservationProcessorStep(
         cameras=config.cameras, resolution=tuple(config.image_resolution), state_encoding=config.state_encoding
     )
+    output_steps = [s.unnormalize, s.to_cpu]
+    if config.binarize_gripper_dim is not None:
+        output_steps.insert(1, GripperBinarizeProcessorStep(dim=config.binarize_gripper_dim))
+    if config.clip_normalized_actions:
+        output_steps.insert(0, ActionClipProcessorStep(-1.0, 1.0))
     return make_policy_processor_pipelines(
         input_steps=[s.rename_observations, s.add_batch_dim, s.to_device, s.normalize, observation],
-        output_steps=[s.unnormalize, s.to_cpu],
+        output_steps=output_steps,
     )
