@@ -364,10 +364,14 @@ class DiT4DiTPolicy(PreTrainedPolicy):
 
     @torch.no_grad()
     def decode_predicted_latents(self, latents: Tensor) -> Tensor:
-        """Imagined latents (B, 16, T_lat, h, w), chunks concatenated on dim 2 -> (T, H, W, 3) uint8 frames of
-        the first batch element (the tiled camera views side by side). Called by `lerobot-eval` only."""
+        """Imagined latents (B, 16, n_chunks * T_lat, h, w), chunks concatenated on dim 2 by `lerobot-eval` ->
+        (T, H, W, 3) uint8 frames of the first batch element (the tiled camera views side by side). Each chunk
+        is decoded on its own (the Wan VAE is causal: a chunk's first latent is a single condition frame), giving
+        the current frame and its imagined future frames, 1 + 4 * (T_lat - 1) per chunk. Called by `lerobot-eval`
+        only."""
         device = self.video.latents_mean.device
-        video = self.video.decode_latents(latents[:1].to(device))  # (1, 3, T, H, W) in [-1, 1]
+        chunks = latents[:1].split(self.num_latent_frames, dim=2)
+        video = torch.cat([self.video.decode_latents(c.to(device)) for c in chunks], dim=2)  # (1, 3, T, H, W)
         frames = ((video[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return frames.permute(1, 2, 3, 0).cpu()
 

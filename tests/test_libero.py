@@ -268,10 +268,10 @@ def test_lerobot_eval_on_real_libero(libero_config, tiny_base, tmp_path):
 
     n, w, h = frames(video)
     assert (w, h) == (64, 64) and n == 16
-    # Imagined frames: 2 chunks of 8 steps, each 2 latent frames, decoded once -> 1 + 3 * 4 frames, the two
-    # 32x32 camera tiles side by side.
+    # Imagined frames: 2 chunks of 8 steps, each 2 latent frames decoded on its own -> 2 x (1 + 4) frames, the
+    # two 32x32 camera tiles side by side.
     n, w, h = frames(pred)
-    assert (w, h) == (64, 32) and n == 13
+    assert (w, h) == (64, 32) and n == 10
     # The aggregator reads lerobot-eval's file as it is.
     summary = aggregate.summarise(aggregate.collect(out))
     assert summary["suites"]["libero_spatial"]["episodes"] == 1

@@ -326,7 +326,9 @@ def test_predicted_video_hooks(make_policy):
     latents = imagining.last_predicted_latents
     assert latents.shape == (2, 16, 2, 4, 8) and latents.device.type == "cpu"
     frames = imagining.decode_predicted_latents(torch.cat([latents, latents], dim=2))
-    assert frames.dtype == torch.uint8 and frames.shape == (1 + 4 * 3, 32, 64, 3)
+    assert frames.dtype == torch.uint8 and frames.shape == (2 * (1 + 4), 32, 64, 3)  # each chunk decoded alone
+    single = imagining.decode_predicted_latents(latents)
+    assert torch.equal(frames[:5], single) and torch.equal(frames[5:], single)
 
 
 def test_bfloat16_path_trains_and_predicts(make_policy):

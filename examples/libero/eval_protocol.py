@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = eval_command(args, r["suite"], r["task_id"], out)
         print(f"[protocol] ({i}/{len(todo)}) {r['suite']} task {r['task_id']}: {' '.join(cmd)}", flush=True)
         t0 = time.time()
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
         out.mkdir(parents=True, exist_ok=True)
         (out / "lerobot_eval.log").write_text(proc.stdout)
         if proc.returncode != 0 or not is_done(out, args.episodes):
