@@ -38,6 +38,21 @@ METHODS = {
     "diffusion": ["--config_path=configs/metaworld_diffusion.json"],
 }
 EVAL_SEED = 100_000
+# lerobot-eval, with LeRobot's MetaworldEnv capped at a step limit: LeRobot fixes it at 500 steps (and ignores
+# --env.episode_length for MetaWorld), while every expert here finishes in under 100. The cap only shortens
+# failing episodes; the env, the policy and the rollout are lerobot-eval's own.
+LEROBOT_EVAL_WITH_STEP_LIMIT = """
+import sys
+import lerobot.envs.metaworld as mw
+from lerobot.scripts.lerobot_eval import main
+limit = int(sys.argv.pop(1))
+init = mw.MetaworldEnv.__init__
+def capped_init(self, *args, **kwargs):
+    init(self, *args, **kwargs)
+    self._max_episode_steps = limit
+mw.MetaworldEnv.__init__ = capped_init
+main()
+"""
 
 
 def _run(cmd: list[str], log: Path) -> float:
@@ -71,8 +86,8 @@ def run_one(args, task: str, method: str, n: int, data: Path, base: Path) -> dic
     eval_dir = run_dir / "eval"
     subprocess.run(["rm", "-rf", str(eval_dir)], check=True)
     eval_s = _run(
-        ["lerobot-eval", f"--policy.path={ckpt}", "--policy.device=cpu", "--env.type=metaworld",
-         f"--env.task={task}", f"--env.episode_length={args.episode_length}",
+        [sys.executable, "-c", LEROBOT_EVAL_WITH_STEP_LIMIT, str(args.episode_length), f"--policy.path={ckpt}",
+         "--policy.device=cpu", "--env.type=metaworld", f"--env.task={task}",
          f"--eval.n_episodes={args.eval_episodes}", f"--eval.batch_size={args.eval_batch_size}",
          "--eval.use_async_envs=false", f"--seed={EVAL_SEED}", f"--output_dir={eval_dir}"],
         run_dir / "eval.log",
@@ -80,6 +95,7 @@ def run_one(args, task: str, method: str, n: int, data: Path, base: Path) -> dic
     info = json.loads((eval_dir / "eval_info.json").read_text())["overall"]
     result = {
         "task": task, "method": method, "episodes": n, "steps": args.steps, "batch_size": args.batch_size,
+        "eval_step_limit": args.episode_length,
         "train_seed": args.seed, "eval_seeds": [EVAL_SEED, EVAL_SEED + args.eval_episodes - 1],
         "eval_episodes": info["n_episodes"], "success": info["pc_success"],
         "train_minutes": None if train_s is None else train_s / 60, "eval_minutes": eval_s / 60,
@@ -120,7 +136,8 @@ def report(out: Path, results: list[dict], expert: dict) -> str:
         + ", ".join(f"{t} {v:.0f}%" for t, v in sorted(expert.items())) + ".",
         f"Each run: {any_r['steps']} training steps at batch {any_r['batch_size']} (train seed "
         f"{any_r['train_seed']}), evaluated on {any_r['eval_episodes']} episodes with seeds "
-        f"{any_r['eval_seeds'][0]}..{any_r['eval_seeds'][1]} (recording seeds start at 0).",
+        f"{any_r['eval_seeds'][0]}..{any_r['eval_seeds'][1]} (recording seeds start at 0), at most "
+        f"{any_r['eval_step_limit']} steps per episode.",
         "",
         "| task | method | episodes | train min | eval min |",
         "|---|---|---|---|---|",
@@ -161,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--eval-batch-size", type=int, default=10)
-    parser.add_argument("--episode-length", type=int, default=150, help="eval step limit (experts need < 100)")
+    parser.add_argument("--episode-length", type=int, default=150, help="eval step limit (LeRobot: 500; experts need < 100)")
     parser.add_argument("--seed", type=int, default=1000, help="training seed")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the table and plot")
     args = parser.parse_args(argv)
