@@ -63,3 +63,36 @@ def test_quickstart_fast(tmp_path):
     again = _quickstart(env)
     assert again.returncode == 0 and again.stdout.count("reusing") == 4, again.stdout
     assert again.stdout.strip().splitlines()[-1] == last
+
+
+def _recorder():
+    sys.path.insert(0, str(ROOT / "examples" / "metaworld"))
+    import record
+
+    return record
+
+
+def test_recorder_rejects_bad_arguments(tmp_path):
+    record = _recorder()
+    with pytest.raises(ValueError, match="divisible by 16.*60"):
+        record.record(tmp_path / "data", ["button-press-topdown-v3"], episodes=1, resolution=60)
+    with pytest.raises(ValueError, match="Unknown MetaWorld task 'button-press-sideways-v9'"):
+        record.record(tmp_path / "data", ["button-press-sideways-v9"], episodes=1, resolution=64)
+    assert not list(tmp_path.iterdir())  # validated before anything is written
+
+
+def test_recorder_resize_matches_the_preprocessor():
+    """Frames are downsized as the dit4dit preprocessor downsizes lerobot-eval's 480x480 renders."""
+    import numpy as np
+    import torch
+
+    from lerobot_dit4dit.processor_dit4dit import DiT4DiTObservationProcessorStep
+
+    record = _recorder()
+    frame = np.random.default_rng(0).integers(0, 256, (480, 480, 3), dtype=np.uint8)
+    ours = record.resize_frame(frame, 64)
+    step = DiT4DiTObservationProcessorStep(cameras=["observation.image"], resolution=(64, 64))
+    image = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255.0
+    theirs = step.observation({"observation.image": image})["observation.image"]  # [-1, 1]
+    expected = ((theirs[0].permute(1, 2, 0) + 1) / 2 * 255).round().numpy()
+    assert ours.shape == (64, 64, 3) and np.abs(ours.astype(float) - expected).max() <= 1.0

@@ -42,6 +42,15 @@ def resize_frame(frame: np.ndarray, size: int) -> np.ndarray:
     return (x[0].permute(1, 2, 0).clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
 
 
+def check_tasks(tasks: list[str]) -> None:
+    from lerobot.envs.metaworld import TASK_DESCRIPTIONS
+
+    unknown = [t for t in tasks if t.removeprefix("metaworld-") not in TASK_DESCRIPTIONS]
+    if unknown:
+        known = ", ".join(sorted(TASK_DESCRIPTIONS))
+        raise ValueError(f"Unknown MetaWorld task {unknown[0]!r}. Known tasks: {known}")
+
+
 class ExpertRollout:
     """LeRobot's MetaworldEnv plus a tap on the raw 39-D state vector, which the scripted expert needs.
 
@@ -50,11 +59,9 @@ class ExpertRollout:
     """
 
     def __init__(self, task: str):
-        from lerobot.envs.metaworld import TASK_DESCRIPTIONS, MetaworldEnv
+        from lerobot.envs.metaworld import MetaworldEnv
 
-        if task.removeprefix("metaworld-") not in TASK_DESCRIPTIONS:
-            known = ", ".join(sorted(TASK_DESCRIPTIONS))
-            raise ValueError(f"Unknown MetaWorld task {task!r}. Known tasks: {known}")
+        check_tasks([task])
         self.env = MetaworldEnv(task=task, obs_type="pixels_agent_pos", render_mode="rgb_array")
         self.env._ensure_env()
         inner = self.env._env
@@ -114,6 +121,7 @@ def record(
         raise ValueError(f"--resolution must be divisible by 16 (VAE stride 8 x patch 2), got {resolution}")
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
+    check_tasks(tasks)
     root = Path(root)
     partial = root.with_name(root.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
