@@ -80,8 +80,12 @@ def run_one(args, task: str, method: str, n: int, data: Path, base: Path) -> dic
         cmd = ["lerobot-train", *METHODS[method], f"--dataset.root={data}", f"--dataset.episodes={list(range(n))}",
                f"--output_dir={train_dir}", f"--steps={args.steps}", f"--save_freq={args.steps}",
                f"--batch_size={args.batch_size}", f"--seed={args.seed}"]  # fmt: skip
+        size = f"[{args.resolution},{args.resolution}]"  # lerobot-eval renders 480x480; both resize in-policy
         if method.startswith("dit4dit"):
-            cmd += [f"--policy.base_model={base}", f"--policy.scheduler_decay_steps={args.steps}"]
+            cmd += [f"--policy.base_model={base}", f"--policy.scheduler_decay_steps={args.steps}",
+                    f"--policy.image_resolution={size}"]  # fmt: skip
+        else:
+            cmd += [f"--policy.resize_shape={size}"]
         train_s = _run(cmd, run_dir / "train.log")
     eval_dir = run_dir / "eval"
     subprocess.run(["rm", "-rf", str(eval_dir)], check=True)
