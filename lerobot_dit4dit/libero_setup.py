@@ -1,7 +1,7 @@
 """Set up the real LIBERO simulator offline: write its config non-interactively and check every suite.
 
     python -m lerobot_dit4dit.libero_setup            # config in $LIBERO_CONFIG_PATH (default ~/.libero)
-    python -m lerobot_dit4dit.libero_setup --config-path /tmp/libero --suites libero_spatial
+    python -m lerobot_dit4dit.libero_setup --config-path "$HOME/.libero" --suites libero_spatial
 
 `hf-libero` (installed by `lerobot[libero]`, our `.[libero]` extra) ships the BDDL task files and the init
 states but not the scene/object/texture assets: on first use it downloads them from the Hub, and the first
