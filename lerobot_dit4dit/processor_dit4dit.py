@@ -32,6 +32,14 @@ from lerobot.utils.constants import OBS_STATE
 from .configuration_dit4dit import DiT4DiTConfig
 
 
+def resize_images(images: torch.Tensor, resolution) -> torch.Tensor:
+    """(N, C, H, W) float images -> (N, C, *resolution): the policy's resize (bilinear, antialiased), also used
+    by recorders that store downsized frames, so training data and evaluation inputs match."""
+    if tuple(images.shape[-2:]) == tuple(resolution):
+        return images
+    return F.interpolate(images, size=tuple(resolution), mode="bilinear", antialias=True)
+
+
 @ProcessorStepRegistry.register("dit4dit_observation_processor")
 @dataclass
 class DiT4DiTObservationProcessorStep(ObservationProcessorStep):
@@ -79,9 +87,7 @@ class DiT4DiTObservationProcessorStep(ObservationProcessorStep):
             raise ValueError(f"DiT4DiT: {key} has {image.shape[-3]} channels (shape {tuple(image.shape)}); expected 3.")
         lead = image.shape[:-3]
         image = image.reshape(-1, *image.shape[-3:]).float()
-        if tuple(image.shape[-2:]) != tuple(self.resolution):
-            image = F.interpolate(image, size=tuple(self.resolution), mode="bilinear", antialias=True)
-        image = image.clamp(0.0, 1.0) * 2.0 - 1.0
+        image = resize_images(image, self.resolution).clamp(0.0, 1.0) * 2.0 - 1.0
         return image.reshape(*lead, *image.shape[-3:])
 
     def transform_features(

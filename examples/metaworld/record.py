@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
+
+from lerobot_dit4dit.processor_dit4dit import resize_images
 
 REPO_ID = "local/metaworld_expert"
 
@@ -38,7 +39,7 @@ REPO_ID = "local/metaworld_expert"
 def resize_frame(frame: np.ndarray, size: int) -> np.ndarray:
     """(H, W, 3) uint8 -> (size, size, 3) uint8 with the dit4dit preprocessor's resize (bilinear, antialiased)."""
     x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float() / 255.0
-    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+    x = resize_images(x, (size, size))
     return (x[0].permute(1, 2, 0).clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
 
 
