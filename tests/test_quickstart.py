@@ -96,3 +96,24 @@ def test_recorder_resize_matches_the_preprocessor():
     theirs = step.observation({"observation.image": image})["observation.image"]  # [-1, 1]
     expected = ((theirs[0].permute(1, 2, 0) + 1) / 2 * 255).round().numpy()
     assert ours.shape == (64, 64, 3) and np.abs(ours.astype(float) - expected).max() <= 1.0
+
+
+def test_without_shadows_applies_to_envs_built_afterwards():
+    """The study's faster rendering: envs built after `without_shadows()` cast no shadows, earlier ones keep theirs.
+
+    Run in a subprocess because the switch is process-wide (it must also reach lerobot-eval's env factory).
+    """
+    code = (
+        "import sys, numpy as np; sys.path.insert(0, 'examples/metaworld')\n"
+        "from record import ExpertRollout, without_shadows\n"
+        "before = ExpertRollout('push-v3'); without_shadows(); without_shadows(); after = ExpertRollout('push-v3')\n"
+        "a = before.env.reset(seed=3)[0]['pixels']; b = after.env.reset(seed=3)[0]['pixels']\n"
+        "print(int(before.env._env.model.light_castshadow.sum()), int(after.env._env.model.light_castshadow.sum()),"
+        " a.shape == b.shape, bool((a != b).any()))\n"
+    )
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    with_shadow_lights, without_shadow_lights, same_shape, pixels_differ = out.stdout.split()[-4:]
+    assert int(with_shadow_lights) > 0 and int(without_shadow_lights) == 0
+    assert same_shape == "True" and pixels_differ == "True"

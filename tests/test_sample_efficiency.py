@@ -31,3 +31,19 @@ def test_report_writes_table_and_plot(tmp_path):
     assert "seeds 100000..100019" in text and "at most 100 steps" in text and "reach-v3 96%" in text
     png = (tmp_path / "success_vs_episodes.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_finished_run_with_other_settings_is_refused(tmp_path):
+    """Resuming must never mix runs made with other settings (e.g. a 600-step run in a 1200-step table)."""
+    sys.path.insert(0, str(ROOT / "examples" / "metaworld"))
+    import sample_efficiency as se
+
+    args = se.argparse.Namespace(steps=1200, batch_size=16, seed=1000, resolution=64, eval_episodes=50,
+                                 episode_length=100, shadows=False)  # fmt: skip
+    train, evaluation = se.run_settings(args)
+    where = tmp_path / "runs" / "push-v3" / "dit4dit_5" / "result.json"
+    se.check_reused({**train, **evaluation, "success": 40.0}, {**train, **evaluation}, where)  # same: accepted
+    with pytest.raises(SystemExit, match=r"steps=600.*steps=1200"):
+        se.check_reused({**train, **evaluation, "steps": 600}, {**train, **evaluation}, where)
+    with pytest.raises(SystemExit, match=r"shadows=True.*shadows=False"):
+        se.check_reused({**train, **evaluation, "shadows": True}, {**train, **evaluation}, where)

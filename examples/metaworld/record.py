@@ -10,6 +10,9 @@ applies at evaluation, so training and `lerobot-eval` see the same pixels. Featu
     action             (4,)      float32 the expert's action, clipped to the env's [-1, 1] box
     task                         MetaWorld's task description, e.g. "Press a button from the top"
 
+`--no-shadows` turns MuJoCo's shadow casting off (see `without_shadows`): 2.6x faster rendering on CPU, but
+different pixels, so evaluation must then render the same way (examples/metaworld/sample_efficiency.py does).
+
 Only successful episodes are kept unless --keep-failures is given. Seeds are `--seed-start`, +1, ... so
 evaluation can use a disjoint range (lerobot-eval seeds episode i with `--seed` + i).
 
@@ -50,6 +53,29 @@ def check_tasks(tasks: list[str]) -> None:
     if unknown:
         known = ", ".join(sorted(TASK_DESCRIPTIONS))
         raise ValueError(f"Unknown MetaWorld task {unknown[0]!r}. Known tasks: {known}")
+
+
+def without_shadows() -> None:
+    """Make every LeRobot MetaworldEnv created from now on in this process render without shadows.
+
+    On a CPU renderer (EGL/llvmpipe) shadow maps are most of MetaWorld's cost: 72 ms -> 28 ms per step at 480x480
+    here. LeRobot builds the MuJoCo env lazily (`_ensure_env`), so the switch is applied right after it is built,
+    on the model, before the first frame is rendered.
+    """
+    from lerobot.envs.metaworld import MetaworldEnv
+
+    if getattr(MetaworldEnv._ensure_env, "_dit4dit_no_shadows", False):
+        return
+    ensure = MetaworldEnv._ensure_env
+
+    def ensure_without_shadows(self):
+        fresh = self._env is None
+        ensure(self)
+        if fresh:
+            self._env.model.light_castshadow[:] = 0
+
+    ensure_without_shadows._dit4dit_no_shadows = True
+    MetaworldEnv._ensure_env = ensure_without_shadows
 
 
 class ExpertRollout:
@@ -114,6 +140,7 @@ def record(
     max_attempts_factor: int = 3,
     repo_id: str = REPO_ID,
     fps: int = 80,
+    shadows: bool = True,
 ) -> dict:
     """Record `episodes` expert episodes per task into a new dataset at `root`; return a summary dict."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
@@ -123,6 +150,8 @@ def record(
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
     check_tasks(tasks)
+    if not shadows:
+        without_shadows()
     root = Path(root)
     partial = root.with_name(root.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -135,7 +164,7 @@ def record(
     }  # fmt: skip
     ds = LeRobotDataset.create(repo_id, fps=fps, features=features, root=partial, robot_type="sawyer",
                                use_videos=False)  # fmt: skip
-    summary = {"tasks": {}, "resolution": resolution, "seed_start": seed_start}
+    summary = {"tasks": {}, "resolution": resolution, "seed_start": seed_start, "shadows": shadows}
     seed = seed_start
     start = time.perf_counter()
     for task in tasks:
@@ -197,10 +226,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed-start", type=int, default=0, help="first env seed (then +1 per attempt)")
     parser.add_argument("--max-steps", type=int, default=400, help="step limit (lerobot-eval's episode_length)")
     parser.add_argument("--keep-failures", action="store_true", help="also keep episodes the expert failed")
+    parser.add_argument("--no-shadows", action="store_true", help="render without shadows (faster; see above)")
     parser.add_argument("--repo-id", default=REPO_ID)
     args = parser.parse_args(argv)
     summary = record(args.root, args.tasks, args.episodes, args.resolution, args.seed_start, args.max_steps,
-                     args.keep_failures, repo_id=args.repo_id)  # fmt: skip
+                     args.keep_failures, repo_id=args.repo_id, shadows=not args.no_shadows)  # fmt: skip
     for task, s in summary["tasks"].items():
         rate = "n/a" if s["expert_success_rate"] is None else f"{s['expert_success_rate']:.1f}%"
         print(f"[record] {task}: {s['episodes']} episodes kept of {s['attempts']} (expert success {rate}), "

@@ -40,12 +40,17 @@ METHODS = {
 EVAL_SEED = 100_000
 # lerobot-eval, with LeRobot's MetaworldEnv capped at a step limit: LeRobot fixes it at 500 steps (and ignores
 # --env.episode_length for MetaWorld), while every expert here finishes in under 100. The cap only shortens
-# failing episodes; the env, the policy and the rollout are lerobot-eval's own.
-LEROBOT_EVAL_WITH_STEP_LIMIT = """
+# failing episodes; the env, the policy and the rollout are lerobot-eval's own. When the data was recorded
+# without shadows, evaluation renders without them too (record.without_shadows), so both see the same pixels.
+LEROBOT_EVAL_WITH_STEP_LIMIT = f"""
 import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
 import lerobot.envs.metaworld as mw
 from lerobot.scripts.lerobot_eval import main
 limit = int(sys.argv.pop(1))
+if sys.argv.pop(1) == "no-shadows":
+    from record import without_shadows
+    without_shadows()
 init = mw.MetaworldEnv.__init__
 def capped_init(self, *args, **kwargs):
     init(self, *args, **kwargs)
@@ -67,15 +72,38 @@ def _run(cmd: list[str], log: Path) -> float:
     return time.perf_counter() - start
 
 
+def run_settings(args) -> tuple[dict, dict]:
+    """(training settings, evaluation settings) that a finished run must share with this invocation."""
+    train = {"steps": args.steps, "batch_size": args.batch_size, "train_seed": args.seed, "resolution": args.resolution}
+    evaluation = {"eval_episodes": args.eval_episodes, "eval_step_limit": args.episode_length, "shadows": args.shadows}
+    return train, evaluation
+
+
+def check_reused(result: dict, settings: dict, where: Path) -> None:
+    """Refuse to reuse a finished run made with other settings (a key the old run lacks is not compared)."""
+    for key, value in settings.items():
+        if key in result and result[key] != value:
+            raise SystemExit(
+                f"{where} was made with {key}={result[key]!r}, but this invocation asks for {key}={value!r}. "
+                f"Use another --out, or delete {where.parent} to run it again."
+            )
+
+
 def run_one(args, task: str, method: str, n: int, data: Path, base: Path) -> dict:
     run_dir = args.out / "runs" / task / f"{method}_{n}"
     result_file = run_dir / "result.json"
+    train_settings, eval_settings = run_settings(args)
     if result_file.exists():
-        return json.loads(result_file.read_text())
+        result = json.loads(result_file.read_text())
+        check_reused(result, {**train_settings, **eval_settings}, result_file)
+        return result
     train_dir = run_dir / "train"
     ckpt = train_dir / "checkpoints" / "last" / "pretrained_model"
+    settings_file = run_dir / "train_settings.json"
     train_s = None
-    if not (ckpt / "model.safetensors").exists():
+    reusable = settings_file.exists() and json.loads(settings_file.read_text()) == train_settings
+    if not ((ckpt / "model.safetensors").exists() and reusable):
+        settings_file.unlink(missing_ok=True)
         subprocess.run(["rm", "-rf", str(train_dir)], check=True)
         cmd = ["lerobot-train", *METHODS[method], f"--dataset.root={data}", f"--dataset.episodes={list(range(n))}",
                f"--output_dir={train_dir}", f"--steps={args.steps}", f"--save_freq={args.steps}",
@@ -87,10 +115,12 @@ def run_one(args, task: str, method: str, n: int, data: Path, base: Path) -> dic
         else:
             cmd += [f"--policy.resize_shape={size}"]
         train_s = _run(cmd, run_dir / "train.log")
+        settings_file.write_text(json.dumps(train_settings))
     eval_dir = run_dir / "eval"
     subprocess.run(["rm", "-rf", str(eval_dir)], check=True)
     eval_s = _run(
-        [sys.executable, "-c", LEROBOT_EVAL_WITH_STEP_LIMIT, str(args.episode_length), f"--policy.path={ckpt}",
+        [sys.executable, "-c", LEROBOT_EVAL_WITH_STEP_LIMIT, str(args.episode_length),
+         "shadows" if args.shadows else "no-shadows", f"--policy.path={ckpt}",
          "--policy.device=cpu", "--env.type=metaworld", f"--env.task={task}",
          f"--eval.n_episodes={args.eval_episodes}", f"--eval.batch_size={args.eval_batch_size}",
          "--eval.use_async_envs=false", f"--seed={EVAL_SEED}", f"--output_dir={eval_dir}"],
@@ -98,9 +128,8 @@ def run_one(args, task: str, method: str, n: int, data: Path, base: Path) -> dic
     )  # fmt: skip
     info = json.loads((eval_dir / "eval_info.json").read_text())["overall"]
     result = {
-        "task": task, "method": method, "episodes": n, "steps": args.steps, "batch_size": args.batch_size,
-        "eval_step_limit": args.episode_length,
-        "train_seed": args.seed, "eval_seeds": [EVAL_SEED, EVAL_SEED + args.eval_episodes - 1],
+        "task": task, "method": method, "episodes": n, **train_settings, **eval_settings,
+        "eval_seeds": [EVAL_SEED, EVAL_SEED + args.eval_episodes - 1],
         "eval_episodes": info["n_episodes"], "success": info["pc_success"],
         "train_minutes": None if train_s is None else train_s / 60, "eval_minutes": eval_s / 60,
     }  # fmt: skip
@@ -141,7 +170,8 @@ def report(out: Path, results: list[dict], expert: dict) -> str:
         f"Each run: {any_r['steps']} training steps at batch {any_r['batch_size']} (train seed "
         f"{any_r['train_seed']}), evaluated on {any_r['eval_episodes']} episodes with seeds "
         f"{any_r['eval_seeds'][0]}..{any_r['eval_seeds'][1]} (recording seeds start at 0), at most "
-        f"{any_r['eval_step_limit']} steps per episode.",
+        f"{any_r['eval_step_limit']} steps per episode, rendered "
+        f"{'with' if any_r.get('shadows', True) else 'without'} shadows (recording and evaluation alike).",
         "",
         "| task | method | episodes | train min | eval min |",
         "|---|---|---|---|---|",
@@ -184,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-batch-size", type=int, default=10)
     parser.add_argument("--episode-length", type=int, default=150, help="eval step limit (LeRobot: 500; experts need < 100)")
     parser.add_argument("--seed", type=int, default=1000, help="training seed")
+    parser.add_argument("--shadows", action="store_true",
+                        help="render with MuJoCo shadows as plain lerobot-eval does (2.6x slower on CPU)")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the table and plot")
     args = parser.parse_args(argv)
     args.out = args.out.resolve()
@@ -203,8 +235,15 @@ def main(argv: list[str] | None = None) -> None:
             if args.report_only:
                 continue
             print(f"[sample-efficiency] recording {max(args.sizes)} expert episodes of {task}", flush=True)
-            record(data, [task], max(args.sizes), args.resolution)
-        expert[task] = json.loads((data / "recording.json").read_text())["tasks"][task]["expert_success_rate"]
+            record(data, [task], max(args.sizes), args.resolution, shadows=args.shadows)
+        recording = json.loads((data / "recording.json").read_text())
+        if recording.get("shadows", True) != args.shadows and not args.report_only:
+            raise SystemExit(
+                f"{data} was recorded {'with' if recording.get('shadows', True) else 'without'} shadows, but this "
+                f"run evaluates {'with' if args.shadows else 'without'} them; pass the same --shadows setting "
+                f"or delete {data} to record again."
+            )
+        expert[task] = recording["tasks"][task]["expert_success_rate"]
         result_file = args.out / "runs" / task / f"{method}_{n}" / "result.json"
         if args.report_only and not result_file.exists():
             continue
