@@ -12,8 +12,17 @@ recording seeds. Every run writes `runs/<task>/<method>_<N>/result.json`; finish
 script resumes where it stopped. At the end it writes `results.md` (table with seeds and wall times) and
 `success_vs_episodes.png` to --out.
 
+Recording and evaluation both render without MuJoCo shadows unless --shadows is given: on a CPU renderer shadows
+are most of the simulator's cost (72 -> 28 ms per 480x480 frame here). Runs made with other settings (steps,
+batch, seed, resolution, evaluation episodes, step limit, shadows) are refused rather than mixed into the table.
+
     MUJOCO_GL=egl python examples/metaworld/sample_efficiency.py --out outputs/sample_efficiency
     python examples/metaworld/sample_efficiency.py --out outputs/sample_efficiency --report-only
+
+On a 2-core machine, one single-threaded process per task uses both cores (same --out; then --report-only):
+
+    for t in pick-place-v3 push-v3; do OMP_NUM_THREADS=1 python examples/metaworld/sample_efficiency.py \
+        --tasks $t --steps 1200 --episode-length 100 & done; wait
 """
 
 from __future__ import annotations
