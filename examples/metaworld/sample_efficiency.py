@@ -21,8 +21,9 @@ batch, seed, resolution, evaluation episodes, step limit, shadows) are refused r
 
 On a 2-core machine, one single-threaded process per task uses both cores (same --out; then --report-only):
 
-    for t in pick-place-v3 push-v3; do OMP_NUM_THREADS=1 python examples/metaworld/sample_efficiency.py \
-        --tasks $t --steps 1200 --episode-length 100 & done; wait
+    for t in pick-place-v3 push-v3; do
+        OMP_NUM_THREADS=1 python examples/metaworld/sample_efficiency.py --tasks $t &
+    done; wait
 """
 
 from __future__ import annotations
@@ -216,12 +217,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", nargs="+", default=["pick-place-v3", "push-v3"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[5, 15, 45])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--steps", type=int, default=3000, help="training steps, the same for every run")
+    parser.add_argument("--steps", type=int, default=1200, help="training steps, the same for every run")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--eval-batch-size", type=int, default=10)
-    parser.add_argument("--episode-length", type=int, default=150, help="eval step limit (LeRobot: 500; experts need < 100)")
+    parser.add_argument("--episode-length", type=int, default=100, help="eval step limit (LeRobot: 500; experts need < 100)")
     parser.add_argument("--seed", type=int, default=1000, help="training seed")
     parser.add_argument("--shadows", action="store_true",
                         help="render with MuJoCo shadows as plain lerobot-eval does (2.6x slower on CPU)")
