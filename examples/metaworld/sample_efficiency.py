@@ -236,7 +236,12 @@ def main(argv: list[str] | None = None) -> None:
     if not args.report_only and not (base / "model_index.json").exists():
         from lerobot_dit4dit.tiny_base import build_tiny_cosmos_base
 
-        build_tiny_cosmos_base(base)
+        # Build aside and rename: one process per task may start at once, and the first rename wins.
+        partial = build_tiny_cosmos_base(args.out / f"base.partial-{os.getpid()}")
+        try:
+            partial.rename(base)
+        except OSError:
+            subprocess.run(["rm", "-rf", str(partial)], check=True)
     results, expert = [], {}
     plan = [(t, m, n) for t in args.tasks for n in sorted(args.sizes) for m in args.methods]
     for i, (task, method, n) in enumerate(plan):
