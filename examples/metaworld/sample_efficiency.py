@@ -202,6 +202,7 @@ def report(out: Path, results: list[dict], expert: dict) -> str:
         ax.set_xlabel("demonstration episodes")
         ax.set_ylabel("success rate (%)")
         ax.set_xscale("log")
+        ax.minorticks_off()  # only the dataset sizes are labelled, not log-scale minor ticks
         ax.set_xticks(sizes, [str(n) for n in sizes])
         ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
