@@ -253,12 +253,14 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[sample-efficiency] recording {max(args.sizes)} expert episodes of {task}", flush=True)
             record(data, [task], max(args.sizes), args.resolution, shadows=args.shadows)
         recording = json.loads((data / "recording.json").read_text())
-        if recording.get("shadows", True) != args.shadows and not args.report_only:
-            raise SystemExit(
-                f"{data} was recorded {'with' if recording.get('shadows', True) else 'without'} shadows, but this "
-                f"run evaluates {'with' if args.shadows else 'without'} them; pass the same --shadows setting "
-                f"or delete {data} to record again."
-            )
+        recorded = {"shadows": recording.get("shadows", True), "resolution": recording["resolution"]}
+        for key, value in {"shadows": args.shadows, "resolution": args.resolution}.items():
+            if recorded[key] != value and not args.report_only:
+                raise SystemExit(f"{data} was recorded with {key}={recorded[key]!r}, but this run asks for "
+                                 f"{key}={value!r}; pass the recording's setting or delete {data} to record again.")
+        if recording["tasks"][task]["episodes"] < max(args.sizes):
+            raise SystemExit(f"{data} holds {recording['tasks'][task]['episodes']} episodes of {task}, fewer than "
+                             f"--sizes asks for ({max(args.sizes)}); delete {data} to record again.")
         expert[task] = recording["tasks"][task]["expert_success_rate"]
         result_file = args.out / "runs" / task / f"{method}_{n}" / "result.json"
         if args.report_only and not result_file.exists():
