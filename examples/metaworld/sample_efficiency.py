@@ -175,7 +175,7 @@ def report(out: Path, results: list[dict], expert: dict) -> str:
     any_r = results[0]
     lines += [
         "",
-        f"Expert success while recording: "
+        "Expert success while recording: "
         + ", ".join(f"{t} {v:.0f}%" for t, v in sorted(expert.items())) + ".",
         f"Each run: {any_r['steps']} training steps at batch {any_r['batch_size']} (train seed "
         f"{any_r['train_seed']}), evaluated on {any_r['eval_episodes']} episodes with seeds "
