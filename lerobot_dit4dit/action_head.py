@@ -1,4 +1,7 @@
-"""The action DiT: a GR00T N1.5 style cross-attention flow-matching head.
+"""The action DiT: a GR00T-style cross-attention flow-matching head.
+
+The transformer is LeRobot's GR00T `DiT` (`lerobot.policies.groot.action_head.cross_attention_dit`) and the
+flow-time embedding LeRobot's GR00T N1.7 `SinusoidalPositionalEncoding`; the encoders around them are ours.
 
 Parameter names match the official DiT4DiT `action_model.*` checkpoints (without that prefix): `model.*`
 is LeRobot's GR00T `DiT`, plus `state_encoder`, `action_encoder`, `action_decoder`, `position_embedding`.
@@ -13,6 +16,7 @@ from lerobot.policies.groot.action_head.cross_attention_dit import DiT
 from lerobot.policies.groot.groot_n1_7 import SinusoidalPositionalEncoding
 from torch import Tensor, nn
 
+from .configuration_dit4dit import DiT4DiTConfig
 from .flow_matching import interpolate, sampling_time_to_bucket, time_to_bucket, velocity_target
 
 
@@ -92,6 +96,23 @@ class FlowMatchingActionHead(nn.Module):
         self.action_encoder = ActionEncoder(action_dim, width)
         self.action_decoder = MLP(dit_output_dim, hidden_size, action_dim)
         self.position_embedding = nn.Embedding(max_seq_len, width)
+
+    @classmethod
+    def from_config(cls, config: DiT4DiTConfig, cross_attention_dim: int) -> FlowMatchingActionHead:
+        """The head a `DiT4DiTConfig` describes, attending to features of width `cross_attention_dim`."""
+        return cls(
+            action_dim=config.max_action_dim,
+            state_dim=config.max_state_dim,
+            cross_attention_dim=cross_attention_dim,
+            hidden_size=config.action_hidden_size,
+            dit_output_dim=config.action_dit_output_dim,
+            num_layers=config.action_num_layers,
+            num_heads=config.action_num_heads,
+            head_dim=config.action_head_dim,
+            dropout=config.action_dropout,
+            max_seq_len=config.action_max_seq_len,
+            num_timestep_buckets=config.num_timestep_buckets,
+        )
 
     def velocity(self, noisy_actions: Tensor, buckets: Tensor, state_tokens: Tensor, features: Tensor) -> Tensor:
         """Predicted velocity (B, H, A).

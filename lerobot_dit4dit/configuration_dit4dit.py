@@ -2,13 +2,14 @@
 
 Defaults reproduce the paper's LIBERO recipe on the real Cosmos-Predict2.5-2B base model. Only the
 `base_model` path differs between a real run and the offline tests (which point it at a tiny base built
-with `lerobot_dit4dit.tiny_base`).
+with `lerobot_dit4dit.testing.tiny_base`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from lerobot.configs import NormalizationMode, PreTrainedConfig
 from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig
 from lerobot.policies.rtc.configuration_rtc import RTCConfig
@@ -17,7 +18,8 @@ from lerobot.utils.constants import ACTION, OBS_STATE
 TRAINING_MODES = ("joint", "video", "action")
 STATE_ENCODINGS = ("none", "sincos_interleaved", "sincos_blocked")
 VIDEO_TIME_DISTRIBUTIONS = ("uniform", "logit_normal")
-DTYPES = ("float32", "bfloat16", "float16")
+# `dtype` names and the torch dtypes they stand for; the one table every module reads.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @PreTrainedConfig.register_subclass("dit4dit")
@@ -101,7 +103,7 @@ class DiT4DiTConfig(PreTrainedConfig):
     video_high_sigma_ratio: float = 0.0
     video_high_sigma_min: float = 0.98
 
-    # ---------------------------------------------------------------- action DiT (GR00T N1.5 style)
+    # ---------------------------------------------------------------- action DiT (GR00T-style cross-attention DiT)
     # Number of actions predicted per chunk (the action horizon).
     chunk_size: int = 8
     # Number of actions of each chunk executed before predicting a new chunk.
@@ -124,7 +126,8 @@ class DiT4DiTConfig(PreTrainedConfig):
     action_max_seq_len: int = 1024
 
     # ---------------------------------------------------------------- action flow matching
-    # tau = Beta(alpha, beta) * s: emphasises the noisy end of the path (t=1 noise, t=0 data).
+    # tau = Beta(alpha, beta) / s (the official GR00T/DiT4DiT form; tau may slightly exceed 1): with alpha > beta
+    # it emphasises the noisy end of the path (t=1 noise, t=0 data).
     action_beta_alpha: float = 1.5
     action_beta_beta: float = 1.0
     action_noise_s: float = 0.999
@@ -146,15 +149,22 @@ class DiT4DiTConfig(PreTrainedConfig):
     # Learning rates of the video DiT and of the action head (parameter groups of the AdamW preset).
     optimizer_lr_video: float = 1e-5
     optimizer_lr_action: float = 1e-4
+    # AdamW (beta1, beta2), epsilon and decoupled weight decay, shared by both parameter groups.
     optimizer_betas: tuple[float, float] = (0.9, 0.95)
     optimizer_eps: float = 1e-8
     optimizer_weight_decay: float = 1e-8
+    # Maximum global gradient norm; `lerobot-train` clips to it every step.
     optimizer_grad_clip_norm: float = 1.0
-    # Cosine decay with linear warmup (scaled down automatically when training is shorter).
+    # Cosine decay with linear warmup (LeRobot scales both down when `--steps` is shorter than the decay).
     scheduler_warmup_steps: int = 5000
     scheduler_decay_steps: int = 80000
+    # Final learning rate of the action head. LeRobot's schedule is one multiplier shared by every parameter
+    # group, so the decay ends at the ratio scheduler_decay_lr / optimizer_lr_action of each group's own rate:
+    # the video DiT ends at optimizer_lr_video * scheduler_decay_lr / optimizer_lr_action.
     scheduler_decay_lr: float = 5e-7
 
+    # LeRobot normalisation per feature type: images pass through (the preprocessor maps [0, 1] to [-1, 1]),
+    # state and actions are min/max-scaled to [-1, 1] with the dataset statistics.
     normalization_mapping: dict[str, NormalizationMode] = field(
         default_factory=lambda: {
             "VISUAL": NormalizationMode.IDENTITY,
@@ -178,7 +188,7 @@ class DiT4DiTConfig(PreTrainedConfig):
         if self.state_encoding not in STATE_ENCODINGS:
             raise ValueError(f"state_encoding={self.state_encoding!r}; expected one of {STATE_ENCODINGS}.")
         if self.dtype not in DTYPES:
-            raise ValueError(f"dtype={self.dtype!r}; expected one of {DTYPES}.")
+            raise ValueError(f"dtype={self.dtype!r}; expected one of {tuple(DTYPES)}.")
         if self.num_video_frames < 1 or self.num_video_frames % 4 != 1:
             raise ValueError(
                 f"num_video_frames={self.num_video_frames} must be 1 mod 4 (1, 5, 9, 13, 17...): the Wan VAE "

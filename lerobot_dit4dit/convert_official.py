@@ -27,6 +27,7 @@ import yaml
 from lerobot.configs import FeatureType, NormalizationMode, PolicyFeature
 
 from .configuration_dit4dit import DiT4DiTConfig
+from .recipes import recipe_for_data_mix
 
 # Official prefix -> our prefix (trained parts) or None (frozen parts, re-loaded from the base model).
 PREFIX_MAP = {
@@ -37,25 +38,15 @@ PREFIX_MAP = {
 }
 # The official `action_model_type` table: (input_embedding_dim, attention_head_dim, num_attention_heads).
 DIT_TYPES = {"DiT-B": (768, 64, 12), "DiT-L": (1536, 48, 32)}
-# Defaults of the official code for keys its saved config.yaml may omit.
-OFFICIAL_DEFAULTS = {"extract_layer": 19, "conditional_frame_timestep": 1e-3, "torch_dtype": "bfloat16",
-                     "repeated_diffusion_steps": 4}  # fmt: skip
-# Camera keys of the official recipes' LeRobot datasets, in the official tiling order (non-wrist views first).
-RECIPE_CAMERAS = {
-    "libero": ["observation.images.image", "observation.images.wrist_image"],
-    "robocasa": ["observation.images.ego_view"],
-    "gr1": ["observation.images.ego_view"],
-    "g1": ["observation.images.ego_view"],
+# Defaults of the official code where they differ from `DiT4DiTConfig`'s, for keys its config.yaml may omit.
+OFFICIAL_DEFAULTS = {
+    "extract_layer": 19,
+    "conditional_frame_timestep": 1e-3,
+    "torch_dtype": "bfloat16",
+    "repeated_diffusion_steps": 4,
+    "time_distribution": "logit_normal",
+    "video_delta_indices": list(range(9)),
 }
-RECIPE_STATE_ENCODING = {"libero": "sincos_interleaved", "robocasa": "sincos_blocked", "gr1": "sincos_blocked",
-                         "g1": "sincos_blocked"}  # fmt: skip
-
-
-def _recipe(data_mix: str) -> str | None:
-    data_mix = data_mix.lower()
-    return next((name for name in RECIPE_CAMERAS if name in data_mix), None)
-
-
 def load_official_state_dict(checkpoint: str) -> dict[str, torch.Tensor]:
     """Read a .safetensors / .pt official checkpoint, local or `<org>/<repo>/<path in repo>` on the Hub."""
     path = Path(checkpoint)
@@ -88,92 +79,108 @@ def config_from_official(
     action_dim: int | None = None,
     state_encoding: str | None = None,
 ) -> DiT4DiTConfig:
-    """Translate the official (merged) config.yaml into a `DiT4DiTConfig` that reproduces the model."""
+    """Translate the official (merged) config.yaml into a `DiT4DiTConfig` that reproduces the model.
+
+    Only what the yaml states is passed on; a key it omits takes the `DiT4DiTConfig` default (or, for the
+    few keys whose official default differs from ours, `OFFICIAL_DEFAULTS`). Cameras and the state encoding
+    come from the recipe its `data_mix` names (`recipes.RECIPES`) unless given.
+    """
     fw = official["framework"]
     cosmos = fw["cosmos25"]
     am = fw["action_model"]
     dit_cfg = am.get("diffusion_model_cfg", {})
     trainer = official.get("trainer", {})
     data = official.get("datasets", {}).get("vla_data", {})
-    recipe = _recipe(str(data.get("data_mix", "")))
+    recipe = recipe_for_data_mix(str(data.get("data_mix", "")))
 
     table = dict(DIT_TYPES)
-    table.update({k: tuple(v[f] for f in ("input_embedding_dim", "attention_head_dim", "num_attention_heads"))
-                  for k, v in official.get("fixture", {}).get("dit_type_table", {}).items()})  # fmt: skip
+    table.update({
+        k: tuple(v[f] for f in ("input_embedding_dim", "attention_head_dim", "num_attention_heads"))
+        for k, v in official.get("fixture", {}).get("dit_type_table", {}).items()
+    })
     if am["action_model_type"] not in table:
         raise ValueError(f"Unknown action_model_type {am['action_model_type']!r}; known: {sorted(table)}.")
-    width, head_dim, heads = table[am["action_model_type"]]
-    for key, expected in (("interleave_self_attention", True), ("norm_type", "ada_norm"),
-                          ("positional_embeddings", None)):  # fmt: skip
+    _, head_dim, heads = table[am["action_model_type"]]
+    for key, expected in (("interleave_self_attention", True), ("norm_type", "ada_norm"), ("positional_embeddings", None)):
         if dit_cfg.get(key, expected) != expected:
-            raise ValueError(f"action_model.diffusion_model_cfg.{key}={dit_cfg[key]!r} is not supported (expected {expected!r}).")
+            raise ValueError(
+                f"action_model.diffusion_model_cfg.{key}={dit_cfg[key]!r} is not supported (expected {expected!r})."
+            )
+
+    kwargs: dict = {}
+
+    def take(field: str, mapping: dict, key: str, convert=lambda v: v) -> None:
+        if mapping.get(key) is not None:
+            kwargs[field] = convert(mapping[key])
 
     if base_model is None:
         base_model = cosmos["base_model"]
         if not Path(base_model).is_absolute() and (config_dir / base_model).exists():
             base_model = str((config_dir / base_model).resolve())
-    flow = cosmos.get("flow_matching", {}) or {}
     dtype = cosmos.get("torch_dtype", OFFICIAL_DEFAULTS["torch_dtype"])
-    delta = data.get("video_delta_indices", list(range(9)))
+    kwargs["extract_layer"] = int(cosmos.get("extract_layer", OFFICIAL_DEFAULTS["extract_layer"]))
+    kwargs["conditional_frame_timestep"] = float(
+        cosmos.get("conditional_frame_timestep", OFFICIAL_DEFAULTS["conditional_frame_timestep"])
+    )
+    kwargs["num_action_noise_draws"] = int(
+        trainer.get("repeated_diffusion_steps", OFFICIAL_DEFAULTS["repeated_diffusion_steps"])
+    )
+    flow = cosmos.get("flow_matching") or {}
+    time_distribution = flow.get("time_distribution") or OFFICIAL_DEFAULTS["time_distribution"]
+    kwargs["video_time_distribution"] = "uniform" if time_distribution == "uniform" else "logit_normal"
+    take("video_high_sigma_ratio", flow, "high_sigma_ratio", float)
+    take("video_high_sigma_min", flow, "high_sigma_min", float)
+    take("training_mode", cosmos, "training", str)
+
+    delta = data.get("video_delta_indices", OFFICIAL_DEFAULTS["video_delta_indices"])
     ratio = int(data.get("action_video_freq_ratio", 1))
-    num_frames = len(range(0, len(delta), ratio))
-    resolution = data.get("default_image_resolution") or [3, 224, 224]
-    cameras = cameras or RECIPE_CAMERAS.get(recipe) or ["observation.images.image"]
-    state_encoding = state_encoding or RECIPE_STATE_ENCODING.get(recipe, "none")
-    max_state_dim = int(am.get("state_dim", 16))
-    max_action_dim = int(am.get("action_dim", 8))
+    kwargs["num_video_frames"] = len(range(0, len(delta), ratio))
+    kwargs["video_frame_stride"] = ratio
+    if data.get("default_image_resolution"):
+        kwargs["image_resolution"] = tuple(int(x) for x in data["default_image_resolution"][-2:])
+    horizon = am.get("action_horizon")
+    if horizon is None and "future_action_window_size" in am:
+        horizon = int(am["future_action_window_size"]) + 1
+    if horizon is not None:  # the official clients execute the whole chunk
+        kwargs["chunk_size"] = kwargs["n_action_steps"] = int(horizon)
+    take("max_state_dim", am, "state_dim", int)
+    take("max_action_dim", am, "action_dim", int)
+    take("action_num_layers", dit_cfg, "num_layers", int)
+    kwargs["action_num_heads"], kwargs["action_head_dim"] = heads, head_dim
+    take("action_hidden_size", am, "hidden_size", int)
+    take("action_dit_output_dim", dit_cfg, "output_dim", int)
+    take("action_dropout", dit_cfg, "dropout", float)
+    take("action_max_seq_len", am, "max_seq_len", int)
+    take("action_beta_alpha", am, "noise_beta_alpha", float)
+    take("action_beta_beta", am, "noise_beta_beta", float)
+    take("action_noise_s", am, "noise_s", float)
+    take("num_timestep_buckets", am, "num_timestep_buckets", int)
+    take("num_inference_steps", am, "num_inference_timesteps", int)
+    take("optimizer_lr_video", trainer.get("learning_rate", {}), "backbone_interface", float)
+    take("optimizer_lr_action", trainer.get("learning_rate", {}), "action_model", float)
+    take("optimizer_betas", trainer.get("optimizer", {}), "betas", tuple)
+    take("optimizer_weight_decay", trainer.get("optimizer", {}), "weight_decay", float)
+    take("optimizer_grad_clip_norm", trainer, "max_grad_norm", float)
+    take("scheduler_warmup_steps", trainer, "num_warmup_steps", int)
+    take("scheduler_decay_steps", trainer, "max_train_steps", int)
+    take("scheduler_decay_lr", trainer.get("scheduler_specific_kwargs", {}), "min_lr", float)
+
+    defaults = DiT4DiTConfig.__dataclass_fields__
+    cameras = cameras or (list(recipe.cameras) if recipe else ["observation.images.image"])
+    state_encoding = state_encoding or (recipe.state_encoding if recipe else "none")
+    max_state_dim = kwargs.get("max_state_dim", defaults["max_state_dim"].default)
     state_dim = state_dim or (max_state_dim // 2 if state_encoding != "none" else max_state_dim)
-    action_dim = action_dim or max_action_dim
-    lr = trainer.get("learning_rate", {})
-    opt = trainer.get("optimizer", {})
-    h, w = int(resolution[-2]), int(resolution[-1])
+    action_dim = action_dim or kwargs.get("max_action_dim", defaults["max_action_dim"].default)
+    h, w = kwargs.get("image_resolution", defaults["image_resolution"].default)
 
     return DiT4DiTConfig(
+        **kwargs,
         base_model=base_model,
         base_model_revision=base_model_revision,
         dtype=dtype,
         cast_feature_sigma_to_model_dtype=dtype != "float32",  # the official code casts σ_f in bf16
         camera_order=cameras,
-        image_resolution=(h, w),
-        num_video_frames=num_frames,
-        video_frame_stride=ratio,
         state_encoding=state_encoding,
-        extract_layer=int(cosmos.get("extract_layer", OFFICIAL_DEFAULTS["extract_layer"])),
-        conditional_frame_timestep=float(
-            cosmos.get("conditional_frame_timestep", OFFICIAL_DEFAULTS["conditional_frame_timestep"])
-        ),
-        feature_sigma=None,
-        feature_noise_seed=0,
-        detach_video_features=True,
-        video_time_distribution={"uniform": "uniform"}.get(flow.get("time_distribution"), "logit_normal"),
-        video_high_sigma_ratio=float(flow.get("high_sigma_ratio") or 0.0),
-        video_high_sigma_min=float(flow.get("high_sigma_min") or 0.98),
-        chunk_size=int(am.get("action_horizon", int(am.get("future_action_window_size", 7)) + 1)),
-        n_action_steps=int(am.get("action_horizon", int(am.get("future_action_window_size", 7)) + 1)),
-        max_state_dim=max_state_dim,
-        max_action_dim=max_action_dim,
-        action_num_layers=int(dit_cfg.get("num_layers", 16)),
-        action_num_heads=heads,
-        action_head_dim=head_dim,
-        action_hidden_size=int(am.get("hidden_size", 2560)),
-        action_dit_output_dim=int(dit_cfg.get("output_dim", am.get("hidden_size", 2560))),
-        action_dropout=float(dit_cfg.get("dropout", 0.2)),
-        action_max_seq_len=int(am.get("max_seq_len", 1024)),
-        action_beta_alpha=float(am.get("noise_beta_alpha", 1.5)),
-        action_beta_beta=float(am.get("noise_beta_beta", 1.0)),
-        action_noise_s=float(am.get("noise_s", 0.999)),
-        num_timestep_buckets=int(am.get("num_timestep_buckets", 1000)),
-        num_action_noise_draws=int(trainer.get("repeated_diffusion_steps", OFFICIAL_DEFAULTS["repeated_diffusion_steps"])),
-        num_inference_steps=int(am.get("num_inference_timesteps", 4)),
-        training_mode={"joint": "joint", "video": "video", "action": "action"}.get(cosmos.get("training", "joint"), "joint"),
-        optimizer_lr_video=float(lr.get("backbone_interface", 1e-5)),
-        optimizer_lr_action=float(lr.get("action_model", 1e-4)),
-        optimizer_betas=tuple(opt.get("betas", (0.9, 0.95))),
-        optimizer_weight_decay=float(opt.get("weight_decay", 1e-8)),
-        optimizer_grad_clip_norm=float(trainer.get("max_grad_norm", 1.0)),
-        scheduler_warmup_steps=int(trainer.get("num_warmup_steps", 5000)),
-        scheduler_decay_steps=int(trainer.get("max_train_steps", 80000)),
-        scheduler_decay_lr=float(trainer.get("scheduler_specific_kwargs", {}).get("min_lr", 5e-7)),
         normalization_mapping={
             "VISUAL": NormalizationMode.IDENTITY,
             "STATE": NormalizationMode.IDENTITY,  # the official recipes feed sin/cos of the raw state
@@ -250,18 +257,14 @@ def convert_official(
     if unknown:
         raise ValueError(f"Official checkpoint keys with no place in dit4dit: {unknown[:10]}{' ...' if len(unknown) > 10 else ''}")
 
-    DiT4DiTPolicy._init_from_checkpoint = True  # the base transformer weights are overwritten below
-    try:
-        policy = DiT4DiTPolicy(cfg)
-    finally:
-        DiT4DiTPolicy._init_from_checkpoint = False
+    policy = DiT4DiTPolicy(cfg, load_base_transformer_weights=False)  # every trained weight is set below
     load_trained_state_dict(policy, trained, source=str(checkpoint))
 
     checked = 0
     if verify_frozen and frozen:
         references = {"backbone_interface.extractor.vae.": policy.video.vae.state_dict()}
         if any(k.startswith("backbone_interface.extractor.text_encoder.") for k in frozen):
-            references["backbone_interface.extractor.text_encoder."] = policy.video._get_text_encoder().state_dict()
+            references["backbone_interface.extractor.text_encoder."] = policy.video.load_text_encoder().state_dict()
         for key, tensor in frozen.items():
             prefix = next(p for p in references if key.startswith(p))
             ref = references[prefix].get(key[len(prefix):])
@@ -284,7 +287,8 @@ def convert_official(
     post.steps.insert(0, ActionClipProcessorStep(-1.0, 1.0))
     # ...and LIBERO's thresholds the gripper (model: 1 = open) into the simulator's -1 open / +1 close.
     if gripper_dim == "auto":
-        gripper_dim = 6 if _recipe(str(official.get("datasets", {}).get("vla_data", {}).get("data_mix", ""))) == "libero" else None
+        recipe = recipe_for_data_mix(str(official.get("datasets", {}).get("vla_data", {}).get("data_mix", "")))
+        gripper_dim = recipe.binarize_gripper_dim if recipe else None
     if gripper_dim is not None:
         post.steps.insert(-1, GripperBinarizeProcessorStep(dim=int(gripper_dim), threshold=0.5, value_at_or_above=-1.0,
                                                            value_below=1.0))  # fmt: skip
@@ -317,7 +321,7 @@ def main() -> None:
     parser.add_argument("--dataset-statistics", default=None, help="official dataset_statistics.json")
     parser.add_argument("--gripper-dim", default="auto",
                         help="action dim the postprocessor binarises like the official LIBERO client: an index, "
-                             "'none', or 'auto' (6 for LIBERO, none otherwise)")  # fmt: skip
+                             "'none', or 'auto' (the recipe's: 6 for LIBERO, none otherwise)")  # fmt: skip
     parser.add_argument("--no-verify-frozen", action="store_true",
                         help="do not compare the checkpoint's VAE/text encoder with the base model's")  # fmt: skip
     args = parser.parse_args()

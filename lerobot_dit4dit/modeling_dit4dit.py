@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 from collections import deque
+from dataclasses import dataclass, fields
 from importlib.resources import files
 from pathlib import Path
 from typing import TypeVar
@@ -37,14 +38,13 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from .action_head import FlowMatchingActionHead
-from .configuration_dit4dit import DiT4DiTConfig
+from .configuration_dit4dit import DTYPES, DiT4DiTConfig
 from .flow_matching import beta_draw_to_time, masked_mse, sample_beta_time
 from .video_backbone import CosmosVideoBackbone
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T", bound="DiT4DiTPolicy")
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # The only parameters written to our checkpoints. The frozen VAE and text encoder are re-loaded from
 # `config.base_model` instead.
 TRAINED_PREFIXES = ("video.transformer.", "action_head.")
@@ -55,11 +55,23 @@ class DiT4DiTPolicy(PreTrainedPolicy):
 
     config_class = DiT4DiTConfig
     name = "dit4dit"
-    # Set by `from_pretrained` while it builds the instance: skip loading base transformer weights that the
-    # checkpoint overwrites anyway.
-    _init_from_checkpoint = False
 
-    def __init__(self, config: DiT4DiTConfig, dataset_stats=None, dataset_meta=None, **kwargs):
+    def __init__(
+        self,
+        config: DiT4DiTConfig,
+        dataset_stats=None,
+        dataset_meta=None,
+        *,
+        load_base_transformer_weights: bool = True,
+        **kwargs,
+    ):
+        """
+        Args:
+            config: the policy configuration; `validate_features` runs here.
+            load_base_transformer_weights: False builds the video DiT from the base model's config only (random
+                weights), for callers that overwrite every trained weight right after (`from_pretrained`, the
+                converter).
+        """
         super().__init__(config)
         config.validate_features()
         self.config = config
@@ -67,7 +79,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             config.base_model,
             revision=config.base_model_revision,
             frozen_dtype=DTYPES[config.dtype],
-            load_transformer_weights=not type(self)._init_from_checkpoint,
+            load_transformer_weights=load_base_transformer_weights,
             max_prompt_tokens=config.max_prompt_tokens,
         )
         if config.extract_layer >= self.video.num_blocks:
@@ -77,19 +89,8 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             )
         if config.gradient_checkpointing:
             self.video.transformer.enable_gradient_checkpointing()
-        self.action_head = FlowMatchingActionHead(
-            action_dim=config.max_action_dim,
-            state_dim=config.max_state_dim,
-            cross_attention_dim=self.video.hidden_size,  # follows the loaded video DiT
-            hidden_size=config.action_hidden_size,
-            dit_output_dim=config.action_dit_output_dim,
-            num_layers=config.action_num_layers,
-            num_heads=config.action_num_heads,
-            head_dim=config.action_head_dim,
-            dropout=config.action_dropout,
-            max_seq_len=config.action_max_seq_len,
-            num_timestep_buckets=config.num_timestep_buckets,
-        )
+        # The cross-attention width follows the loaded video DiT.
+        self.action_head = FlowMatchingActionHead.from_config(config, cross_attention_dim=self.video.hidden_size)
         if config.chunk_size + 1 > config.action_max_seq_len:
             raise ValueError(f"chunk_size={config.chunk_size} exceeds action_max_seq_len={config.action_max_seq_len}.")
         # A model trained without the video loss, with detached features, never updates the video DiT.
@@ -145,7 +146,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         return self.video.num_latent_frames(self.config.num_video_frames)
 
     # ------------------------------------------------------------------ inputs
-    def _video(self, batch: dict[str, Tensor], train: bool) -> Tensor:
+    def tile_cameras(self, batch: dict[str, Tensor], train: bool = False) -> Tensor:
         """Tile the cameras side by side: (B, 3, T, H, n_cams * W) in [-1, 1]."""
         frames = []
         for key in self.config.cameras:
@@ -196,7 +197,14 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             raise ValueError(f"DiT4DiT: {len(tasks)} task strings for a batch of {batch_size}.")
         return list(tasks)
 
-    def _features(self, cond_latent: Tensor, prompt_embeds: Tensor, noise: Tensor | None = None) -> Tensor:
+    def extract_features(self, cond_latent: Tensor, prompt_embeds: Tensor, noise: Tensor | None = None) -> Tensor:
+        """Block-`extract_layer` features (B, S, D) that condition the action head (one early-exit forward).
+
+        Args:
+            cond_latent: (B, 16, 1, h, w) normalised latent of the current frame (`video.encode_video`).
+            prompt_embeds: (B, L, E) from `video.encode_prompts`.
+            noise: (B, 16, T_lat, h, w) pure-noise latents of the feature forward; global RNG when None.
+        """
         return self.video.extract_features(
             cond_latent,
             self.num_latent_frames,
@@ -208,21 +216,59 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         )
 
     # ------------------------------------------------------------------ training
-    def forward(self, batch: dict[str, Tensor], noise: dict[str, Tensor] | None = None) -> tuple[Tensor, dict]:
+    def noise_shapes(self, batch_size: int) -> dict[str, tuple[int, ...]]:
+        """Shapes of the random draws of one training forward (the fields of `ForwardNoise`)."""
+        cfg = self.config
+        c, t_lat = self.video.latent_channels, self.num_latent_frames
+        h = cfg.image_resolution[0] // self.video.spatial_compression
+        w = len(cfg.cameras) * cfg.image_resolution[1] // self.video.spatial_compression  # cameras side by side
+        rows = cfg.num_action_noise_draws * batch_size
+        return {
+            "feature": (batch_size, c, t_lat, h, w),
+            "video_time": (batch_size,),
+            "video": (batch_size, c, t_lat - 1, h, w),
+            "action": (rows, cfg.chunk_size, cfg.max_action_dim),
+            "action_beta": (rows,),
+        }
+
+    def draw_noise(self, batch_size: int, generator: torch.Generator | None = None) -> ForwardNoise:
+        """Every random draw of one training forward, explicitly, with shapes from the config.
+
+        Replaying the same `ForwardNoise` makes `forward` deterministic (tests, parity with recorded draws).
+        """
+        cfg = self.config
+        shapes = self.noise_shapes(batch_size)
+        g = generator if generator is not None else torch.Generator().manual_seed(torch.seed() % 2**63)
+        # torch's Beta sampler takes no generator: seed a forked global RNG from `g` instead.
+        beta_seed = int(torch.randint(0, 2**62, (1,), generator=g))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(beta_seed)
+            beta = torch.distributions.Beta(cfg.action_beta_alpha, cfg.action_beta_beta).sample(shapes["action_beta"])
+        return ForwardNoise(
+            feature=torch.randn(shapes["feature"], generator=g),
+            video_time=torch.rand(shapes["video_time"], generator=g),
+            video=torch.randn(shapes["video"], generator=g),
+            action=torch.randn(shapes["action"], generator=g),
+            action_beta=beta,
+        )
+
+    def forward(self, batch: dict[str, Tensor], noise: ForwardNoise | None = None) -> tuple[Tensor, dict]:
         """Dual flow-matching loss.
 
         Args:
             batch: see the module docstring.
-            noise: optional explicit random draws (for tests and parity): "feature" (B,16,T_lat,h,w),
-                "video_time" (B,), "video" (B,16,T_lat-1,h,w), "action" (R*B,H,A_max), "action_beta" (R*B,).
+            noise: optional explicit random draws (see `ForwardNoise`, `draw_noise`); a field left None is
+                drawn fresh from the global RNG.
         Returns:
             (loss, {"action_loss": float, "video_loss": float})
         """
-        video = self._video(batch, train=True)
+        video = self.tile_cameras(batch, train=True)
+        noise = noise or ForwardNoise()
+        noise.check(self.noise_shapes(video.shape[0]))
         with self._autocast(video.device):
-            return self._losses(batch, video, noise or {})
+            return self._losses(batch, video, noise)
 
-    def _losses(self, batch: dict, video: Tensor, noise: dict[str, Tensor]) -> tuple[Tensor, dict]:
+    def _losses(self, batch: dict, video: Tensor, noise: ForwardNoise) -> tuple[Tensor, dict]:
         cfg = self.config
         mode = cfg.training_mode
         bsz = video.shape[0]
@@ -238,7 +284,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         if mode != "video":
             # no_grad only when detaching: an enclosing no_grad (evaluation) must stay in force otherwise.
             with torch.no_grad() if cfg.detach_video_features else contextlib.nullcontext():
-                features = self._features(cond_latent, prompt_embeds, noise=noise.get("feature"))
+                features = self.extract_features(cond_latent, prompt_embeds, noise=noise.feature)
             action_loss = self._action_loss(batch, features, noise)
             loss = loss + action_loss
             info["action_loss"] = action_loss.item()
@@ -247,8 +293,8 @@ class DiT4DiTPolicy(PreTrainedPolicy):
                 latents,
                 prompt_embeds,
                 conditional_frame_timestep=cfg.conditional_frame_timestep,
-                time=noise.get("video_time"),
-                noise=noise.get("video"),
+                time=noise.video_time,
+                noise=noise.video,
                 time_kwargs=dict(
                     distribution=cfg.video_time_distribution,
                     logit_normal_mean=cfg.video_logit_normal_mean,
@@ -261,7 +307,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             info["video_loss"] = video_loss.item()
         return loss, info
 
-    def _action_loss(self, batch: dict[str, Tensor], features: Tensor, noise: dict[str, Tensor]) -> Tensor:
+    def _action_loss(self, batch: dict[str, Tensor], features: Tensor, noise: ForwardNoise) -> Tensor:
         cfg = self.config
         actions = batch[ACTION]
         if actions.ndim != 3 or actions.shape[1:] != (cfg.chunk_size, cfg.action_dim):
@@ -280,11 +326,11 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         r = cfg.num_action_noise_draws
         actions, mask, state = actions.repeat(r, 1, 1), mask.repeat(r, 1, 1), state.repeat(r, 1)
         features = features.repeat(r, 1, 1)
-        eps = noise.get("action")
+        eps = noise.action
         if eps is None:
             eps = torch.randn_like(actions)
-        if "action_beta" in noise:
-            t = beta_draw_to_time(noise["action_beta"], cfg.action_noise_s)
+        if noise.action_beta is not None:
+            t = beta_draw_to_time(noise.action_beta, cfg.action_noise_s)
         else:
             t = sample_beta_time(b * r, actions.device, cfg.action_beta_alpha, cfg.action_beta_beta, cfg.action_noise_s)
         pred, target = self.action_head.loss_inputs(actions, state, features.to(actions.dtype), eps, t)
@@ -312,7 +358,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
                 with `feature_noise_seed` when None (global RNG if that is None).
         """
         self.eval()
-        video = self._video(batch, train=False)[:, :, :1]  # the current frame only
+        video = self.tile_cameras(batch, train=False)[:, :, :1]  # the current frame only
         rtc = {}
         if self.rtc_processor is not None:
             rtc = dict(
@@ -338,7 +384,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             feature_noise = torch.randn(
                 (b, c, self.num_latent_frames, h, w), generator=generator, device=video.device
             )  # fmt: skip
-        features = self._features(cond_latent, prompt_embeds, noise=feature_noise)
+        features = self.extract_features(cond_latent, prompt_embeds, noise=feature_noise)
         if self.config.save_predicted_video:
             self.last_predicted_latents = self.video.imagine(
                 cond_latent, feature_noise, prompt_embeds, sigma=self.feature_sigma,
@@ -393,13 +439,10 @@ class DiT4DiTPolicy(PreTrainedPolicy):
     @classmethod
     def from_pretrained(cls: builtins.type[T], pretrained_name_or_path: str | Path, **kwargs) -> T:
         """Load a checkpoint: the frozen VAE / text encoder come from `config.base_model`, the rest from
-        model.safetensors (local directory or hub repo)."""
-        previous = cls._init_from_checkpoint
-        cls._init_from_checkpoint = True
-        try:
-            return super().from_pretrained(pretrained_name_or_path, **kwargs)
-        finally:
-            cls._init_from_checkpoint = previous
+        model.safetensors (local directory or hub repo). The base transformer's weights are not read: the
+        checkpoint overwrites every one of them."""
+        kwargs.setdefault("load_base_transformer_weights", False)
+        return super().from_pretrained(pretrained_name_or_path, **kwargs)
 
     @classmethod
     def _load_as_safetensor(cls, model: T, model_file: str, map_location: str, strict: bool) -> T:
@@ -444,6 +487,35 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         )  # fmt: skip
         template = (files("lerobot_dit4dit") / "hub_cards" / "dit4dit_model_card.md").read_text(encoding="utf-8")
         return ModelCard.from_template(card_data, template_str=template, **context)
+
+
+@dataclass
+class ForwardNoise:
+    """The random draws of one training forward; a field left None is drawn fresh from the global RNG.
+
+    Shapes, for a batch of B with R = `num_action_noise_draws` (see `DiT4DiTPolicy.noise_shapes`):
+        feature:     (B, 16, T_lat, h, w)      pure-noise latents of the feature forward (frame 0 is replaced)
+        video_time:  (B,)                      video flow time
+        video:       (B, 16, T_lat - 1, h, w)  noise of the future latent frames
+        action:      (R * B, H, max_action_dim) action noise; row i belongs to sample i % B
+        action_beta: (R * B,)                  raw Beta(alpha, beta) draws, mapped to the flow time by / s
+    """
+
+    feature: Tensor | None = None
+    video_time: Tensor | None = None
+    video: Tensor | None = None
+    action: Tensor | None = None
+    action_beta: Tensor | None = None
+
+    def check(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Raise ValueError naming every given draw whose shape differs from `shapes`."""
+        bad = [
+            f"{f.name} {tuple(value.shape)} (expected {shapes[f.name]})"
+            for f in fields(self)
+            if (value := getattr(self, f.name)) is not None and tuple(value.shape) != tuple(shapes[f.name])
+        ]
+        if bad:
+            raise ValueError(f"DiT4DiT: explicit noise of the wrong shape: {', '.join(bad)}.")
 
 
 def load_trained_state_dict(model: DiT4DiTPolicy, state_dict: dict[str, Tensor], source: str) -> None:

@@ -140,7 +140,13 @@ class CosmosVideoBackbone(nn.Module):
     def text_encoder_loaded(self) -> bool:
         return self._text_encoder is not None
 
-    def _get_text_encoder(self) -> Qwen2_5_VLForConditionalGeneration:
+    @property
+    def text_encoder(self) -> Qwen2_5_VLForConditionalGeneration | None:
+        """The text encoder when loaded, else None (it is not a submodule: frozen, lazy, never saved)."""
+        return self._text_encoder
+
+    def load_text_encoder(self) -> Qwen2_5_VLForConditionalGeneration:
+        """The frozen text encoder of `base_model`, loaded on first use in `frozen_dtype`."""
         if self._text_encoder is None:
             logger.info("Loading the text encoder of %s", self.base_model)
             te = Qwen2_5_VLForConditionalGeneration.from_pretrained(
@@ -168,7 +174,7 @@ class CosmosVideoBackbone(nn.Module):
         device = self.latents_mean.device
         missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
         if missing:
-            te = self._get_text_encoder()
+            te = self.load_text_encoder()
             te.to(device)
             # A few prompts per call: the encoder returns the hidden states of every layer (29 x 512 x 3584
             # for Cosmos-Reason1), which for a whole training batch would not fit next to the DiTs.
@@ -202,7 +208,7 @@ class CosmosVideoBackbone(nn.Module):
         shape = (batch_size, self.latent_channels, num_latent_frames, h, w)
         return self._pipe.create_condition_mask(shape, device, torch.float32, 1)
 
-    def _run(
+    def forward(
         self,
         cond_latent: Tensor,
         future_latents: Tensor,
@@ -284,7 +290,7 @@ class CosmosVideoBackbone(nn.Module):
         elif noise.shape != (b, c, num_latent_frames, h, w):
             raise ValueError(f"feature noise has shape {tuple(noise.shape)}, expected {(b, c, num_latent_frames, h, w)}.")
         future_time = torch.full((b,), sigma, device=cond_latent.device, dtype=torch.float32)
-        return self._run(
+        return self(
             cond_latent,
             noise[:, :, 1:],
             future_time,
@@ -320,7 +326,7 @@ class CosmosVideoBackbone(nn.Module):
         if noise is None:
             noise = torch.randn_like(x0)
         xt = interpolate(x0, noise, time)
-        v_pred = self._run(latents[:, :, :1], xt, time, prompt_embeds, conditional_frame_timestep)
+        v_pred = self(latents[:, :, :1], xt, time, prompt_embeds, conditional_frame_timestep)
         return torch.nn.functional.mse_loss(v_pred[:, :, 1:].float(), velocity_target(x0, noise))
 
     @torch.no_grad()
@@ -346,7 +352,7 @@ class CosmosVideoBackbone(nn.Module):
         b = x.shape[0]
         for t, t_next in zip(ts[:-1], ts[1:], strict=True):
             time = torch.full((b,), t, device=x.device)
-            v = self._run(cond_latent, x, time, prompt_embeds, conditional_frame_timestep)[:, :, 1:].float()
+            v = self(cond_latent, x, time, prompt_embeds, conditional_frame_timestep)[:, :, 1:].float()
             x = x + (t_next - t) * v  # dx/dt = v = noise - x0, integrated from t down to t_next
         return torch.cat([cond_latent.float(), x], dim=2)
 

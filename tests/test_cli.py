@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from safetensors import safe_open
+from utils import BIN, run
 
-from lerobot_dit4dit.tiny_base import TINY_POLICY_OVERRIDES
-
-BIN = Path(sys.executable).parent
-
-
-def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="disabled")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, **kwargs)
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
+from lerobot_dit4dit.testing.tiny_base import TINY_POLICY_OVERRIDES
 
 
 def tiny_policy_flags(base: str) -> list[str]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+import draccus
 import pytest
 import torch
-from conftest import IMG, inference_batch, tiny_config, train_batch
+from utils import IMG, inference_batch, tiny_config, train_batch
 from lerobot.configs import FeatureType, PolicyFeature, PreTrainedConfig
 
 from lerobot_dit4dit import DiT4DiTConfig, DiT4DiTPolicy, make_dit4dit_pre_post_processors
@@ -99,7 +100,7 @@ def test_unknown_config_field(make_policy, tmp_path):
     cfg = json.loads((tmp_path / "config.json").read_text())
     cfg["extract_layr"] = 3
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(Exception, match="extract_layr"):
+    with pytest.raises(draccus.utils.ParsingError, match="extract_layr"):
         PreTrainedConfig.from_pretrained(tmp_path)
 
 

@@ -5,28 +5,25 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
+import torch
+from utils import BIN, ROOT, offline_env, run
 
-from lerobot_dit4dit.tiny_base import TINY_POLICY_OVERRIDES
-
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-sys.path.insert(0, str(ROOT / "examples" / "libero"))
-
-import aggregate  # noqa: E402
-import eval_protocol  # noqa: E402
+from lerobot_dit4dit.benchmarks import libero_aggregate as aggregate
+from lerobot_dit4dit.benchmarks import libero_protocol as eval_protocol
+from lerobot_dit4dit.recipes import RECIPES, Recipe
+from lerobot_dit4dit.testing.tiny_base import TINY_POLICY_OVERRIDES
 
 
 @pytest.fixture(scope="session")
 def libero_config(tmp_path_factory) -> str:
-    """LIBERO config written by `libero_setup` into a fresh LIBERO_CONFIG_PATH (set for this process too)."""
-    from lerobot_dit4dit.libero_setup import setup_libero
+    """LIBERO config written by `envs.libero` into a fresh LIBERO_CONFIG_PATH (set for this process too)."""
+    from lerobot_dit4dit.envs.libero import setup_libero
 
     directory = tmp_path_factory.mktemp("libero_config")
     out = setup_libero(directory, suites=["libero_spatial"])
@@ -35,28 +32,24 @@ def libero_config(tmp_path_factory) -> str:
 
 
 def _env(libero_config: str) -> dict:
-    return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="disabled", MUJOCO_GL="egl",
-                LIBERO_CONFIG_PATH=libero_config, OMP_NUM_THREADS="1")  # fmt: skip
+    return offline_env(MUJOCO_GL="egl", LIBERO_CONFIG_PATH=libero_config, OMP_NUM_THREADS="1")
 
 
-def _run(cmd: list[str], env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
+def _run(cmd: list[str], env: dict, timeout: int = 600):
+    return run([str(c) for c in cmd], env=env, timeout=timeout)
 
 
 # ------------------------------------------------------------------------------------------ libero_setup
 def test_libero_setup_writes_config_and_checks_every_suite(libero_config, tmp_path):
     import yaml
 
-    from lerobot_dit4dit.libero_setup import SUITES, default_paths
+    from lerobot_dit4dit.envs.libero import SUITES, default_paths
 
     cfg = yaml.safe_load((Path(libero_config) / "config.yaml").read_text())
     assert cfg == default_paths()
     assert set(cfg) == {"benchmark_root", "bddl_files", "init_states", "datasets", "assets"}
     # The command line, for every suite, into another config dir; no stdin (hf-libero's prompt must not run).
-    out = _run([sys.executable, "-m", "lerobot_dit4dit.libero_setup", "--config-path", str(tmp_path / "cfg")],
+    out = _run([sys.executable, "-m", "lerobot_dit4dit.envs.libero", "--config-path", str(tmp_path / "cfg")],
                _env(libero_config)).stdout  # fmt: skip
     assert (tmp_path / "cfg" / "config.yaml").is_file()
     for suite in SUITES:
@@ -64,7 +57,7 @@ def test_libero_setup_writes_config_and_checks_every_suite(libero_config, tmp_pa
 
 
 def test_libero_setup_names_what_is_missing(libero_config, tmp_path):
-    from lerobot_dit4dit.libero_setup import LiberoSetupError, check_libero, default_paths
+    from lerobot_dit4dit.envs.libero import LiberoSetupError, check_libero, default_paths
 
     paths = default_paths()
     broken = dict(paths, bddl_files=str(tmp_path / "bddl"), assets=str(tmp_path / "assets"))
@@ -83,21 +76,9 @@ def test_libero_setup_names_what_is_missing(libero_config, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ presets
-PRESETS = {
-    # name: cameras, frame offsets, horizon, state encoding, max state/action dims, lr video, lr action
-    "libero": (["observation.images.image", "observation.images.image2"], [0, 2, 4, 6, 8], 8,
-               "sincos_interleaved", 16, 8, 1e-5, 1e-4),
-    "libero_ipec": (["observation.images.image", "observation.images.wrist_image"], [0, 2, 4, 6, 8], 8,
-                    "sincos_interleaved", 16, 8, 1e-5, 1e-4),
-    "robocasa_gr1": (["observation.images.ego_view"], list(range(0, 17, 2)), 16, "sincos_blocked", 64, 32,
-                     1e-5, 1e-4),
-    "unitree_g1": (["observation.images.ego_view"], list(range(0, 17, 2)), 16, "sincos_blocked", 64, 32,
-                   1e-4, 1e-4),
-}  # fmt: skip
-
-
-@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("name", sorted(RECIPES))
 def test_preset_parses_into_lerobot_train_config(name):
+    """Every configs/<preset>.json is a `lerobot-train` config that states its recipe (`recipes.RECIPES`)."""
     import draccus
     from lerobot.configs.train import TrainPipelineConfig
     from lerobot.optim import CosineDecayWithWarmupSchedulerConfig
@@ -105,29 +86,38 @@ def test_preset_parses_into_lerobot_train_config(name):
     from lerobot_dit4dit import DiT4DiTConfig
     from lerobot_dit4dit.processor_dit4dit import GripperBinarizeProcessorStep
 
-    cfg = draccus.parse(TrainPipelineConfig, config_path=str(ROOT / "configs" / f"{name}.json"), args=[])
+    recipe = RECIPES[name]
+    cfg = draccus.parse(TrainPipelineConfig, config_path=str(ROOT / "configs" / f"{recipe.preset}.json"), args=[])
     p = cfg.policy
-    cams, frames, horizon, enc, max_s, max_a, lr_v, lr_a = PRESETS[name]
     assert isinstance(p, DiT4DiTConfig)
-    assert p.camera_order == cams and p.video_frame_indices == frames and p.observation_delta_indices == frames
-    assert p.image_resolution == (224, 224) and p.chunk_size == p.n_action_steps == horizon
-    assert p.state_encoding == enc and (p.max_state_dim, p.max_action_dim) == (max_s, max_a)
-    assert (p.optimizer_lr_video, p.optimizer_lr_action) == (lr_v, lr_a)
+    frames = list(range(0, recipe.num_video_frames * recipe.video_frame_stride, recipe.video_frame_stride))
+    assert p.camera_order == list(recipe.cameras)
+    assert p.video_frame_indices == frames and p.observation_delta_indices == frames
+    assert p.image_resolution == (224, 224) and p.chunk_size == p.n_action_steps == recipe.chunk_size
+    assert p.state_encoding == recipe.state_encoding
+    assert (p.max_state_dim, p.max_action_dim) == (recipe.max_state_dim, recipe.max_action_dim)
+    assert (p.optimizer_lr_video, p.optimizer_lr_action) == (recipe.lr_video, recipe.lr_action)
+    assert p.binarize_gripper_dim == recipe.binarize_gripper_dim and p.clip_normalized_actions
     assert isinstance(p.get_scheduler_preset(), CosineDecayWithWarmupSchedulerConfig)
     assert p.scheduler_warmup_steps == 5000 and p.scheduler_decay_steps == cfg.steps
     assert p.base_model == "nvidia/Cosmos-Predict2.5-2B" and p.dtype == "bfloat16" and not p.push_to_hub
-    assert p.normalization_mapping["STATE"].value == "IDENTITY" and p.normalization_mapping["ACTION"].value == "MIN_MAX"
-    assert cfg.dataset.repo_id and (ROOT / "configs" / "README.md").read_text().count(f"`{name}.json`") >= 1
-    if name.startswith("libero"):
-        # LIBERO: 8-D state (sin/cos -> 16), 7-D action; the IPEC sets (gripper 1 = open) need the binarisation.
-        assert p.clip_normalized_actions
-        assert p.binarize_gripper_dim == (6 if name == "libero_ipec" else None)
-        if name == "libero_ipec":
-            import torch
+    norm = p.normalization_mapping
+    assert norm["STATE"].value == "IDENTITY" and norm["ACTION"].value == "MIN_MAX"
+    assert cfg.dataset.repo_id
+    # The README's table names the preset with its cameras and horizon.
+    row = next(r for r in (ROOT / "configs" / "README.md").read_text().splitlines() if f"`{recipe.preset}.json`" in r)
+    assert all(f"`{cam}`" in row for cam in recipe.cameras), row
+    assert f"| {recipe.chunk_size} |" in row, row
+    if recipe.binarize_gripper_dim is not None:  # IPEC sets: gripper 1 = open -> the env's -1 (open) / +1 (close)
+        step = GripperBinarizeProcessorStep(dim=p.binarize_gripper_dim)
+        out = step.action(torch.tensor([[0.1] * 6 + [0.9], [0.1] * 6 + [0.2]]))
+        assert out[:, 6].tolist() == [-1.0, 1.0]
 
-            step = GripperBinarizeProcessorStep(dim=p.binarize_gripper_dim)
-            out = step.action(torch.tensor([[0.1] * 6 + [0.9], [0.1] * 6 + [0.2]]))
-            assert out[:, 6].tolist() == [-1.0, 1.0]
+
+def test_every_preset_has_a_recipe():
+    dit4dit_presets = {p.stem for p in (ROOT / "configs").glob("*.json") if not p.stem.startswith("metaworld")}
+    assert dit4dit_presets == {r.preset for r in RECIPES.values()}
+    assert {f.name for f in fields(Recipe)} >= {"cameras", "chunk_size", "state_encoding"}
 
 
 # ------------------------------------------------------------------------------------------ protocol, aggregator
@@ -182,12 +172,12 @@ def test_aggregate_table_from_eval_info_files(tmp_path, capsys):
 
 def test_protocol_lists_tasks_and_resumes(tmp_path, capsys):
     out = tmp_path / "proto"
-    rows = eval_protocol.plan(out, eval_protocol.SUITES, 50)
+    rows = eval_protocol.plan(out, eval_protocol.PROTOCOL_SUITES, 50)
     assert len(rows) == 40 and not any(r["done"] for r in rows)
     _eval_info(eval_protocol.task_dir(out, "libero_goal", 3), "libero_goal", 3, [True] * 50)
     _eval_info(eval_protocol.task_dir(out, "libero_goal", 4), "libero_goal", 4, [True] * 7)  # unfinished
     (eval_protocol.task_dir(out, "libero_10", 0)).mkdir(parents=True)  # crashed: no eval_info.json
-    done = {(r["suite"], r["task_id"]) for r in eval_protocol.plan(out, eval_protocol.SUITES, 50) if r["done"]}
+    done = {(r["suite"], r["task_id"]) for r in eval_protocol.plan(out, eval_protocol.PROTOCOL_SUITES, 50) if r["done"]}
     assert done == {("libero_goal", 3)}
     assert eval_protocol.main(["--policy-path", "ckpt", "--output-dir", str(out), "--dry-run", "--batch-size", "10",
                                "--", "--policy.save_predicted_video=true"]) == 0  # fmt: skip
@@ -210,12 +200,12 @@ def test_lerobot_eval_on_real_libero(libero_config, tiny_base, tmp_path):
     lerobot-eval --env.type=libero --env.task=libero_spatial --eval.n_episodes=1, with imagined-frame video."""
     import av
 
-    from lerobot_dit4dit.libero_dataset import CAMERAS
+    from lerobot_dit4dit.testing.libero_dataset import CAMERAS
 
     env = _env(libero_config)
     start = time.perf_counter()
     data = tmp_path / "libero_tiny"
-    _run([sys.executable, "-m", "lerobot_dit4dit.libero_dataset", "--root", str(data), "--episodes", "1",
+    _run([sys.executable, "-m", "lerobot_dit4dit.testing.libero_dataset", "--root", str(data), "--episodes", "1",
           "--episode-length", "16", "--image-size", "64"], env)  # fmt: skip
     info = json.loads((data / "meta" / "info.json").read_text())
     feats = info["features"]

@@ -6,13 +6,13 @@ import time
 
 import pytest
 import torch
-from conftest import ACTION_DIM, CAMERAS, inference_batch, train_batch
+from utils import ACTION_DIM, CAMERAS, inference_batch, train_batch
 
 from lerobot_dit4dit import DiT4DiTPolicy
 
 
 def _cond_and_prompts(policy, batch):
-    video = policy._video(batch, train=False)[:, :, :1]
+    video = policy.tile_cameras(batch, train=False)[:, :, :1]
     return policy.video.encode_video(video), policy.video.encode_prompts(batch["task"])
 
 
@@ -23,7 +23,7 @@ def test_early_exit_features_equal_full_forward(make_policy):
     b, c, _, h, w = cond.shape
     noise = torch.randn(b, c, policy.num_latent_frames, h, w)
 
-    early = policy._features(cond, prompts, noise=noise)
+    early = policy.extract_features(cond, prompts, noise=noise)
 
     # The same forward, run to the end, with the block output captured by a hook.
     captured = {}
@@ -33,7 +33,7 @@ def test_early_exit_features_equal_full_forward(make_policy):
     last = policy.video.transformer.transformer_blocks[-1]
     handle2 = last.register_forward_hook(lambda m, a, out: calls.append(1))
     try:
-        policy.video._run(cond, noise[:, :, 1:], torch.full((b,), policy.feature_sigma), prompts, 1e-4)
+        policy.video(cond, noise[:, :, 1:], torch.full((b,), policy.feature_sigma), prompts, 1e-4)
     finally:
         handle.remove()
         handle2.remove()
@@ -45,7 +45,7 @@ def test_early_exit_features_equal_full_forward(make_policy):
     calls.clear()
     handle2 = last.register_forward_hook(lambda m, a, out: calls.append(1))
     try:
-        policy._features(cond, prompts, noise=noise)
+        policy.extract_features(cond, prompts, noise=noise)
     finally:
         handle2.remove()
     assert not calls
@@ -78,13 +78,7 @@ def test_determinism_under_fixed_noise(make_policy):
     assert not torch.equal(a1, a3)
 
     train = train_batch(policy.config)
-    fixed = {
-        "feature": torch.randn(2, 16, 2, 4, 8),
-        "video_time": torch.rand(2),
-        "video": torch.randn(2, 16, 1, 4, 8),
-        "action": torch.randn(2 * policy.config.num_action_noise_draws, policy.config.chunk_size, 8),
-        "action_beta": torch.rand(2 * policy.config.num_action_noise_draws),
-    }
+    fixed = policy.draw_noise(2, generator=torch.Generator().manual_seed(0))
     policy.eval()
     l1, i1 = policy.forward(train, noise=fixed)
     l2, i2 = policy.forward(train, noise=fixed)
@@ -130,7 +124,7 @@ def test_text_embedding_cache(make_policy):
     assert torch.equal(e1[0], e1[2])
 
     forwards = []
-    handle = video._text_encoder.register_forward_hook(lambda *a: forwards.append(1))
+    handle = video.text_encoder.register_forward_hook(lambda *a: forwards.append(1))
     try:
         e2 = video.encode_prompts(["open the drawer", "pick the cube"])
         assert forwards == [] and video.text_encoder_calls == 1
@@ -204,15 +198,8 @@ def test_overfit_one_batch(make_policy):
     """On one fixed batch with fixed random draws, both losses fall >= 5x within 300 steps."""
     policy = make_policy(action_dropout=0.0)
     batch = train_batch(policy.config, seed=3)
-    r, h = policy.config.num_action_noise_draws, policy.config.chunk_size
-    g = torch.Generator().manual_seed(0)
-    noise = {
-        "feature": torch.randn(2, 16, 2, 4, 8, generator=g),
-        "video_time": torch.tensor([0.3, 0.7]),
-        "video": torch.randn(2, 16, 1, 4, 8, generator=g),
-        "action": torch.randn(2 * r, h, 8, generator=g),
-        "action_beta": torch.rand(2 * r, generator=g),
-    }
+    noise = policy.draw_noise(2, generator=torch.Generator().manual_seed(0))
+    noise.video_time = torch.tensor([0.3, 0.7])
     groups = policy.get_optim_params()
     for group in groups:
         group["lr"] = 2e-3
@@ -257,7 +244,7 @@ def test_from_pretrained_round_trip(make_policy, tmp_path):
 def test_camera_order_sets_tiling(make_policy, camera_order):
     policy = make_policy(camera_order=camera_order)
     batch = inference_batch()
-    video = policy._video(batch, train=False)
+    video = policy.tile_cameras(batch, train=False)
     assert torch.equal(video[:, :, 0, :, :32], batch[camera_order[0]])
     assert torch.equal(video[:, :, 0, :, 32:], batch[camera_order[1]])
 
@@ -278,10 +265,7 @@ def test_gradient_checkpointing_end_to_end_gradients(make_policy):
     ckpt = make_policy(detach_video_features=False, action_dropout=0.0, gradient_checkpointing=True)
     assert ckpt.video.transformer.gradient_checkpointing
     batch = train_batch(plain.config)
-    g = torch.Generator().manual_seed(1)
-    draws = {"feature": torch.randn(2, 16, 2, 4, 8, generator=g), "video_time": torch.rand(2, generator=g),
-             "video": torch.randn(2, 16, 1, 4, 8, generator=g), "action": torch.randn(8, 8, 8, generator=g),
-             "action_beta": torch.rand(8, generator=g)}  # fmt: skip
+    draws = plain.draw_noise(2, generator=torch.Generator().manual_seed(1))
     grads = []
     for policy in (plain, ckpt):
         policy.train()

@@ -13,13 +13,39 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from lerobot_dit4dit import DiT4DiTPolicy
-from lerobot_dit4dit.convert_official import convert_official
+from lerobot_dit4dit.convert_official import OFFICIAL_DEFAULTS, convert_official
+from lerobot_dit4dit.modeling_dit4dit import ForwardNoise
+from lerobot_dit4dit.recipes import recipe_for_data_mix
 
 FIXTURES = Path(os.environ.get("DIT4DIT_PARITY_FIXTURES", Path(__file__).parent / "fixtures" / "parity"))
 CAMERA = "observation.images.image_0"
+
+
+def official_expectations() -> dict:
+    """What the converted config must say, read from the fixture set's own official config.yaml."""
+    official = yaml.safe_load((FIXTURES / "official_config.yaml").read_text())
+    cosmos, am = official["framework"]["cosmos25"], official["framework"]["action_model"]
+    data = official.get("datasets", {}).get("vla_data", {})
+    delta = data.get("video_delta_indices", OFFICIAL_DEFAULTS["video_delta_indices"])
+    stride = int(data.get("action_video_freq_ratio", 1))
+    recipe = recipe_for_data_mix(str(data.get("data_mix", "")))
+    return {
+        "extract_layer": int(cosmos.get("extract_layer", OFFICIAL_DEFAULTS["extract_layer"])),
+        "num_video_frames": len(range(0, len(delta), stride)),
+        "video_frame_stride": stride,
+        "chunk_size": int(am.get("action_horizon", int(am.get("future_action_window_size", 7)) + 1)),
+        "num_action_noise_draws": int(
+            official.get("trainer", {}).get("repeated_diffusion_steps", OFFICIAL_DEFAULTS["repeated_diffusion_steps"])
+        ),
+        "conditional_frame_timestep": float(
+            cosmos.get("conditional_frame_timestep", OFFICIAL_DEFAULTS["conditional_frame_timestep"])
+        ),
+        "gripper_dim": recipe.binarize_gripper_dim if recipe else None,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +93,7 @@ def test_prompt_embeddings(parity):
 
 def test_condition_latents(parity):
     policy, batch, _, expected, _ = parity
-    video = policy._video(batch, train=True)
+    video = policy.tile_cameras(batch, train=True)
     cond = policy.video.encode_video(video[:, :, :1])
     _report("train.feature.cond_latents[frame 0]", cond, expected["train.feature.cond_latents"][:, :, :1], 1e-5)
     x0 = policy.video.encode_video(video)
@@ -77,23 +103,23 @@ def test_condition_latents(parity):
 @pytest.mark.parametrize("phase", ["train", "predict"])
 def test_block_features(parity, phase):
     policy, batch, noise, expected, _ = parity
-    video = policy._video(batch, train=True)
+    video = policy.tile_cameras(batch, train=True)
     cond = policy.video.encode_video(video[:, :, :1])
     prompts = policy.video.encode_prompts(batch["task"])
     with torch.no_grad():
-        got = policy._features(cond, prompts, noise=noise[f"{phase}.feature.init_latents"])
+        got = policy.extract_features(cond, prompts, noise=noise[f"{phase}.feature.init_latents"])
     _report(f"{phase}.feature.block_features", got, expected[f"{phase}.feature.block_features"], 1e-5)
 
 
 def test_losses(parity):
     policy, batch, noise, expected, _ = parity
-    draws = {
-        "feature": noise["train.feature.init_latents"],
-        "video_time": noise["train.video_fm.t_uniform"],
-        "video": noise["train.video_fm.z"],
-        "action": noise["train.action_fm.eps"],
-        "action_beta": noise["train.action_fm.beta_sample"],
-    }
+    draws = ForwardNoise(
+        feature=noise["train.feature.init_latents"],
+        video_time=noise["train.video_fm.t_uniform"],
+        video=noise["train.video_fm.z"],
+        action=noise["train.action_fm.eps"],
+        action_beta=noise["train.action_fm.beta_sample"],
+    )
     policy.eval()
     with torch.no_grad():
         _, info = policy.forward(batch, noise=draws)
@@ -118,8 +144,11 @@ def test_converter_accepts_the_official_pt_format(tmp_path):
     summary = json.loads((out / "conversion.json").read_text())
     assert summary["converted_keys"] > 0 and summary["frozen_keys_verified_against_base"] > 0
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["extract_layer"] == 2 and cfg["num_video_frames"] == 5 and cfg["video_frame_stride"] == 2
-    assert cfg["chunk_size"] == 8 and cfg["num_action_noise_draws"] == 4 and cfg["conditional_frame_timestep"] == 1e-4
+    expected = official_expectations()
+    for key in ("extract_layer", "num_video_frames", "video_frame_stride", "chunk_size", "num_action_noise_draws",
+                "conditional_frame_timestep"):  # fmt: skip
+        assert cfg[key] == expected[key], (key, cfg[key], expected[key])
+    assert cfg["n_action_steps"] == cfg["chunk_size"]  # the official clients execute the whole chunk
 
 
 def test_converter_rejects_unknown_and_mismatched_keys(tmp_path):
@@ -149,7 +178,8 @@ def test_converter_rejects_unknown_and_mismatched_keys(tmp_path):
 
 
 def test_converter_processors_reproduce_official_normalisation(tmp_path):
-    """dataset_statistics.json -> min/max on masked dims, raw gripper, clip, LIBERO gripper binarisation."""
+    """dataset_statistics.json -> min/max on masked dims, raw gripper, clip, and the recipe's gripper binarisation
+    (LIBERO: 6; none for recipes without one)."""
     import shutil
 
     from lerobot.policies.factory import make_pre_post_processors
@@ -168,12 +198,16 @@ def test_converter_processors_reproduce_official_normalisation(tmp_path):
     pre, post = make_pre_post_processors(policy.config, pretrained_path=str(out))
     normalised = torch.tensor([[0.5, -0.5, 2.0, 0.0, 1.0, -1.0, 0.7]])
     got = post(normalised)
-    # dims 0-5: clip to [-1, 1] then 0.5 (a + 1)(max - min) + min; dim 6: raw 0.7 >= 0.5 -> open (-1)
-    expected = torch.tensor([[0.5, -1.0, 3.0, 0.0, 0.5, -0.5, -1.0]])
+    # dims 0-5: clip to [-1, 1] then 0.5 (a + 1)(max - min) + min; dim 6 (masked): raw, clipped to 0.7, and with
+    # LIBERO's binarisation 0.7 >= 0.5 -> open (-1)
+    gripper_dim = official_expectations()["gripper_dim"]
+    expected = torch.tensor([[0.5, -1.0, 3.0, 0.0, 0.5, -0.5, 0.7]])
+    if gripper_dim is not None:
+        expected[0, gripper_dim] = -1.0 if normalised[0, gripper_dim] >= 0.5 else 1.0
     torch.testing.assert_close(got, expected)
 
     obs = {CAMERA: torch.rand(1, 3, 64, 64), "observation.state": torch.arange(8.0)[None], "task": ["x"]}
     state = pre(obs)["observation.state"]
     x = torch.arange(8.0)
     torch.testing.assert_close(state[0], torch.stack([x.sin(), x.cos()], -1).flatten())  # raw, sin/cos interleaved
-    assert policy.predict_action_chunk(pre(obs)).shape == (1, 8, 7)
+    assert policy.predict_action_chunk(pre(obs)).shape == (1, policy.config.chunk_size, 7)

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from utils import ROOT
+
+from lerobot_dit4dit.envs import metaworld
+
 pytest.importorskip("metaworld", reason="needs the [metaworld] extra (installed by scripts/test.sh)")
 
 
@@ -65,19 +68,11 @@ def test_quickstart_fast(tmp_path):
     assert again.stdout.strip().splitlines()[-1] == last
 
 
-def _recorder():
-    sys.path.insert(0, str(ROOT / "examples" / "metaworld"))
-    import record
-
-    return record
-
-
 def test_recorder_rejects_bad_arguments(tmp_path):
-    record = _recorder()
     with pytest.raises(ValueError, match="divisible by 16.*60"):
-        record.record(tmp_path / "data", ["button-press-topdown-v3"], episodes=1, resolution=60)
+        metaworld.record(tmp_path / "data", ["button-press-topdown-v3"], episodes=1, resolution=60)
     with pytest.raises(ValueError, match="Unknown MetaWorld task 'button-press-sideways-v9'"):
-        record.record(tmp_path / "data", ["button-press-sideways-v9"], episodes=1, resolution=64)
+        metaworld.record(tmp_path / "data", ["button-press-sideways-v9"], episodes=1, resolution=64)
     assert not list(tmp_path.iterdir())  # validated before anything is written
 
 
@@ -88,9 +83,8 @@ def test_recorder_resize_matches_the_preprocessor():
 
     from lerobot_dit4dit.processor_dit4dit import DiT4DiTObservationProcessorStep
 
-    record = _recorder()
     frame = np.random.default_rng(0).integers(0, 256, (480, 480, 3), dtype=np.uint8)
-    ours = record.resize_frame(frame, 64)
+    ours = metaworld.resize_frame(frame, 64)
     step = DiT4DiTObservationProcessorStep(cameras=["observation.image"], resolution=(64, 64))
     image = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255.0
     theirs = step.observation({"observation.image": image})["observation.image"]  # [-1, 1]
@@ -98,15 +92,15 @@ def test_recorder_resize_matches_the_preprocessor():
     assert ours.shape == (64, 64, 3) and np.abs(ours.astype(float) - expected).max() <= 1.0
 
 
-def test_without_shadows_applies_to_envs_built_afterwards():
-    """The study's faster rendering: envs built after `without_shadows()` cast no shadows, earlier ones keep theirs.
+def test_disable_shadows_applies_to_envs_built_afterwards():
+    """The study's faster rendering: envs built after `disable_shadows()` cast no shadows, earlier ones keep theirs.
 
     Run in a subprocess because the switch is process-wide (it must also reach lerobot-eval's env factory).
     """
     code = (
-        "import sys, numpy as np; sys.path.insert(0, 'examples/metaworld')\n"
-        "from record import ExpertRollout, without_shadows\n"
-        "before = ExpertRollout('push-v3'); without_shadows(); without_shadows(); after = ExpertRollout('push-v3')\n"
+        "import numpy as np\n"
+        "from lerobot_dit4dit.envs.metaworld import ExpertRollout, disable_shadows\n"
+        "before = ExpertRollout('push-v3'); disable_shadows(); disable_shadows(); after = ExpertRollout('push-v3')\n"
         "a = before.env.reset(seed=3)[0]['pixels']; b = after.env.reset(seed=3)[0]['pixels']\n"
         "print(int(before.env._env.model.light_castshadow.sum()), int(after.env._env.model.light_castshadow.sum()),"
         " a.shape == b.shape, bool((a != b).any()))\n"
@@ -117,3 +111,22 @@ def test_without_shadows_applies_to_envs_built_afterwards():
     with_shadow_lights, without_shadow_lights, same_shape, pixels_differ = out.stdout.split()[-4:]
     assert int(with_shadow_lights) > 0 and int(without_shadow_lights) == 0
     assert same_shape == "True" and pixels_differ == "True"
+
+
+def test_cap_episode_steps_applies_to_envs_built_afterwards():
+    """`cap_episode_steps` (the study's evaluation limit) sets the step limit lerobot-eval's rollout reads
+    (`_max_episode_steps`) on envs built afterwards; a second, different cap in the process is refused."""
+    code = (
+        "from lerobot_dit4dit.envs.metaworld import ExpertRollout, cap_episode_steps\n"
+        "before = ExpertRollout('push-v3'); cap_episode_steps(7); cap_episode_steps(7); after = ExpertRollout('push-v3')\n"
+        "try:\n"
+        "    cap_episode_steps(9); refused = False\n"
+        "except ValueError as e:\n"
+        "    refused = 'already capped at 7' in str(e)\n"
+        "print(before.env._max_episode_steps, after.env._max_episode_steps, refused)\n"
+    )
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, after, refused = out.stdout.split()[-3:]
+    assert int(before) == 500 and int(after) == 7 and refused == "True"

@@ -1,21 +1,18 @@
 """The sample-efficiency benchmark's report (table + plot) from per-run results; the runs themselves are a
-benchmark (examples/metaworld/sample_efficiency.py), not a test."""
+benchmark (`lerobot_dit4dit.benchmarks.sample_efficiency`), not a test."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from lerobot_dit4dit.benchmarks import sample_efficiency as se
+
 pytest.importorskip("matplotlib")
 
 
 def test_report_writes_table_and_plot(tmp_path):
-    sys.path.insert(0, str(ROOT / "examples" / "metaworld"))
-    import sample_efficiency as se
-
     results = [
         {"task": task, "method": method, "episodes": n, "steps": 600, "batch_size": 16, "eval_step_limit": 100,
          "train_seed": 1000, "eval_seeds": [100000, 100019], "eval_episodes": 20,
@@ -35,10 +32,7 @@ def test_report_writes_table_and_plot(tmp_path):
 
 def test_finished_run_with_other_settings_is_refused(tmp_path):
     """Resuming must never mix runs made with other settings (e.g. a 600-step run in a 1200-step table)."""
-    sys.path.insert(0, str(ROOT / "examples" / "metaworld"))
-    import sample_efficiency as se
-
-    args = se.argparse.Namespace(steps=1200, batch_size=16, seed=1000, resolution=64, eval_episodes=50,
+    args = argparse.Namespace(steps=1200, batch_size=16, seed=1000, resolution=64, eval_episodes=50,
                                  episode_length=100, shadows=False)  # fmt: skip
     train, evaluation = se.run_settings(args)
     where = tmp_path / "runs" / "push-v3" / "dit4dit_5" / "result.json"

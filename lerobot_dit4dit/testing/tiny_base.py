@@ -5,12 +5,13 @@ Qwen2_5_VLForConditionalGeneration, a Qwen2 byte-level tokenizer with the Qwen c
 tokens, UniPCMultistepScheduler with Cosmos' flow sigmas) and is written with `save_pretrained`, so the
 policy loads it through exactly the code path of the real model; only the path differs.
 
-    python -m lerobot_dit4dit.tiny_base --output outputs/tiny_cosmos_base
+    python -m lerobot_dit4dit.testing.tiny_base --output outputs/tiny_cosmos_base
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -63,15 +64,40 @@ def _latent_statistics(vae: AutoencoderKLWan, seed: int, n: int = 16, size: int 
     return z.mean(dims).tolist(), z.std(dims).clamp_min(1e-6).tolist()
 
 
+@dataclass(frozen=True)
+class TinyBaseSizes:
+    """Sizes of the tiny base; `TINY_BASE` is the one set the tests, presets and examples use."""
+
+    num_layers: int = 4  # video DiT blocks
+    num_attention_heads: int = 2
+    attention_head_dim: int = 32  # video DiT width = heads * head_dim = 64
+    text_hidden_size: int = 32
+    text_num_layers: int = 2  # prompt embedding width = text_num_layers * text_hidden_size
+    vae_base_dim: int = 8
+
+
+TINY_BASE = TinyBaseSizes()
+
+# Policy settings matching `TINY_BASE` with a small action DiT. The tests and the benchmark use them; the
+# real-size defaults live in `DiT4DiTConfig`.
+TINY_POLICY_OVERRIDES = dict(
+    extract_layer=TINY_BASE.num_layers // 2,
+    max_prompt_tokens=64,
+    chunk_size=8,
+    n_action_steps=4,
+    max_state_dim=8,
+    max_action_dim=8,
+    action_num_layers=2,
+    action_num_heads=2,
+    action_head_dim=16,
+    action_hidden_size=64,
+)
+
+
 def build_tiny_cosmos_base(
     output_dir: str | Path,
+    sizes: TinyBaseSizes = TINY_BASE,
     *,
-    num_layers: int = 4,
-    num_attention_heads: int = 2,
-    attention_head_dim: int = 32,
-    text_hidden_size: int = 32,
-    text_num_layers: int = 2,
-    vae_base_dim: int = 8,
     calibrate_latents: bool = True,
     seed: int = 0,
 ) -> Path:
@@ -89,6 +115,8 @@ def build_tiny_cosmos_base(
 
     output_dir = Path(output_dir)
     torch.manual_seed(seed)
+    num_layers, num_attention_heads, attention_head_dim = sizes.num_layers, sizes.num_attention_heads, sizes.attention_head_dim
+    text_hidden_size, text_num_layers = sizes.text_hidden_size, sizes.text_num_layers
     hidden = num_attention_heads * attention_head_dim
     text_embed_width = text_num_layers * text_hidden_size
 
@@ -136,7 +164,7 @@ def build_tiny_cosmos_base(
         encoder_hidden_states_channels=hidden,
     )
     vae = AutoencoderKLWan(
-        base_dim=vae_base_dim,
+        base_dim=sizes.vae_base_dim,
         z_dim=16,
         dim_mult=[1, 1, 1, 1],
         num_res_blocks=1,
@@ -158,7 +186,7 @@ def build_tiny_cosmos_base(
 
     from diffusers import Cosmos2_5_PredictBasePipeline
 
-    from .video_backbone import NoSafetyChecker
+    from ..video_backbone import NoSafetyChecker
 
     pipe = Cosmos2_5_PredictBasePipeline(
         text_encoder=text_encoder,
@@ -173,40 +201,17 @@ def build_tiny_cosmos_base(
     return output_dir
 
 
-# Policy settings matching the tiny base (4 video DiT blocks of width 64) with a small action DiT. Used by
-# the tests and the offline examples; the real-size defaults live in `DiT4DiTConfig`.
-TINY_POLICY_OVERRIDES = dict(
-    extract_layer=2,
-    max_prompt_tokens=64,
-    chunk_size=8,
-    n_action_steps=4,
-    max_state_dim=8,
-    max_action_dim=8,
-    action_num_layers=2,
-    action_num_heads=2,
-    action_head_dim=16,
-    action_hidden_size=64,
-)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, help="directory to write the pipeline to")
-    parser.add_argument("--num-layers", type=int, default=4)
-    parser.add_argument("--num-attention-heads", type=int, default=2)
-    parser.add_argument("--attention-head-dim", type=int, default=32)
+    for f in fields(TinyBaseSizes):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=getattr(TINY_BASE, f.name))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    path = build_tiny_cosmos_base(
-        args.output,
-        num_layers=args.num_layers,
-        num_attention_heads=args.num_attention_heads,
-        attention_head_dim=args.attention_head_dim,
-        seed=args.seed,
-    )
+    sizes = replace(TINY_BASE, **{k: getattr(args, k) for k in asdict(TINY_BASE)})
+    path = build_tiny_cosmos_base(args.output, sizes, seed=args.seed)
     print(f"tiny Cosmos-Predict2.5 base written to {path}")
 
 
 if __name__ == "__main__":
     main()
-

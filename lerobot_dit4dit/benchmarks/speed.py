@@ -1,8 +1,8 @@
 """Print DiT4DiT figures: parameter counts of the real-size model, and train-step / select_action timings.
 
-    python -m lerobot_dit4dit.benchmark --param-counts            # real-size, meta device, no weights
-    python -m lerobot_dit4dit.benchmark                           # tiny base built offline, CPU
-    python -m lerobot_dit4dit.benchmark --base-model nvidia/Cosmos-Predict2.5-2B --device cuda \
+    python -m lerobot_dit4dit.benchmarks.speed --param-counts     # real-size, meta device, no weights
+    python -m lerobot_dit4dit.benchmarks.speed                    # tiny base built offline, CPU
+    python -m lerobot_dit4dit.benchmarks.speed --base-model nvidia/Cosmos-Predict2.5-2B --device cuda \
         --dtype bfloat16 --real-size --resolution 224 --batch-size 8   # on a GPU with the real weights
 
 Timings are medians over `--repeats` runs after `--warmup` runs. Peak memory is the process's max RSS on
@@ -18,6 +18,8 @@ import tempfile
 import time
 
 import torch
+
+from ..configuration_dit4dit import DTYPES
 
 # Public configs of the real components (diffusers' Cosmos-2.5-Predict-Base-2B conversion table, Wan 2.1
 # VAE, Qwen2.5-VL-7B); used only to count parameters on the meta device.
@@ -46,22 +48,14 @@ def real_param_counts() -> dict[str, int]:
     from diffusers import AutoencoderKLWan, CosmosTransformer3DModel
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    from .action_head import FlowMatchingActionHead
-    from .configuration_dit4dit import DiT4DiTConfig
+    from ..action_head import FlowMatchingActionHead
+    from ..configuration_dit4dit import DiT4DiTConfig
 
     cfg = DiT4DiTConfig(device="cpu")
     with torch.device("meta"):
         transformer = CosmosTransformer3DModel(**REAL_TRANSFORMER)
-        head = FlowMatchingActionHead(
-            action_dim=cfg.max_action_dim,
-            state_dim=cfg.max_state_dim,
-            cross_attention_dim=transformer.config.num_attention_heads * transformer.config.attention_head_dim,
-            hidden_size=cfg.action_hidden_size,
-            num_layers=cfg.action_num_layers,
-            num_heads=cfg.action_num_heads,
-            head_dim=cfg.action_head_dim,
-            max_seq_len=cfg.action_max_seq_len,
-        )
+        width = transformer.config.num_attention_heads * transformer.config.attention_head_dim
+        head = FlowMatchingActionHead.from_config(cfg, cross_attention_dim=width)
         vae = AutoencoderKLWan(**REAL_VAE)
         text = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**REAL_TEXT))
     counts = {
@@ -83,9 +77,9 @@ def _peak_memory_mb(device: torch.device) -> float:
 def time_policy(args) -> None:
     from lerobot.configs import FeatureType, PolicyFeature
 
-    from .configuration_dit4dit import DiT4DiTConfig
-    from .modeling_dit4dit import DiT4DiTPolicy
-    from .tiny_base import TINY_POLICY_OVERRIDES, build_tiny_cosmos_base
+    from ..configuration_dit4dit import DiT4DiTConfig
+    from ..modeling_dit4dit import DiT4DiTPolicy
+    from ..testing.tiny_base import TINY_POLICY_OVERRIDES, build_tiny_cosmos_base
 
     base = args.base_model
     if base is None:
@@ -115,7 +109,7 @@ def time_policy(args) -> None:
     batch["action_is_pad"] = torch.zeros(b, h, dtype=torch.bool, device=device)
     batch["task"] = ["pick up the black bowl and place it on the plate"] * b
     opt = torch.optim.AdamW(policy.get_optim_params(), betas=cfg.optimizer_betas)
-    autocast = torch.autocast(device.type, dtype=getattr(torch, cfg.dtype), enabled=cfg.dtype != "float32")
+    autocast = torch.autocast(device.type, dtype=DTYPES[cfg.dtype], enabled=cfg.dtype != "float32")
 
     def sync():
         if device.type == "cuda":
@@ -171,7 +165,7 @@ def main() -> None:
     parser.add_argument("--revision", default=None)
     parser.add_argument("--real-size", action="store_true", help="use the real-size action head defaults")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--cameras", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
