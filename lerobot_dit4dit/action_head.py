@@ -114,7 +114,9 @@ class FlowMatchingActionHead(nn.Module):
             num_timestep_buckets=config.num_timestep_buckets,
         )
 
-    def velocity(self, noisy_actions: Tensor, buckets: Tensor, state_tokens: Tensor, features: Tensor) -> Tensor:
+    def velocity(
+        self, noisy_actions: Tensor, buckets: Tensor, state_tokens: Tensor, features: Tensor
+    ) -> Tensor:
         """Predicted velocity (B, H, A).
 
         Args:
@@ -172,5 +174,10 @@ class FlowMatchingActionHead(nn.Module):
             return self.velocity(x_t, buckets, state_tokens, features).to(x_t.dtype)
 
         return euler_integrate(
-            velocity, noise, num_steps, rtc_processor=rtc_processor, rtc_enabled=rtc_processor is not None, **rtc_kwargs
+            velocity,
+            noise,
+            num_steps,
+            rtc_processor=rtc_processor,
+            rtc_enabled=rtc_processor is not None,
+            **rtc_kwargs,
         )

@@ -47,6 +47,8 @@ OFFICIAL_DEFAULTS = {
     "time_distribution": "logit_normal",
     "video_delta_indices": list(range(9)),
 }
+
+
 def load_official_state_dict(checkpoint: str) -> dict[str, torch.Tensor]:
     """Read a .safetensors / .pt official checkpoint, local or `<org>/<repo>/<path in repo>` on the Hub."""
     path = Path(checkpoint)
@@ -94,14 +96,20 @@ def config_from_official(
     recipe = recipe_for_data_mix(str(data.get("data_mix", "")))
 
     table = dict(DIT_TYPES)
-    table.update({
-        k: tuple(v[f] for f in ("input_embedding_dim", "attention_head_dim", "num_attention_heads"))
-        for k, v in official.get("fixture", {}).get("dit_type_table", {}).items()
-    })
+    table.update(
+        {
+            k: tuple(v[f] for f in ("input_embedding_dim", "attention_head_dim", "num_attention_heads"))
+            for k, v in official.get("fixture", {}).get("dit_type_table", {}).items()
+        }
+    )
     if am["action_model_type"] not in table:
         raise ValueError(f"Unknown action_model_type {am['action_model_type']!r}; known: {sorted(table)}.")
     _, head_dim, heads = table[am["action_model_type"]]
-    for key, expected in (("interleave_self_attention", True), ("norm_type", "ada_norm"), ("positional_embeddings", None)):
+    for key, expected in (
+        ("interleave_self_attention", True),
+        ("norm_type", "ada_norm"),
+        ("positional_embeddings", None),
+    ):
         if dit_cfg.get(key, expected) != expected:
             raise ValueError(
                 f"action_model.diffusion_model_cfg.{key}={dit_cfg[key]!r} is not supported (expected {expected!r})."
@@ -203,14 +211,24 @@ def stats_from_official(statistics: dict, action_dim: int) -> dict[str, dict[str
     through raw. MIN_MAX with min = -1, max = 1 on those dims is the identity, so one MIN_MAX step reproduces it.
     """
     if len(statistics) != 1:
-        raise ValueError(f"dataset_statistics.json has embodiments {sorted(statistics)}; pass the one to use.")
+        raise ValueError(
+            f"dataset_statistics.json has embodiments {sorted(statistics)}; pass the one to use."
+        )
     stats = next(iter(statistics.values()))
     action = stats["action"]
-    lo, hi = torch.tensor(action["min"], dtype=torch.float32), torch.tensor(action["max"], dtype=torch.float32)
+    lo, hi = (
+        torch.tensor(action["min"], dtype=torch.float32),
+        torch.tensor(action["max"], dtype=torch.float32),
+    )
     if lo.numel() != action_dim:
         raise ValueError(f"dataset_statistics.json has {lo.numel()} action dims, the config {action_dim}.")
     mask = torch.tensor(action.get("mask", [True] * action_dim), dtype=torch.bool)
-    return {"action": {"min": torch.where(mask, lo, -torch.ones_like(lo)), "max": torch.where(mask, hi, torch.ones_like(hi))}}
+    return {
+        "action": {
+            "min": torch.where(mask, lo, -torch.ones_like(lo)),
+            "max": torch.where(mask, hi, torch.ones_like(hi)),
+        }
+    }
 
 
 def convert_official(
@@ -240,9 +258,15 @@ def convert_official(
     config_path = Path(config)
     official = yaml.safe_load(config_path.read_text())
     cfg = config_from_official(
-        official, config_path.parent, base_model=base_model, base_model_revision=base_model_revision,
-        cameras=cameras, state_dim=state_dim, action_dim=action_dim, state_encoding=state_encoding,
-    )  # fmt: skip
+        official,
+        config_path.parent,
+        base_model=base_model,
+        base_model_revision=base_model_revision,
+        cameras=cameras,
+        state_dim=state_dim,
+        action_dim=action_dim,
+        state_encoding=state_encoding,
+    )
     source = load_official_state_dict(checkpoint)
 
     trained, frozen, unknown = {}, {}, []
@@ -253,9 +277,11 @@ def convert_official(
         elif PREFIX_MAP[prefix] is None:
             frozen[key] = tensor
         else:
-            trained[PREFIX_MAP[prefix] + key[len(prefix):]] = tensor.float()
+            trained[PREFIX_MAP[prefix] + key[len(prefix) :]] = tensor.float()
     if unknown:
-        raise ValueError(f"Official checkpoint keys with no place in dit4dit: {unknown[:10]}{' ...' if len(unknown) > 10 else ''}")
+        raise ValueError(
+            f"Official checkpoint keys with no place in dit4dit: {unknown[:10]}{' ...' if len(unknown) > 10 else ''}"
+        )
 
     policy = DiT4DiTPolicy(cfg, load_base_transformer_weights=False)  # every trained weight is set below
     load_trained_state_dict(policy, trained, source=str(checkpoint))
@@ -264,12 +290,16 @@ def convert_official(
     if verify_frozen and frozen:
         references = {"backbone_interface.extractor.vae.": policy.video.vae.state_dict()}
         if any(k.startswith("backbone_interface.extractor.text_encoder.") for k in frozen):
-            references["backbone_interface.extractor.text_encoder."] = policy.video.load_text_encoder().state_dict()
+            references["backbone_interface.extractor.text_encoder."] = (
+                policy.video.load_text_encoder().state_dict()
+            )
         for key, tensor in frozen.items():
             prefix = next(p for p in references if key.startswith(p))
-            ref = references[prefix].get(key[len(prefix):])
+            ref = references[prefix].get(key[len(prefix) :])
             if ref is None or ref.shape != tensor.shape:
-                raise ValueError(f"Frozen official key {key} has no counterpart of shape {tuple(tensor.shape)} in {cfg.base_model}.")
+                raise ValueError(
+                    f"Frozen official key {key} has no counterpart of shape {tuple(tensor.shape)} in {cfg.base_model}."
+                )
             if not torch.equal(ref.to(tensor.dtype), tensor):
                 raise ValueError(
                     f"Frozen official weight {key} differs from {cfg.base_model}: dit4dit re-loads frozen parts from "
@@ -280,18 +310,30 @@ def convert_official(
 
     output = Path(output)
     policy.save_pretrained(output)
-    stats_path = Path(dataset_statistics) if dataset_statistics else config_path.parent / "dataset_statistics.json"
-    stats = stats_from_official(json.loads(stats_path.read_text()), cfg.action_dim) if stats_path.exists() else None
+    stats_path = (
+        Path(dataset_statistics) if dataset_statistics else config_path.parent / "dataset_statistics.json"
+    )
+    stats = (
+        stats_from_official(json.loads(stats_path.read_text()), cfg.action_dim)
+        if stats_path.exists()
+        else None
+    )
     pre, post = make_dit4dit_pre_post_processors(cfg, dataset_stats=stats)
     # The official clients clip the normalised chunk to [-1, 1] before un-normalising it...
     post.steps.insert(0, ActionClipProcessorStep(-1.0, 1.0))
     # ...and LIBERO's thresholds the gripper (model: 1 = open) into the simulator's -1 open / +1 close.
     if gripper_dim == "auto":
-        recipe = recipe_for_data_mix(str(official.get("datasets", {}).get("vla_data", {}).get("data_mix", "")))
+        recipe = recipe_for_data_mix(
+            str(official.get("datasets", {}).get("vla_data", {}).get("data_mix", ""))
+        )
         gripper_dim = recipe.binarize_gripper_dim if recipe else None
     if gripper_dim is not None:
-        post.steps.insert(-1, GripperBinarizeProcessorStep(dim=int(gripper_dim), threshold=0.5, value_at_or_above=-1.0,
-                                                           value_below=1.0))  # fmt: skip
+        post.steps.insert(
+            -1,
+            GripperBinarizeProcessorStep(
+                dim=int(gripper_dim), threshold=0.5, value_at_or_above=-1.0, value_below=1.0
+            ),
+        )
     pre.save_pretrained(output)
     post.save_pretrained(output)
     summary = {
@@ -308,32 +350,55 @@ def convert_official(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="official .pt/.safetensors, local or <org>/<repo>/<file>")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--checkpoint", required=True, help="official .pt/.safetensors, local or <org>/<repo>/<file>"
+    )
     parser.add_argument("--config", required=True, help="the official config.yaml of that run")
     parser.add_argument("--output", required=True, help="directory to write the dit4dit checkpoint to")
-    parser.add_argument("--base-model", default=None, help="Cosmos-Predict2.5 base (hub id or dir); default: the yaml's")
-    parser.add_argument("--base-model-revision", default=None, help="e.g. diffusers/base/post-trained for the hub id")
+    parser.add_argument(
+        "--base-model", default=None, help="Cosmos-Predict2.5 base (hub id or dir); default: the yaml's"
+    )
+    parser.add_argument(
+        "--base-model-revision", default=None, help="e.g. diffusers/base/post-trained for the hub id"
+    )
     parser.add_argument("--cameras", default=None, help="comma-separated LeRobot camera keys in tiling order")
     parser.add_argument("--state-dim", type=int, default=None, help="raw state dim of the dataset/env")
     parser.add_argument("--action-dim", type=int, default=None, help="action dim of the dataset/env")
-    parser.add_argument("--state-encoding", default=None, choices=["none", "sincos_interleaved", "sincos_blocked"])
+    parser.add_argument(
+        "--state-encoding", default=None, choices=["none", "sincos_interleaved", "sincos_blocked"]
+    )
     parser.add_argument("--dataset-statistics", default=None, help="official dataset_statistics.json")
-    parser.add_argument("--gripper-dim", default="auto",
-                        help="action dim the postprocessor binarises like the official LIBERO client: an index, "
-                             "'none', or 'auto' (the recipe's: 6 for LIBERO, none otherwise)")  # fmt: skip
-    parser.add_argument("--no-verify-frozen", action="store_true",
-                        help="do not compare the checkpoint's VAE/text encoder with the base model's")  # fmt: skip
+    parser.add_argument(
+        "--gripper-dim",
+        default="auto",
+        help="action dim the postprocessor binarises like the official LIBERO client: an index, "
+        "'none', or 'auto' (the recipe's: 6 for LIBERO, none otherwise)",
+    )
+    parser.add_argument(
+        "--no-verify-frozen",
+        action="store_true",
+        help="do not compare the checkpoint's VAE/text encoder with the base model's",
+    )
     args = parser.parse_args()
     out = convert_official(
-        args.checkpoint, args.config, args.output, base_model=args.base_model,
+        args.checkpoint,
+        args.config,
+        args.output,
+        base_model=args.base_model,
         base_model_revision=args.base_model_revision,
-        cameras=args.cameras.split(",") if args.cameras else None, state_dim=args.state_dim,
-        action_dim=args.action_dim, state_encoding=args.state_encoding,
-        dataset_statistics=args.dataset_statistics, verify_frozen=not args.no_verify_frozen,
-        gripper_dim={"auto": "auto", "none": None}.get(args.gripper_dim.lower()) if not args.gripper_dim.lstrip("-").isdigit()
+        cameras=args.cameras.split(",") if args.cameras else None,
+        state_dim=args.state_dim,
+        action_dim=args.action_dim,
+        state_encoding=args.state_encoding,
+        dataset_statistics=args.dataset_statistics,
+        verify_frozen=not args.no_verify_frozen,
+        gripper_dim={"auto": "auto", "none": None}.get(args.gripper_dim.lower())
+        if not args.gripper_dim.lstrip("-").isdigit()
         else int(args.gripper_dim),
-    )  # fmt: skip
+    )
     print(json.dumps(json.loads((out / "conversion.json").read_text()), indent=2))
     print(f"wrote {out}")
 

@@ -55,7 +55,9 @@ def sample_video_time(
     elif distribution == "logit_normal":
         t = sample_logit_normal_time(batch_size, device, logit_normal_mean, logit_normal_std)
     else:
-        raise ValueError(f"Unknown video time distribution {distribution!r}; use 'uniform' or 'logit_normal'.")
+        raise ValueError(
+            f"Unknown video time distribution {distribution!r}; use 'uniform' or 'logit_normal'."
+        )
     if high_sigma_ratio > 0:
         high = torch.rand(batch_size, device=device) < high_sigma_ratio
         high_t = high_sigma_min + (1 - high_sigma_min) * torch.rand(batch_size, device=device)

@@ -90,9 +90,13 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         if config.gradient_checkpointing:
             self.video.transformer.enable_gradient_checkpointing()
         # The cross-attention width follows the loaded video DiT.
-        self.action_head = FlowMatchingActionHead.from_config(config, cross_attention_dim=self.video.hidden_size)
+        self.action_head = FlowMatchingActionHead.from_config(
+            config, cross_attention_dim=self.video.hidden_size
+        )
         if config.chunk_size + 1 > config.action_max_seq_len:
-            raise ValueError(f"chunk_size={config.chunk_size} exceeds action_max_seq_len={config.action_max_seq_len}.")
+            raise ValueError(
+                f"chunk_size={config.chunk_size} exceeds action_max_seq_len={config.action_max_seq_len}."
+            )
         # A model trained without the video loss, with detached features, never updates the video DiT.
         if config.training_mode == "action" and config.detach_video_features:
             self.video.transformer.requires_grad_(False)
@@ -120,11 +124,15 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         """Two AdamW parameter groups: the video DiT at `optimizer_lr_video`, the action head at
         `optimizer_lr_action`. Frozen parameters are left out."""
         groups = [
-            {"params": [p for p in self.video.transformer.parameters() if p.requires_grad],
-             "lr": self.config.optimizer_lr_video},
-            {"params": [p for p in self.action_head.parameters() if p.requires_grad],
-             "lr": self.config.optimizer_lr_action},
-        ]  # fmt: skip
+            {
+                "params": [p for p in self.video.transformer.parameters() if p.requires_grad],
+                "lr": self.config.optimizer_lr_video,
+            },
+            {
+                "params": [p for p in self.action_head.parameters() if p.requires_grad],
+                "lr": self.config.optimizer_lr_action,
+            },
+        ]
         return [g for g in groups if g["params"]]
 
     @property
@@ -132,7 +140,9 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         sigma = self.config.feature_sigma
         if sigma is None:
             sigma = self.video.scheduler_first_sigma
-        if self.config.cast_feature_sigma_to_model_dtype:  # the official code rounds σ_f to its bf16 DiT dtype
+        if (
+            self.config.cast_feature_sigma_to_model_dtype
+        ):  # the official code rounds σ_f to its bf16 DiT dtype
             sigma = float(torch.tensor(sigma, dtype=DTYPES[self.config.dtype]))
         return sigma
 
@@ -156,7 +166,9 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             if img.ndim == 4:
                 img = img.unsqueeze(1)
             if img.ndim != 5:
-                raise ValueError(f"DiT4DiT: {key} has shape {tuple(img.shape)}; expected (B,C,H,W) or (B,T,C,H,W).")
+                raise ValueError(
+                    f"DiT4DiT: {key} has shape {tuple(img.shape)}; expected (B,C,H,W) or (B,T,C,H,W)."
+                )
             frames.append(img)
         video = torch.cat(frames, dim=-1).transpose(1, 2)  # (B, T, C, H, W) -> (B, C, T, H, W)
         h, w = video.shape[-2:]
@@ -190,14 +202,18 @@ class DiT4DiTPolicy(PreTrainedPolicy):
     def _tasks(self, batch: dict, batch_size: int) -> list[str]:
         tasks = batch.get("task")
         if tasks is None:
-            raise KeyError("DiT4DiT: the batch has no 'task' instruction (LeRobot datasets and envs provide it).")
+            raise KeyError(
+                "DiT4DiT: the batch has no 'task' instruction (LeRobot datasets and envs provide it)."
+            )
         if isinstance(tasks, str):
             tasks = [tasks] * batch_size
         if len(tasks) != batch_size:
             raise ValueError(f"DiT4DiT: {len(tasks)} task strings for a batch of {batch_size}.")
         return list(tasks)
 
-    def extract_features(self, cond_latent: Tensor, prompt_embeds: Tensor, noise: Tensor | None = None) -> Tensor:
+    def extract_features(
+        self, cond_latent: Tensor, prompt_embeds: Tensor, noise: Tensor | None = None
+    ) -> Tensor:
         """Block-`extract_layer` features (B, S, D) that condition the action head (one early-exit forward).
 
         Args:
@@ -221,7 +237,9 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         cfg = self.config
         c, t_lat = self.video.latent_channels, self.num_latent_frames
         h = cfg.image_resolution[0] // self.video.spatial_compression
-        w = len(cfg.cameras) * cfg.image_resolution[1] // self.video.spatial_compression  # cameras side by side
+        w = (
+            len(cfg.cameras) * cfg.image_resolution[1] // self.video.spatial_compression
+        )  # cameras side by side
         rows = cfg.num_action_noise_draws * batch_size
         return {
             "feature": (batch_size, c, t_lat, h, w),
@@ -243,7 +261,9 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         beta_seed = int(torch.randint(0, 2**62, (1,), generator=g))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(beta_seed)
-            beta = torch.distributions.Beta(cfg.action_beta_alpha, cfg.action_beta_beta).sample(shapes["action_beta"])
+            beta = torch.distributions.Beta(cfg.action_beta_alpha, cfg.action_beta_beta).sample(
+                shapes["action_beta"]
+            )
         return ForwardNoise(
             feature=torch.randn(shapes["feature"], generator=g),
             video_time=torch.rand(shapes["video_time"], generator=g),
@@ -295,13 +315,13 @@ class DiT4DiTPolicy(PreTrainedPolicy):
                 conditional_frame_timestep=cfg.conditional_frame_timestep,
                 time=noise.video_time,
                 noise=noise.video,
-                time_kwargs=dict(
-                    distribution=cfg.video_time_distribution,
-                    logit_normal_mean=cfg.video_logit_normal_mean,
-                    logit_normal_std=cfg.video_logit_normal_std,
-                    high_sigma_ratio=cfg.video_high_sigma_ratio,
-                    high_sigma_min=cfg.video_high_sigma_min,
-                ),
+                time_kwargs={
+                    "distribution": cfg.video_time_distribution,
+                    "logit_normal_mean": cfg.video_logit_normal_mean,
+                    "logit_normal_std": cfg.video_logit_normal_std,
+                    "high_sigma_ratio": cfg.video_high_sigma_ratio,
+                    "high_sigma_min": cfg.video_high_sigma_min,
+                },
             )
             loss = loss + cfg.video_loss_weight * video_loss
             info["video_loss"] = video_loss.item()
@@ -332,7 +352,9 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         if noise.action_beta is not None:
             t = beta_draw_to_time(noise.action_beta, cfg.action_noise_s)
         else:
-            t = sample_beta_time(b * r, actions.device, cfg.action_beta_alpha, cfg.action_beta_beta, cfg.action_noise_s)
+            t = sample_beta_time(
+                b * r, actions.device, cfg.action_beta_alpha, cfg.action_beta_beta, cfg.action_noise_s
+            )
         pred, target = self.action_head.loss_inputs(actions, state, features.to(actions.dtype), eps, t)
         return masked_mse(pred.float(), target, mask)
 
@@ -361,11 +383,11 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         video = self.tile_cameras(batch, train=False)[:, :, :1]  # the current frame only
         rtc = {}
         if self.rtc_processor is not None:
-            rtc = dict(
-                inference_delay=inference_delay,
-                prev_chunk_left_over=prev_chunk_left_over,
-                execution_horizon=execution_horizon,
-            )
+            rtc = {
+                "inference_delay": inference_delay,
+                "prev_chunk_left_over": prev_chunk_left_over,
+                "execution_horizon": execution_horizon,
+            }
         with self._autocast(video.device):
             return self._predict(batch, video, noise, feature_noise, rtc)
 
@@ -383,20 +405,27 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             b, c, _, h, w = cond_latent.shape
             feature_noise = torch.randn(
                 (b, c, self.num_latent_frames, h, w), generator=generator, device=video.device
-            )  # fmt: skip
+            )
         features = self.extract_features(cond_latent, prompt_embeds, noise=feature_noise)
         if self.config.save_predicted_video:
             self.last_predicted_latents = self.video.imagine(
-                cond_latent, feature_noise, prompt_embeds, sigma=self.feature_sigma,
+                cond_latent,
+                feature_noise,
+                prompt_embeds,
+                sigma=self.feature_sigma,
                 conditional_frame_timestep=self.config.conditional_frame_timestep,
                 num_steps=self.config.predicted_video_steps,
-            ).cpu()  # fmt: skip
+            ).cpu()
         if noise is None:
             noise = torch.randn(bsz, self.config.chunk_size, self.config.max_action_dim, device=video.device)
         actions = self.action_head.sample(
-            state, features.float(), noise.float(), self.config.num_inference_steps,
-            rtc_processor=self.rtc_processor, **rtc,
-        )  # fmt: skip
+            state,
+            features.float(),
+            noise.float(),
+            self.config.num_inference_steps,
+            rtc_processor=self.rtc_processor,
+            **rtc,
+        )
         return actions[:, :, : self.config.action_dim].float()
 
     @torch.no_grad()
@@ -461,9 +490,14 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         return model
 
     def generate_model_card(
-        self, dataset_repo_id: str, model_type: str, license: str | None, tags: list[str] | None,
-        cfg=None, dataset_meta=None,
-    ) -> ModelCard:  # fmt: skip
+        self,
+        dataset_repo_id: str,
+        model_type: str,
+        license: str | None,
+        tags: list[str] | None,
+        cfg=None,
+        dataset_meta=None,
+    ) -> ModelCard:
         """A card that names the plugin, the paper and the base model (LeRobot's default names neither).
 
         Unlike the default, it is not validated online, so it can be built offline.
@@ -477,15 +511,26 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             datasets=dataset_repo_id,
             base_model=self.config.base_model if not os.path.isdir(self.config.base_model) else None,
         )
-        context = _build_card_context(cfg, dataset_meta, self.config.input_features, self.config.output_features)
+        context = _build_card_context(
+            cfg, dataset_meta, self.config.input_features, self.config.output_features
+        )
         c = self.config
         context.update(
-            policy_repo_id=c.repo_id, base_model_id=c.base_model, base_model_revision=c.base_model_revision,
-            extract_layer=c.extract_layer, cameras=c.cameras, image_resolution="x".join(map(str, c.image_resolution)),
-            num_video_frames=c.num_video_frames, video_frame_stride=c.video_frame_stride, chunk_size=c.chunk_size,
-            n_action_steps=c.n_action_steps, training_mode=c.training_mode,
-        )  # fmt: skip
-        template = (files("lerobot_dit4dit") / "hub_cards" / "dit4dit_model_card.md").read_text(encoding="utf-8")
+            policy_repo_id=c.repo_id,
+            base_model_id=c.base_model,
+            base_model_revision=c.base_model_revision,
+            extract_layer=c.extract_layer,
+            cameras=c.cameras,
+            image_resolution="x".join(map(str, c.image_resolution)),
+            num_video_frames=c.num_video_frames,
+            video_frame_stride=c.video_frame_stride,
+            chunk_size=c.chunk_size,
+            n_action_steps=c.n_action_steps,
+            training_mode=c.training_mode,
+        )
+        template = (files("lerobot_dit4dit") / "hub_cards" / "dit4dit_model_card.md").read_text(
+            encoding="utf-8"
+        )
         return ModelCard.from_template(card_data, template_str=template, **context)
 
 

@@ -82,9 +82,13 @@ class DiT4DiTObservationProcessorStep(ObservationProcessorStep):
 
     def _to_model_range(self, key: str, image: torch.Tensor) -> torch.Tensor:
         if image.ndim not in (4, 5):
-            raise ValueError(f"DiT4DiT: {key} has shape {tuple(image.shape)}; expected (B,C,H,W) or (B,T,C,H,W).")
+            raise ValueError(
+                f"DiT4DiT: {key} has shape {tuple(image.shape)}; expected (B,C,H,W) or (B,T,C,H,W)."
+            )
         if image.shape[-3] != 3:
-            raise ValueError(f"DiT4DiT: {key} has {image.shape[-3]} channels (shape {tuple(image.shape)}); expected 3.")
+            raise ValueError(
+                f"DiT4DiT: {key} has {image.shape[-3]} channels (shape {tuple(image.shape)}); expected 3."
+            )
         lead = image.shape[:-3]
         image = image.reshape(-1, *image.shape[-3:]).float()
         image = resize_images(image, self.resolution).clamp(0.0, 1.0) * 2.0 - 1.0
@@ -137,18 +141,26 @@ class GripperBinarizeProcessorStep(PolicyActionProcessorStep):
 
     def action(self, action: PolicyAction) -> PolicyAction:
         if not -action.shape[-1] <= self.dim < action.shape[-1]:
-            raise ValueError(f"gripper dim {self.dim} is out of range for actions of shape {tuple(action.shape)}.")
+            raise ValueError(
+                f"gripper dim {self.dim} is out of range for actions of shape {tuple(action.shape)}."
+            )
         action = action.clone()
         g = action[..., self.dim]
-        action[..., self.dim] = torch.where(g >= self.threshold, self.value_at_or_above, self.value_below).to(g.dtype)
+        action[..., self.dim] = torch.where(g >= self.threshold, self.value_at_or_above, self.value_below).to(
+            g.dtype
+        )
         return action
 
     def transform_features(self, features):
         return features
 
     def get_config(self) -> dict[str, Any]:
-        return {"dim": self.dim, "threshold": self.threshold, "value_at_or_above": self.value_at_or_above,
-                "value_below": self.value_below}  # fmt: skip
+        return {
+            "dim": self.dim,
+            "threshold": self.threshold,
+            "value_at_or_above": self.value_at_or_above,
+            "value_below": self.value_below,
+        }
 
 
 def encode_state(state: torch.Tensor, encoding: str) -> torch.Tensor:
@@ -171,7 +183,9 @@ def make_dit4dit_pre_post_processors(
     """Build the DiT4DiT pre/post pipelines from the policy config and the dataset statistics."""
     s = make_default_policy_processor_steps(config, dataset_stats)
     observation = DiT4DiTObservationProcessorStep(
-        cameras=config.cameras, resolution=tuple(config.image_resolution), state_encoding=config.state_encoding
+        cameras=config.cameras,
+        resolution=tuple(config.image_resolution),
+        state_encoding=config.state_encoding,
     )
     output_steps = [s.unnormalize, s.to_cpu]
     if config.binarize_gripper_dim is not None:

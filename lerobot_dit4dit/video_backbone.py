@@ -203,7 +203,9 @@ class CosmosVideoBackbone(nn.Module):
         return (z - self.latents_mean) * self.latents_inv_std
 
     # ------------------------------------------------------------------ transformer
-    def _condition(self, batch_size: int, num_latent_frames: int, h: int, w: int, device) -> tuple[Tensor, Tensor]:
+    def _condition(
+        self, batch_size: int, num_latent_frames: int, h: int, w: int, device
+    ) -> tuple[Tensor, Tensor]:
         """(cond_indicator (B,1,T_lat,1,1), cond_mask (B,1,T_lat,h,w)): 1 on latent frame 0."""
         shape = (batch_size, self.latent_channels, num_latent_frames, h, w)
         return self._pipe.create_condition_mask(shape, device, torch.float32, 1)
@@ -232,20 +234,20 @@ class CosmosVideoBackbone(nn.Module):
         n_lat = t_future + 1
         cond_indicator, cond_mask = self._condition(b, n_lat, h, w, cond_latent.device)
         latents = torch.cat([cond_latent.to(future_latents.dtype), future_latents], dim=2)
-        timestep = cond_indicator * conditional_frame_timestep + (1 - cond_indicator) * future_time.float().view(
-            b, 1, 1, 1, 1
-        )
+        timestep = cond_indicator * conditional_frame_timestep + (
+            1 - cond_indicator
+        ) * future_time.float().view(b, 1, 1, 1, 1)
         height, width = h * self.spatial_compression, w * self.spatial_compression
         dtype = self.transformer.dtype
         padding_mask = latents.new_zeros(1, 1, height, width, dtype=dtype)
-        kwargs = dict(
-            hidden_states=latents.to(dtype),
-            timestep=timestep,
-            encoder_hidden_states=prompt_embeds.to(dtype),
-            condition_mask=cond_mask.to(dtype),
-            padding_mask=padding_mask,
-            return_dict=False,
-        )
+        kwargs = {
+            "hidden_states": latents.to(dtype),
+            "timestep": timestep,
+            "encoder_hidden_states": prompt_embeds.to(dtype),
+            "condition_mask": cond_mask.to(dtype),
+            "padding_mask": padding_mask,
+            "return_dict": False,
+        }
         if stop_after_block is None:
             return self.transformer(**kwargs)[0]
 
@@ -288,7 +290,9 @@ class CosmosVideoBackbone(nn.Module):
         if noise is None:
             noise = torch.randn((b, c, num_latent_frames, h, w), device=cond_latent.device)
         elif noise.shape != (b, c, num_latent_frames, h, w):
-            raise ValueError(f"feature noise has shape {tuple(noise.shape)}, expected {(b, c, num_latent_frames, h, w)}.")
+            raise ValueError(
+                f"feature noise has shape {tuple(noise.shape)}, expected {(b, c, num_latent_frames, h, w)}."
+            )
         future_time = torch.full((b,), sigma, device=cond_latent.device, dtype=torch.float32)
         return self(
             cond_latent,
@@ -361,4 +365,3 @@ class CosmosVideoBackbone(nn.Module):
         z = latents / self.latents_inv_std + self.latents_mean
         with torch.no_grad():
             return self.vae.decode(z.to(self.vae.dtype), return_dict=False)[0].float()
-

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 from safetensors import safe_open
-from utils import BIN, run
+from utils import BIN, ROOT, run
 
 from lerobot_dit4dit.testing.tiny_base import TINY_POLICY_OVERRIDES
 
@@ -71,9 +71,15 @@ def test_cli_help_lists_every_field(script):
 def trained(tiny_base, reach_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("train") / "run"
     run(
-        [str(BIN / "lerobot-train"), *tiny_policy_flags(tiny_base), *dataset_flags(reach_dataset),
-         "--steps=3", "--save_freq=3", f"--output_dir={out}"]
-    )  # fmt: skip
+        [
+            str(BIN / "lerobot-train"),
+            *tiny_policy_flags(tiny_base),
+            *dataset_flags(reach_dataset),
+            "--steps=3",
+            "--save_freq=3",
+            f"--output_dir={out}",
+        ]
+    )
     return out
 
 
@@ -84,7 +90,7 @@ def test_lerobot_train_writes_a_checkpoint(trained):
     cfg = json.loads((ckpt / "config.json").read_text())
     assert cfg["type"] == "dit4dit" and cfg["num_video_frames"] == 5
     with safe_open(ckpt / "model.safetensors", "pt") as f:
-        assert all(k.startswith(("video.transformer.", "action_head.")) for k in f.keys())
+        assert all(k.startswith(("video.transformer.", "action_head.")) for k in f)
     pre = json.loads((ckpt / "policy_preprocessor.json").read_text())
     names = [s.get("registry_name") for s in pre["steps"]]
     for name in ("rename_observations_processor", "device_processor", "normalizer_processor"):
@@ -95,8 +101,18 @@ def test_lerobot_train_writes_a_checkpoint(trained):
 
 def test_lerobot_train_resume(trained):
     cfg_path = trained / "checkpoints" / "last" / "pretrained_model" / "train_config.json"
-    run([str(BIN / "lerobot-train"), f"--config_path={cfg_path}", "--resume=true", "--steps=5", "--save_freq=5"])
-    state = json.loads((trained / "checkpoints" / "000005" / "training_state" / "training_step.json").read_text())
+    run(
+        [
+            str(BIN / "lerobot-train"),
+            f"--config_path={cfg_path}",
+            "--resume=true",
+            "--steps=5",
+            "--save_freq=5",
+        ]
+    )
+    state = json.loads(
+        (trained / "checkpoints" / "000005" / "training_state" / "training_step.json").read_text()
+    )
     assert state["step"] == 5
 
 
@@ -104,8 +120,23 @@ def test_lerobot_train_finetune_from_policy_path(trained, reach_dataset, tmp_pat
     ckpt = trained / "checkpoints" / "000003" / "pretrained_model"
     out = tmp_path / "finetune"
     proc = run(
-        [str(BIN / "lerobot-train"), f"--policy.path={ckpt}", "--policy.push_to_hub=false", *dataset_flags(reach_dataset),
-         "--steps=2", "--save_freq=2", f"--output_dir={out}"]
-    )  # fmt: skip
+        [
+            str(BIN / "lerobot-train"),
+            f"--policy.path={ckpt}",
+            "--policy.push_to_hub=false",
+            *dataset_flags(reach_dataset),
+            "--steps=2",
+            "--save_freq=2",
+            f"--output_dir={out}",
+        ]
+    )
     assert (out / "checkpoints" / "000002" / "pretrained_model" / "model.safetensors").is_file()
     assert "action_loss" in proc.stdout + proc.stderr and "video_loss" in proc.stdout + proc.stderr
+
+
+def test_quickstart_preset_fits_the_tiny_base():
+    """The quickstart preset's features come from the tiny base's middle block, as the tests' tiny settings."""
+    from lerobot_dit4dit.testing.tiny_base import TINY_BASE
+
+    preset = json.loads((ROOT / "configs" / "metaworld_quickstart.json").read_text())["policy"]
+    assert preset["extract_layer"] == TINY_POLICY_OVERRIDES["extract_layer"] < TINY_BASE.num_layers

@@ -7,8 +7,8 @@ import json
 import draccus
 import pytest
 import torch
-from utils import IMG, inference_batch, tiny_config, train_batch
 from lerobot.configs import FeatureType, PolicyFeature, PreTrainedConfig
+from utils import IMG, inference_batch, tiny_config, train_batch
 
 from lerobot_dit4dit import DiT4DiTConfig, DiT4DiTPolicy, make_dit4dit_pre_post_processors
 
@@ -114,7 +114,9 @@ def test_action_dim_mismatch_on_load(make_policy, tiny_base, tmp_path):
 def test_shape_mismatch_on_load_names_the_key(make_policy, tiny_base, tmp_path):
     make_policy().save_pretrained(tmp_path)
     other = tiny_config(tiny_base, action_hidden_size=32)
-    with pytest.raises(ValueError, match=r"action_head\.action_decoder\.layer1\.weight: checkpoint \(64, 64\)"):
+    with pytest.raises(
+        ValueError, match=r"action_head\.action_decoder\.layer1\.weight: checkpoint \(64, 64\)"
+    ):
         DiT4DiTPolicy.from_pretrained(tmp_path, config=other)
 
 

@@ -49,8 +49,10 @@ def test_libero_setup_writes_config_and_checks_every_suite(libero_config, tmp_pa
     assert cfg == default_paths()
     assert set(cfg) == {"benchmark_root", "bddl_files", "init_states", "datasets", "assets"}
     # The command line, for every suite, into another config dir; no stdin (hf-libero's prompt must not run).
-    out = _run([sys.executable, "-m", "lerobot_dit4dit.envs.libero", "--config-path", str(tmp_path / "cfg")],
-               _env(libero_config)).stdout  # fmt: skip
+    out = _run(
+        [sys.executable, "-m", "lerobot_dit4dit.envs.libero", "--config-path", str(tmp_path / "cfg")],
+        _env(libero_config),
+    ).stdout
     assert (tmp_path / "cfg" / "config.yaml").is_file()
     for suite in SUITES:
         assert f"{suite}: " in out and "present" in out
@@ -87,7 +89,9 @@ def test_preset_parses_into_lerobot_train_config(name):
     from lerobot_dit4dit.processor_dit4dit import GripperBinarizeProcessorStep
 
     recipe = RECIPES[name]
-    cfg = draccus.parse(TrainPipelineConfig, config_path=str(ROOT / "configs" / f"{recipe.preset}.json"), args=[])
+    cfg = draccus.parse(
+        TrainPipelineConfig, config_path=str(ROOT / "configs" / f"{recipe.preset}.json"), args=[]
+    )
     p = cfg.policy
     assert isinstance(p, DiT4DiTConfig)
     frames = list(range(0, recipe.num_video_frames * recipe.video_frame_stride, recipe.video_frame_stride))
@@ -105,17 +109,23 @@ def test_preset_parses_into_lerobot_train_config(name):
     assert norm["STATE"].value == "IDENTITY" and norm["ACTION"].value == "MIN_MAX"
     assert cfg.dataset.repo_id
     # The README's table names the preset with its cameras and horizon.
-    row = next(r for r in (ROOT / "configs" / "README.md").read_text().splitlines() if f"`{recipe.preset}.json`" in r)
+    row = next(
+        r for r in (ROOT / "configs" / "README.md").read_text().splitlines() if f"`{recipe.preset}.json`" in r
+    )
     assert all(f"`{cam}`" in row for cam in recipe.cameras), row
     assert f"| {recipe.chunk_size} |" in row, row
-    if recipe.binarize_gripper_dim is not None:  # IPEC sets: gripper 1 = open -> the env's -1 (open) / +1 (close)
+    if (
+        recipe.binarize_gripper_dim is not None
+    ):  # IPEC sets: gripper 1 = open -> the env's -1 (open) / +1 (close)
         step = GripperBinarizeProcessorStep(dim=p.binarize_gripper_dim)
         out = step.action(torch.tensor([[0.1] * 6 + [0.9], [0.1] * 6 + [0.2]]))
         assert out[:, 6].tolist() == [-1.0, 1.0]
 
 
 def test_every_preset_has_a_recipe():
-    dit4dit_presets = {p.stem for p in (ROOT / "configs").glob("*.json") if not p.stem.startswith("metaworld")}
+    dit4dit_presets = {
+        p.stem for p in (ROOT / "configs").glob("*.json") if not p.stem.startswith("metaworld")
+    }
     assert dit4dit_presets == {r.preset for r in RECIPES.values()}
     assert {f.name for f in fields(Recipe)} >= {"cameras", "chunk_size", "state_encoding"}
 
@@ -123,11 +133,19 @@ def test_every_preset_has_a_recipe():
 # ------------------------------------------------------------------------------------------ protocol, aggregator
 def _eval_info(path: Path, suite: str, task_id: int, successes: list[bool]) -> None:
     path.mkdir(parents=True, exist_ok=True)
-    metrics = {"sum_rewards": [float(s) for s in successes], "max_rewards": [float(s) for s in successes],
-               "successes": successes, "video_paths": []}  # fmt: skip
-    info = {"per_task": [{"task_group": suite, "task_id": task_id, "metrics": metrics}],
-            "per_group": {suite: {"pc_success": 100.0 * sum(successes) / len(successes), "n_episodes": len(successes)}},
-            "overall": {"pc_success": 100.0 * sum(successes) / len(successes), "n_episodes": len(successes)}}  # fmt: skip
+    metrics = {
+        "sum_rewards": [float(s) for s in successes],
+        "max_rewards": [float(s) for s in successes],
+        "successes": successes,
+        "video_paths": [],
+    }
+    info = {
+        "per_task": [{"task_group": suite, "task_id": task_id, "metrics": metrics}],
+        "per_group": {
+            suite: {"pc_success": 100.0 * sum(successes) / len(successes), "n_episodes": len(successes)}
+        },
+        "overall": {"pc_success": 100.0 * sum(successes) / len(successes), "n_episodes": len(successes)},
+    }
     (path / "eval_info.json").write_text(json.dumps(info))
 
 
@@ -135,9 +153,15 @@ def _eval_info(path: Path, suite: str, task_id: int, successes: list[bool]) -> N
     "k,n,lo,hi",
     # 95% Wilson score intervals (z = 1.95996): textbook values for n = 10, the roots of
     # (k/n - p)^2 = z^2 p (1 - p) / n for the others.
-    [(0, 10, 0.0, 0.27753), (10, 10, 0.72247, 1.0), (5, 10, 0.23659, 0.76341), (8, 10, 0.49016, 0.94332),
-     (493, 500, 0.97139, 0.99320), (1, 1, 0.20655, 1.0)],
-)  # fmt: skip
+    [
+        (0, 10, 0.0, 0.27753),
+        (10, 10, 0.72247, 1.0),
+        (5, 10, 0.23659, 0.76341),
+        (8, 10, 0.49016, 0.94332),
+        (493, 500, 0.97139, 0.99320),
+        (1, 1, 0.20655, 1.0),
+    ],
+)
 def test_wilson_interval_known_values(k, n, lo, hi):
     got = aggregate.wilson_interval(k, n)
     assert got[0] == pytest.approx(lo, abs=1e-5) and got[1] == pytest.approx(hi, abs=1e-5)
@@ -145,14 +169,24 @@ def test_wilson_interval_known_values(k, n, lo, hi):
 
 
 def test_aggregate_table_from_eval_info_files(tmp_path, capsys):
-    for suite, rates in {"libero_spatial": [10, 9], "libero_object": [10, 10], "libero_goal": [5, 10],
-                         "libero_10": [0, 10]}.items():  # fmt: skip
+    for suite, rates in {
+        "libero_spatial": [10, 9],
+        "libero_object": [10, 10],
+        "libero_goal": [5, 10],
+        "libero_10": [0, 10],
+    }.items():
         for tid, k in enumerate(rates):
             _eval_info(tmp_path / suite / f"task_{tid:02d}", suite, tid, [True] * k + [False] * (10 - k))
     # A shorter duplicate of a task (an old partial run elsewhere) is ignored.
     _eval_info(tmp_path / "old" / "x", "libero_spatial", 0, [False] * 3)
-    machine = {"cpu": "Test CPU", "cpu_count": 2, "gpu": "Test GPU", "torch": "9.9", "lerobot": "0.6.1",
-               "platform": "Linux"}  # fmt: skip
+    machine = {
+        "cpu": "Test CPU",
+        "cpu_count": 2,
+        "gpu": "Test GPU",
+        "torch": "9.9",
+        "lerobot": "0.6.1",
+        "platform": "Linux",
+    }
     (tmp_path / "protocol.json").write_text(json.dumps({"machine": machine}))
     summary = aggregate.summarise(aggregate.collect(tmp_path))
     s = summary["suites"]
@@ -177,21 +211,50 @@ def test_protocol_lists_tasks_and_resumes(tmp_path, capsys):
     _eval_info(eval_protocol.task_dir(out, "libero_goal", 3), "libero_goal", 3, [True] * 50)
     _eval_info(eval_protocol.task_dir(out, "libero_goal", 4), "libero_goal", 4, [True] * 7)  # unfinished
     (eval_protocol.task_dir(out, "libero_10", 0)).mkdir(parents=True)  # crashed: no eval_info.json
-    done = {(r["suite"], r["task_id"]) for r in eval_protocol.plan(out, eval_protocol.PROTOCOL_SUITES, 50) if r["done"]}
+    done = {
+        (r["suite"], r["task_id"])
+        for r in eval_protocol.plan(out, eval_protocol.PROTOCOL_SUITES, 50)
+        if r["done"]
+    }
     assert done == {("libero_goal", 3)}
-    assert eval_protocol.main(["--policy-path", "ckpt", "--output-dir", str(out), "--dry-run", "--batch-size", "10",
-                               "--", "--policy.save_predicted_video=true"]) == 0  # fmt: skip
+    assert (
+        eval_protocol.main(
+            [
+                "--policy-path",
+                "ckpt",
+                "--output-dir",
+                str(out),
+                "--dry-run",
+                "--batch-size",
+                "10",
+                "--",
+                "--policy.save_predicted_video=true",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "40 tasks x 50 episodes: 1 done, 39 to run" in text
     assert "done libero_goal task  3" in text and "todo libero_goal task  4" in text
-    cmd = next(line for line in text.splitlines() if "--env.task=libero_spatial" in line and "task_ids=[0]" in line)
-    for flag in ("--env.type=libero", "--env.episode_length=220", "--eval.n_episodes=50", "--eval.batch_size=10",
-                 "--seed=7", "--policy.path=ckpt", "--policy.save_predicted_video=true",
-                 f"--output_dir={out / 'libero_spatial' / 'task_00'}"):  # fmt: skip
+    cmd = next(
+        line for line in text.splitlines() if "--env.task=libero_spatial" in line and "task_ids=[0]" in line
+    )
+    for flag in (
+        "--env.type=libero",
+        "--env.episode_length=220",
+        "--eval.n_episodes=50",
+        "--eval.batch_size=10",
+        "--seed=7",
+        "--policy.path=ckpt",
+        "--policy.save_predicted_video=true",
+        f"--output_dir={out / 'libero_spatial' / 'task_00'}",
+    ):
         assert flag in cmd, flag
     assert not (out / "protocol.json").exists()  # a dry run writes nothing
     with pytest.raises(SystemExit):
-        eval_protocol.main(["--policy-path", "c", "--output-dir", str(out), "--suites", "libero_100", "--dry-run"])
+        eval_protocol.main(
+            ["--policy-path", "c", "--output-dir", str(out), "--suites", "libero_100", "--dry-run"]
+        )
 
 
 # ------------------------------------------------------------------------------------------ end to end
@@ -205,8 +268,22 @@ def test_lerobot_eval_on_real_libero(libero_config, tiny_base, tmp_path):
     env = _env(libero_config)
     start = time.perf_counter()
     data = tmp_path / "libero_tiny"
-    _run([sys.executable, "-m", "lerobot_dit4dit.testing.libero_dataset", "--root", str(data), "--episodes", "1",
-          "--episode-length", "16", "--image-size", "64"], env)  # fmt: skip
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "lerobot_dit4dit.testing.libero_dataset",
+            "--root",
+            str(data),
+            "--episodes",
+            "1",
+            "--episode-length",
+            "16",
+            "--image-size",
+            "64",
+        ],
+        env,
+    )
     info = json.loads((data / "meta" / "info.json").read_text())
     feats = info["features"]
     assert [k for k in feats if k.startswith("observation.images.")] == list(CAMERAS)
@@ -216,28 +293,61 @@ def test_lerobot_eval_on_real_libero(libero_config, tiny_base, tmp_path):
     # Train from the LIBERO preset itself, shrunk to the tiny base (model sizes, 32x32 tiles, float32, CPU).
     overrides = {**TINY_POLICY_OVERRIDES, "max_state_dim": 16, "n_action_steps": 8}
     train = tmp_path / "train"
-    _run([str(BIN / "lerobot-train"), f"--config_path={ROOT / 'configs' / 'libero.json'}",
-          *[f"--policy.{k}={v}" for k, v in overrides.items()],
-          f"--policy.base_model={tiny_base}", "--policy.base_model_revision=null", "--policy.dtype=float32",
-          "--policy.gradient_checkpointing=false", "--policy.device=cpu", "--policy.image_resolution=[32,32]",
-          "--dataset.repo_id=local/dit4dit_libero_tiny", f"--dataset.root={data}", "--dataset.video_backend=pyav",
-          "--num_workers=0", "--batch_size=2", "--steps=2", "--save_freq=2", "--log_freq=1", "--wandb.enable=false",
-          f"--output_dir={train}"], env)  # fmt: skip
+    _run(
+        [
+            str(BIN / "lerobot-train"),
+            f"--config_path={ROOT / 'configs' / 'libero.json'}",
+            *[f"--policy.{k}={v}" for k, v in overrides.items()],
+            f"--policy.base_model={tiny_base}",
+            "--policy.base_model_revision=null",
+            "--policy.dtype=float32",
+            "--policy.gradient_checkpointing=false",
+            "--policy.device=cpu",
+            "--policy.image_resolution=[32,32]",
+            "--dataset.repo_id=local/dit4dit_libero_tiny",
+            f"--dataset.root={data}",
+            "--dataset.video_backend=pyav",
+            "--num_workers=0",
+            "--batch_size=2",
+            "--steps=2",
+            "--save_freq=2",
+            "--log_freq=1",
+            "--wandb.enable=false",
+            f"--output_dir={train}",
+        ],
+        env,
+    )
     ckpt = train / "checkpoints" / "000002" / "pretrained_model"
     cfg = json.loads((ckpt / "config.json").read_text())
     assert cfg["camera_order"] == list(CAMERAS) and cfg["state_encoding"] == "sincos_interleaved"
     assert cfg["input_features"]["observation.state"]["shape"] == [8]
     post = json.loads((ckpt / "policy_postprocessor.json").read_text())
-    assert [s.get("registry_name") for s in post["steps"]][:2] == ["dit4dit_action_clip_processor",
-                                                                   "unnormalizer_processor"]  # fmt: skip
+    assert [s.get("registry_name") for s in post["steps"]][:2] == [
+        "dit4dit_action_clip_processor",
+        "unnormalizer_processor",
+    ]
     t_train = time.perf_counter() - start - t_data
 
     out = tmp_path / "eval"
-    _run([str(BIN / "lerobot-eval"), f"--policy.path={ckpt}", "--policy.device=cpu",
-          "--policy.save_predicted_video=true", "--env.type=libero", "--env.task=libero_spatial",
-          "--env.task_ids=[0]", "--env.episode_length=16", "--env.observation_height=64",
-          "--env.observation_width=64", "--eval.n_episodes=1", "--eval.batch_size=1", "--seed=7",
-          f"--output_dir={out}"], env)  # fmt: skip
+    _run(
+        [
+            str(BIN / "lerobot-eval"),
+            f"--policy.path={ckpt}",
+            "--policy.device=cpu",
+            "--policy.save_predicted_video=true",
+            "--env.type=libero",
+            "--env.task=libero_spatial",
+            "--env.task_ids=[0]",
+            "--env.episode_length=16",
+            "--env.observation_height=64",
+            "--env.observation_width=64",
+            "--eval.n_episodes=1",
+            "--eval.batch_size=1",
+            "--seed=7",
+            f"--output_dir={out}",
+        ],
+        env,
+    )
     t_eval = time.perf_counter() - start - t_data - t_train
 
     info = json.loads((out / "eval_info.json").read_text())

@@ -237,7 +237,9 @@ def test_from_pretrained_round_trip(make_policy, tmp_path):
     loaded = DiT4DiTPolicy.from_pretrained(tmp_path)
     batch = inference_batch()
     noise = torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim)
-    assert torch.equal(policy.predict_action_chunk(batch, noise=noise), loaded.predict_action_chunk(batch, noise=noise))
+    assert torch.equal(
+        policy.predict_action_chunk(batch, noise=noise), loaded.predict_action_chunk(batch, noise=noise)
+    )
 
 
 @pytest.mark.parametrize("camera_order", [list(CAMERAS), list(reversed(CAMERAS))])
@@ -298,7 +300,9 @@ def test_predicted_video_hooks(make_policy):
         imagining = make_policy(save_predicted_video=True, predicted_video_steps=2)
         imagining.load_state_dict(policy.state_dict())
         handle.remove()
-        handle = imagining.video.transformer.transformer_blocks[-1].register_forward_hook(lambda *a: calls.append(1))
+        handle = imagining.video.transformer.transformer_blocks[-1].register_forward_hook(
+            lambda *a: calls.append(1)
+        )
         noise = torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim)
         imagining.reset()
         a_imagining = imagining.select_action(batch, noise=noise)
@@ -310,7 +314,12 @@ def test_predicted_video_hooks(make_policy):
     latents = imagining.last_predicted_latents
     assert latents.shape == (2, 16, 2, 4, 8) and latents.device.type == "cpu"
     frames = imagining.decode_predicted_latents(torch.cat([latents, latents], dim=2))
-    assert frames.dtype == torch.uint8 and frames.shape == (2 * (1 + 4), 32, 64, 3)  # each chunk decoded alone
+    assert frames.dtype == torch.uint8 and frames.shape == (
+        2 * (1 + 4),
+        32,
+        64,
+        3,
+    )  # each chunk decoded alone
     single = imagining.decode_predicted_latents(latents)
     assert torch.equal(frames[:5], single) and torch.equal(frames[5:], single)
 
@@ -360,11 +369,15 @@ def test_real_time_chunking_steers_the_prefix(make_policy):
     plain = policy.predict_action_chunk(batch, noise=noise)
     # Without an RTC config the RTC arguments are ignored.
     prev = torch.full((2, 6, ACTION_DIM), 0.9)
-    assert torch.equal(plain, policy.predict_action_chunk(batch, noise=noise, inference_delay=3, prev_chunk_left_over=prev))
+    assert torch.equal(
+        plain, policy.predict_action_chunk(batch, noise=noise, inference_delay=3, prev_chunk_left_over=prev)
+    )
 
     policy.config.rtc_config = RTCConfig(execution_horizon=6)
     policy.init_rtc_processor()
     steered = policy.predict_action_chunk(batch, noise=noise, inference_delay=3, prev_chunk_left_over=prev)
     assert (steered[:, :3] - 0.9).abs().mean() < 0.25 * (plain[:, :3] - 0.9).abs().mean()
-    first_chunk = policy.predict_action_chunk(batch, noise=noise, inference_delay=3, prev_chunk_left_over=None)
+    first_chunk = policy.predict_action_chunk(
+        batch, noise=noise, inference_delay=3, prev_chunk_left_over=None
+    )
     torch.testing.assert_close(first_chunk, plain)

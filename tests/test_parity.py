@@ -39,7 +39,9 @@ def official_expectations() -> dict:
         "video_frame_stride": stride,
         "chunk_size": int(am.get("action_horizon", int(am.get("future_action_window_size", 7)) + 1)),
         "num_action_noise_draws": int(
-            official.get("trainer", {}).get("repeated_diffusion_steps", OFFICIAL_DEFAULTS["repeated_diffusion_steps"])
+            official.get("trainer", {}).get(
+                "repeated_diffusion_steps", OFFICIAL_DEFAULTS["repeated_diffusion_steps"]
+            )
         ),
         "conditional_frame_timestep": float(
             cosmos.get("conditional_frame_timestep", OFFICIAL_DEFAULTS["conditional_frame_timestep"])
@@ -95,7 +97,9 @@ def test_condition_latents(parity):
     policy, batch, _, expected, _ = parity
     video = policy.tile_cameras(batch, train=True)
     cond = policy.video.encode_video(video[:, :, :1])
-    _report("train.feature.cond_latents[frame 0]", cond, expected["train.feature.cond_latents"][:, :, :1], 1e-5)
+    _report(
+        "train.feature.cond_latents[frame 0]", cond, expected["train.feature.cond_latents"][:, :, :1], 1e-5
+    )
     x0 = policy.video.encode_video(video)
     _report("train.video_fm.x0_latents", x0, expected["train.video_fm.x0_latents"], 1e-5)
 
@@ -123,30 +127,62 @@ def test_losses(parity):
     policy.eval()
     with torch.no_grad():
         _, info = policy.forward(batch, noise=draws)
-    _report("train.video_fm.loss", torch.tensor(info["video_loss"]), expected["train.video_fm.loss"], 1e-5, relative=True)
-    _report("train.action_fm.loss", torch.tensor(info["action_loss"]), expected["train.action_fm.loss"], 1e-5, relative=True)
+    _report(
+        "train.video_fm.loss",
+        torch.tensor(info["video_loss"]),
+        expected["train.video_fm.loss"],
+        1e-5,
+        relative=True,
+    )
+    _report(
+        "train.action_fm.loss",
+        torch.tensor(info["action_loss"]),
+        expected["train.action_fm.loss"],
+        1e-5,
+        relative=True,
+    )
 
 
 def test_predicted_action_chunk(parity):
     policy, batch, noise, expected, info = parity
-    obs = {CAMERA: batch[CAMERA][:, 0], "observation.state": batch["observation.state"][:, 0], "task": batch["task"]}
+    obs = {
+        CAMERA: batch[CAMERA][:, 0],
+        "observation.state": batch["observation.state"][:, 0],
+        "task": batch["task"],
+    }
     got = policy.predict_action_chunk(
         obs, noise=noise["predict.action.init_noise"], feature_noise=noise["predict.feature.init_latents"]
     )
-    _report("predict.action.actions", got, expected["predict.action.actions"][..., : info["action_valid_dims"]], 1e-4)
+    _report(
+        "predict.action.actions",
+        got,
+        expected["predict.action.actions"][..., : info["action_valid_dims"]],
+        1e-4,
+    )
 
 
 def test_converter_accepts_the_official_pt_format(tmp_path):
     out = convert_official(
-        str(FIXTURES / "official_model.pt"), FIXTURES / "official_config.yaml", tmp_path / "p",
-        cameras=[CAMERA], state_dim=8, action_dim=7, state_encoding="none",
-    )  # fmt: skip
+        str(FIXTURES / "official_model.pt"),
+        FIXTURES / "official_config.yaml",
+        tmp_path / "p",
+        cameras=[CAMERA],
+        state_dim=8,
+        action_dim=7,
+        state_encoding="none",
+    )
     summary = json.loads((out / "conversion.json").read_text())
     assert summary["converted_keys"] > 0 and summary["frozen_keys_verified_against_base"] > 0
     cfg = json.loads((out / "config.json").read_text())
     expected = official_expectations()
-    for key in ("extract_layer", "num_video_frames", "video_frame_stride", "chunk_size", "num_action_noise_draws",
-                "conditional_frame_timestep"):  # fmt: skip
+    for key in (
+        "extract_layer",
+        "num_video_frames",
+        "video_frame_stride",
+        "chunk_size",
+        "num_action_noise_draws",
+        "conditional_frame_timestep",
+    ):
         assert cfg[key] == expected[key], (key, cfg[key], expected[key])
     assert cfg["n_action_steps"] == cfg["chunk_size"]  # the official clients execute the whole chunk
 
@@ -158,23 +194,44 @@ def test_converter_rejects_unknown_and_mismatched_keys(tmp_path):
     sd["backbone_interface.extractor.lora.weight"] = torch.zeros(1)
     save_file(sd, tmp_path / "extra.safetensors")
     with pytest.raises(ValueError, match=r"backbone_interface\.extractor\.lora\.weight"):
-        convert_official(str(tmp_path / "extra.safetensors"), FIXTURES / "official_config.yaml", tmp_path / "a",
-                         cameras=[CAMERA], state_dim=8, action_dim=7, state_encoding="none")  # fmt: skip
+        convert_official(
+            str(tmp_path / "extra.safetensors"),
+            FIXTURES / "official_config.yaml",
+            tmp_path / "a",
+            cameras=[CAMERA],
+            state_dim=8,
+            action_dim=7,
+            state_encoding="none",
+        )
 
     sd = load_file(FIXTURES / "official_model.safetensors")
     sd["action_model.state_encoder.layer1.weight"] = torch.zeros(3, 3)
     save_file(sd, tmp_path / "shape.safetensors")
     with pytest.raises(ValueError, match=r"action_head\.state_encoder\.layer1\.weight: checkpoint \(3, 3\)"):
-        convert_official(str(tmp_path / "shape.safetensors"), FIXTURES / "official_config.yaml", tmp_path / "b",
-                         cameras=[CAMERA], state_dim=8, action_dim=7, state_encoding="none")  # fmt: skip
+        convert_official(
+            str(tmp_path / "shape.safetensors"),
+            FIXTURES / "official_config.yaml",
+            tmp_path / "b",
+            cameras=[CAMERA],
+            state_dim=8,
+            action_dim=7,
+            state_encoding="none",
+        )
 
     sd = load_file(FIXTURES / "official_model.safetensors")
     key = next(k for k in sd if k.startswith("backbone_interface.extractor.vae."))
     sd[key] = sd[key] + 1
     save_file(sd, tmp_path / "vae.safetensors")
     with pytest.raises(ValueError, match="differs from"):
-        convert_official(str(tmp_path / "vae.safetensors"), FIXTURES / "official_config.yaml", tmp_path / "c",
-                         cameras=[CAMERA], state_dim=8, action_dim=7, state_encoding="none")  # fmt: skip
+        convert_official(
+            str(tmp_path / "vae.safetensors"),
+            FIXTURES / "official_config.yaml",
+            tmp_path / "c",
+            cameras=[CAMERA],
+            state_dim=8,
+            action_dim=7,
+            state_encoding="none",
+        )
 
 
 def test_converter_processors_reproduce_official_normalisation(tmp_path):
@@ -186,14 +243,23 @@ def test_converter_processors_reproduce_official_normalisation(tmp_path):
 
     shutil.copy(FIXTURES / "official_config.yaml", tmp_path / "config.yaml")
     lo, hi = [-1.0, -2.0, -3.0, -0.5, -0.5, -0.5, 0.0], [1.0, 2.0, 3.0, 0.5, 0.5, 0.5, 1.0]
-    stats = {"franka": {"action": {"min": lo, "max": hi, "mask": [True] * 6 + [False]},
-                        "state": {"min": [0.0] * 8, "max": [1.0] * 8}}}  # fmt: skip
+    stats = {
+        "franka": {
+            "action": {"min": lo, "max": hi, "mask": [True] * 6 + [False]},
+            "state": {"min": [0.0] * 8, "max": [1.0] * 8},
+        }
+    }
     (tmp_path / "dataset_statistics.json").write_text(json.dumps(stats))
     out = convert_official(
-        str(FIXTURES / "official_model.safetensors"), tmp_path / "config.yaml", tmp_path / "p",
-        base_model=str(FIXTURES / "base_pipeline"), cameras=[CAMERA], state_dim=8, action_dim=7,
+        str(FIXTURES / "official_model.safetensors"),
+        tmp_path / "config.yaml",
+        tmp_path / "p",
+        base_model=str(FIXTURES / "base_pipeline"),
+        cameras=[CAMERA],
+        state_dim=8,
+        action_dim=7,
         state_encoding="sincos_interleaved",
-    )  # fmt: skip
+    )
     policy = DiT4DiTPolicy.from_pretrained(out)
     pre, post = make_pre_post_processors(policy.config, pretrained_path=str(out))
     normalised = torch.tensor([[0.5, -0.5, 2.0, 0.0, 1.0, -1.0, 0.7]])
@@ -209,5 +275,7 @@ def test_converter_processors_reproduce_official_normalisation(tmp_path):
     obs = {CAMERA: torch.rand(1, 3, 64, 64), "observation.state": torch.arange(8.0)[None], "task": ["x"]}
     state = pre(obs)["observation.state"]
     x = torch.arange(8.0)
-    torch.testing.assert_close(state[0], torch.stack([x.sin(), x.cos()], -1).flatten())  # raw, sin/cos interleaved
+    torch.testing.assert_close(
+        state[0], torch.stack([x.sin(), x.cos()], -1).flatten()
+    )  # raw, sin/cos interleaved
     assert policy.predict_action_chunk(pre(obs)).shape == (1, policy.config.chunk_size, 7)

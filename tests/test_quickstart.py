@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from utils import ROOT
 
 from lerobot_dit4dit.envs import metaworld
@@ -22,8 +21,12 @@ pytest.importorskip("metaworld", reason="needs the [metaworld] extra (installed 
 def _quickstart(env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["bash", str(ROOT / "examples" / "quickstart.sh"), "--fast"],
-        capture_output=True, text=True, env=env, timeout=900, cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        cwd=ROOT,
+    )
 
 
 def test_quickstart_fast(tmp_path):
@@ -106,7 +109,9 @@ def test_disable_shadows_applies_to_envs_built_afterwards():
         " a.shape == b.shape, bool((a != b).any()))\n"
     )
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     with_shadow_lights, without_shadow_lights, same_shape, pixels_differ = out.stdout.split()[-4:]
     assert int(with_shadow_lights) > 0 and int(without_shadow_lights) == 0
@@ -126,7 +131,9 @@ def test_cap_episode_steps_applies_to_envs_built_afterwards():
         "print(before.env._max_episode_steps, after.env._max_episode_steps, refused)\n"
     )
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     before, after, refused = out.stdout.split()[-3:]
     assert int(before) == 500 and int(after) == 7 and refused == "True"

@@ -14,12 +14,25 @@ pytest.importorskip("matplotlib")
 
 def test_report_writes_table_and_plot(tmp_path):
     results = [
-        {"task": task, "method": method, "episodes": n, "steps": 600, "batch_size": 16, "eval_step_limit": 100,
-         "train_seed": 1000, "eval_seeds": [100000, 100019], "eval_episodes": 20,
-         "success": float(i * 5 + j), "train_minutes": 3.0, "eval_minutes": 4.0}
-        for i, (task, method) in enumerate([("push-v3", "dit4dit"), ("push-v3", "diffusion"), ("reach-v3", "dit4dit")])
+        {
+            "task": task,
+            "method": method,
+            "episodes": n,
+            "steps": 600,
+            "batch_size": 16,
+            "eval_step_limit": 100,
+            "train_seed": 1000,
+            "eval_seeds": [100000, 100019],
+            "eval_episodes": 20,
+            "success": float(i * 5 + j),
+            "train_minutes": 3.0,
+            "eval_minutes": 4.0,
+        }
+        for i, (task, method) in enumerate(
+            [("push-v3", "dit4dit"), ("push-v3", "diffusion"), ("reach-v3", "dit4dit")]
+        )
         for j, n in enumerate([5, 15])
-    ]  # fmt: skip
+    ]
     text = se.report(tmp_path, results, {"push-v3": 100.0, "reach-v3": 96.0})
     assert (tmp_path / "results.md").read_text() == text
     assert "| task | method | 5 episodes | 15 episodes |" in text
@@ -32,11 +45,20 @@ def test_report_writes_table_and_plot(tmp_path):
 
 def test_finished_run_with_other_settings_is_refused(tmp_path):
     """Resuming must never mix runs made with other settings (e.g. a 600-step run in a 1200-step table)."""
-    args = argparse.Namespace(steps=1200, batch_size=16, seed=1000, resolution=64, eval_episodes=50,
-                                 episode_length=100, shadows=False)  # fmt: skip
+    args = argparse.Namespace(
+        steps=1200,
+        batch_size=16,
+        seed=1000,
+        resolution=64,
+        eval_episodes=50,
+        episode_length=100,
+        shadows=False,
+    )
     train, evaluation = se.run_settings(args)
     where = tmp_path / "runs" / "push-v3" / "dit4dit_5" / "result.json"
-    se.check_reused({**train, **evaluation, "success": 40.0}, {**train, **evaluation}, where)  # same: accepted
+    se.check_reused(
+        {**train, **evaluation, "success": 40.0}, {**train, **evaluation}, where
+    )  # same: accepted
     with pytest.raises(SystemExit, match=r"steps=600.*steps=1200"):
         se.check_reused({**train, **evaluation, "steps": 600}, {**train, **evaluation}, where)
     with pytest.raises(SystemExit, match=r"shadows=True.*shadows=False"):

@@ -12,13 +12,19 @@ from lerobot_dit4dit.envs.metaworld import REPO_ID, record
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--root", required=True, help="dataset directory (replaced when recording completes)")
-    parser.add_argument("--tasks", nargs="+", default=["button-press-topdown-v3"], help="MetaWorld task names")
+    parser.add_argument(
+        "--tasks", nargs="+", default=["button-press-topdown-v3"], help="MetaWorld task names"
+    )
     parser.add_argument("--episodes", type=int, default=50, help="episodes to keep per task")
     parser.add_argument("--resolution", type=int, default=64, help="square frame size, divisible by 16")
     parser.add_argument("--seed-start", type=int, default=0, help="first env seed (then +1 per attempt)")
-    parser.add_argument("--max-steps", type=int, default=400, help="step limit (lerobot-eval's episode_length)")
+    parser.add_argument(
+        "--max-steps", type=int, default=400, help="step limit (lerobot-eval's episode_length)"
+    )
     parser.add_argument("--keep-failures", action="store_true", help="also keep episodes the expert failed")
     parser.add_argument("--no-shadows", action="store_true", help="render without shadows (evaluate alike)")
     parser.add_argument("--repo-id", default=REPO_ID)

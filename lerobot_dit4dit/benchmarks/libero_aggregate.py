@@ -21,8 +21,13 @@ from .machine import machine_info
 
 PAPER = {"libero_spatial": 98.4, "libero_object": 99.6, "libero_goal": 98.6, "libero_10": 97.6}
 PAPER_AVERAGE = 98.6
-NAMES = {"libero_spatial": "Spatial", "libero_object": "Object", "libero_goal": "Goal", "libero_10": "Long (10)",
-         "libero_90": "LIBERO-90"}  # fmt: skip
+NAMES = {
+    "libero_spatial": "Spatial",
+    "libero_object": "Object",
+    "libero_goal": "Goal",
+    "libero_10": "Long (10)",
+    "libero_90": "LIBERO-90",
+}
 Z95 = 1.959963984540054
 
 
@@ -78,32 +83,44 @@ def summarise(tasks: dict[tuple[str, int], list[bool]]) -> dict:
 
 
 def format_table(summary: dict, machine: dict | None = None) -> str:
-    lines = ["| suite | tasks | episodes | success (%) | 95% CI (Wilson) | paper (%) |",
-             "|---|---:|---:|---:|---|---:|"]  # fmt: skip
+    lines = [
+        "| suite | tasks | episodes | success (%) | 95% CI (Wilson) | paper (%) |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
     order = [s for s in (*PAPER, "libero_90") if s in summary["suites"]]
     order += sorted(s for s in summary["suites"] if s not in order)
     for name in order:
         s = summary["suites"][name]
         paper = f"{PAPER[name]:.1f}" if name in PAPER else "-"
-        lines.append(f"| {NAMES.get(name, name)} | {s['tasks']} | {s['episodes']} | {s['rate']:.1f} | "
-                     f"[{s['ci95'][0]:.1f}, {s['ci95'][1]:.1f}] | {paper} |")  # fmt: skip
+        lines.append(
+            f"| {NAMES.get(name, name)} | {s['tasks']} | {s['episodes']} | {s['rate']:.1f} | "
+            f"[{s['ci95'][0]:.1f}, {s['ci95'][1]:.1f}] | {paper} |"
+        )
     if "average" in summary:
         a = summary["average"]
         paper = f"{PAPER_AVERAGE:.1f}" if set(summary["suites"]) == set(PAPER) else "-"
-        lines.append(f"| **Average** | {sum(s['tasks'] for s in summary['suites'].values())} | {a['episodes']} | "
-                     f"**{a['rate']:.1f}** | [{a['ci95'][0]:.1f}, {a['ci95'][1]:.1f}] (pooled) | {paper} |")  # fmt: skip
+        lines.append(
+            f"| **Average** | {sum(s['tasks'] for s in summary['suites'].values())} | {a['episodes']} | "
+            f"**{a['rate']:.1f}** | [{a['ci95'][0]:.1f}, {a['ci95'][1]:.1f}] (pooled) | {paper} |"
+        )
     if machine:
         gpu = machine.get("gpu") or "no GPU"
         lines.append("")
-        lines.append(f"Machine: {machine.get('cpu', '?')} ({machine.get('cpu_count', '?')} CPUs), {gpu}; "
-                     f"torch {machine.get('torch', '?')}, lerobot {machine.get('lerobot', '?')}, "
-                     f"{machine.get('platform', '?')}.")  # fmt: skip
+        lines.append(
+            f"Machine: {machine.get('cpu', '?')} ({machine.get('cpu_count', '?')} CPUs), {gpu}; "
+            f"torch {machine.get('torch', '?')}, lerobot {machine.get('lerobot', '?')}, "
+            f"{machine.get('platform', '?')}."
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("root", help="directory holding eval_info.json files (e.g. eval_protocol's --output-dir)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "root", help="directory holding eval_info.json files (e.g. eval_protocol's --output-dir)"
+    )
     parser.add_argument("--json", default=None, help="also write the summary here")
     args = parser.parse_args(argv)
     root = Path(args.root)

@@ -16,7 +16,9 @@ import time
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--policy-path", required=True)
     parser.add_argument("--suite", default="libero_spatial")
     parser.add_argument("--task-id", type=int, default=0)
@@ -37,8 +39,13 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     register_third_party_plugins()
-    env_cfg = LiberoEnv(task=args.suite, task_ids=[args.task_id], episode_length=args.steps,
-                        observation_height=args.size, observation_width=args.size)  # fmt: skip
+    env_cfg = LiberoEnv(
+        task=args.suite,
+        task_ids=[args.task_id],
+        episode_length=args.steps,
+        observation_height=args.size,
+        observation_width=args.size,
+    )
     policy_cfg = PreTrainedConfig.from_pretrained(args.policy_path)
     policy_cfg.pretrained_path = args.policy_path
     policy_cfg.device = args.device
@@ -46,8 +53,11 @@ def main() -> None:
     env = envs[args.suite][args.task_id]
     policy = make_policy(cfg=policy_cfg, env_cfg=env_cfg)
     policy.eval()
-    pre, post = make_pre_post_processors(policy_cfg=policy_cfg, pretrained_path=args.policy_path,
-                                         preprocessor_overrides={"device_processor": {"device": args.device}})  # fmt: skip
+    pre, post = make_pre_post_processors(
+        policy_cfg=policy_cfg,
+        pretrained_path=args.policy_path,
+        preprocessor_overrides={"device_processor": {"device": args.device}},
+    )
     env_pre, env_post = make_env_pre_post_processors(env_cfg=env_cfg, policy_cfg=policy_cfg)
 
     t0 = time.perf_counter()
@@ -73,13 +83,24 @@ def main() -> None:
             break
     env.close()
     total = t_policy + t_env
-    print(json.dumps({
-        "suite": args.suite, "task_id": args.task_id, "image_size": args.size, "steps": steps,
-        "chunk_size": policy_cfg.chunk_size, "n_action_steps": policy_cfg.n_action_steps,
-        "reset_s": round(reset_s, 2), "s_per_step": round(total / steps, 4),
-        "policy_s_per_step": round(t_policy / steps, 4), "env_s_per_step": round(t_env / steps, 4),
-        "policy_share": round(t_policy / total, 3), "env_share": round(t_env / total, 3),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "suite": args.suite,
+                "task_id": args.task_id,
+                "image_size": args.size,
+                "steps": steps,
+                "chunk_size": policy_cfg.chunk_size,
+                "n_action_steps": policy_cfg.n_action_steps,
+                "reset_s": round(reset_s, 2),
+                "s_per_step": round(total / steps, 4),
+                "policy_s_per_step": round(t_policy / steps, 4),
+                "env_s_per_step": round(t_env / steps, 4),
+                "policy_share": round(t_policy / total, 3),
+                "env_share": round(t_env / total, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -31,10 +31,20 @@ from .machine import machine_info
 
 # The paper's protocol: the four suites of its LIBERO table.
 PROTOCOL_SUITES = SUITES[:4]
-OFFICIAL_MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520,
-                      "libero_90": 400}  # fmt: skip
-LEROBOT_MAX_STEPS = {"libero_spatial": 280, "libero_object": 280, "libero_goal": 300, "libero_10": 520,
-                     "libero_90": 400}  # fmt: skip
+OFFICIAL_MAX_STEPS = {
+    "libero_spatial": 220,
+    "libero_object": 280,
+    "libero_goal": 300,
+    "libero_10": 520,
+    "libero_90": 400,
+}
+LEROBOT_MAX_STEPS = {
+    "libero_spatial": 280,
+    "libero_object": 280,
+    "libero_goal": 300,
+    "libero_10": 520,
+    "libero_90": 400,
+}
 
 
 def task_dir(output_dir: Path, suite: str, task_id: int) -> Path:
@@ -67,22 +77,35 @@ def plan(output_dir: Path, suites, n_episodes: int, task_ids=None) -> list[dict]
 def eval_command(args, suite: str, task_id: int, out: Path) -> list[str]:
     steps = (OFFICIAL_MAX_STEPS if args.max_steps == "official" else LEROBOT_MAX_STEPS)[suite]
     exe = shutil.which("lerobot-eval") or str(Path(sys.executable).parent / "lerobot-eval")
-    return [exe, f"--policy.path={args.policy_path}", f"--policy.device={args.device}",
-            "--env.type=libero", f"--env.task={suite}", f"--env.task_ids=[{task_id}]",
-            f"--env.episode_length={steps}", f"--eval.n_episodes={args.episodes}",
-            f"--eval.batch_size={args.batch_size}", f"--seed={args.seed}", f"--output_dir={out}",
-            *args.extra]  # fmt: skip
+    return [
+        exe,
+        f"--policy.path={args.policy_path}",
+        f"--policy.device={args.device}",
+        "--env.type=libero",
+        f"--env.task={suite}",
+        f"--env.task_ids=[{task_id}]",
+        f"--env.episode_length={steps}",
+        f"--eval.n_episodes={args.episodes}",
+        f"--eval.batch_size={args.batch_size}",
+        f"--seed={args.seed}",
+        f"--output_dir={out}",
+        *args.extra,
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--policy-path", required=True, help="checkpoint dir (or Hub id) for --policy.path")
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--suites", default=",".join(PROTOCOL_SUITES))
-    parser.add_argument("--task-ids", default=None, help="comma-separated task ids (default: all of each suite)")
+    parser.add_argument(
+        "--task-ids", default=None, help="comma-separated task ids (default: all of each suite)"
+    )
     parser.add_argument("--episodes", type=int, default=50, help="episodes per task (official: 50)")
     parser.add_argument("--batch-size", type=int, default=1, help="parallel envs per lerobot-eval run")
     parser.add_argument("--seed", type=int, default=7, help="start seed (official client: 7)")
@@ -99,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     task_ids = [int(t) for t in args.task_ids.split(",")] if args.task_ids else None
     rows = plan(output_dir, suites, args.episodes, task_ids)
     todo = [r for r in rows if not r["done"]]
-    print(f"[protocol] {len(rows)} tasks x {args.episodes} episodes: {len(rows) - len(todo)} done, {len(todo)} to run")
+    print(
+        f"[protocol] {len(rows)} tasks x {args.episodes} episodes: {len(rows) - len(todo)} done, {len(todo)} to run"
+    )
     if args.dry_run:
         for r in rows:
             state = "done" if r["done"] else "todo"
@@ -108,9 +133,17 @@ def main(argv: list[str] | None = None) -> int:
                 print("     " + " ".join(eval_command(args, r["suite"], r["task_id"], r["output_dir"])))
         return 0
     output_dir.mkdir(parents=True, exist_ok=True)
-    manifest = {"policy_path": args.policy_path, "suites": suites, "task_ids": task_ids, "episodes": args.episodes,
-                "seed": args.seed, "batch_size": args.batch_size, "max_steps": args.max_steps,
-                "extra_args": extra, "machine": machine_info()}  # fmt: skip
+    manifest = {
+        "policy_path": args.policy_path,
+        "suites": suites,
+        "task_ids": task_ids,
+        "episodes": args.episodes,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "max_steps": args.max_steps,
+        "extra_args": extra,
+        "machine": machine_info(),
+    }
     (output_dir / "protocol.json").write_text(json.dumps(manifest, indent=2))
     start = time.time()
     for i, r in enumerate(todo, 1):
@@ -125,14 +158,21 @@ def main(argv: list[str] | None = None) -> int:
         (out / "lerobot_eval.log").write_text(proc.stdout)
         if proc.returncode != 0 or not is_done(out, args.episodes):
             print(proc.stdout[-4000:])
-            print(f"[protocol] {r['suite']} task {r['task_id']} failed (exit {proc.returncode}); log: "
-                  f"{out / 'lerobot_eval.log'}. Re-run the same command to resume.")  # fmt: skip
+            print(
+                f"[protocol] {r['suite']} task {r['task_id']} failed (exit {proc.returncode}); log: "
+                f"{out / 'lerobot_eval.log'}. Re-run the same command to resume."
+            )
             return 1
         rate = json.loads((out / "eval_info.json").read_text())["overall"]["pc_success"]
         eta = (time.time() - start) / i * (len(todo) - i)
-        print(f"[protocol] {r['suite']} task {r['task_id']}: {rate:.1f}% in {time.time() - t0:.0f}s; "
-              f"about {eta / 60:.0f} min left", flush=True)  # fmt: skip
-    print(f"[protocol] all {len(rows)} tasks done; table: python -m lerobot_dit4dit.benchmarks.libero_aggregate {output_dir}")
+        print(
+            f"[protocol] {r['suite']} task {r['task_id']}: {rate:.1f}% in {time.time() - t0:.0f}s; "
+            f"about {eta / 60:.0f} min left",
+            flush=True,
+        )
+    print(
+        f"[protocol] all {len(rows)} tasks done; table: python -m lerobot_dit4dit.benchmarks.libero_aggregate {output_dir}"
+    )
     return 0
 
 

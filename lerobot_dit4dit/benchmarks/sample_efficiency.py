@@ -50,6 +50,8 @@ METHODS = {
     "diffusion": ["--config_path=configs/metaworld_diffusion.json"],
 }
 EVAL_SEED = 100_000
+
+
 def _run(cmd: list[str], log: Path) -> float:
     """Run `cmd` with its output in `log`; return the wall time. Raise with the log's tail on failure."""
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -64,8 +66,17 @@ def _run(cmd: list[str], log: Path) -> float:
 
 def run_settings(args) -> tuple[dict, dict]:
     """(training settings, evaluation settings) that a finished run must share with this invocation."""
-    train = {"steps": args.steps, "batch_size": args.batch_size, "train_seed": args.seed, "resolution": args.resolution}
-    evaluation = {"eval_episodes": args.eval_episodes, "eval_step_limit": args.episode_length, "shadows": args.shadows}
+    train = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "train_seed": args.seed,
+        "resolution": args.resolution,
+    }
+    evaluation = {
+        "eval_episodes": args.eval_episodes,
+        "eval_step_limit": args.episode_length,
+        "shadows": args.shadows,
+    }
     return train, evaluation
 
 
@@ -95,13 +106,24 @@ def run_one(args, task: str, method: str, n: int, data: Path, base: Path) -> dic
     if not ((ckpt / "model.safetensors").exists() and reusable):
         settings_file.unlink(missing_ok=True)
         shutil.rmtree(train_dir, ignore_errors=True)
-        cmd = ["lerobot-train", *METHODS[method], f"--dataset.root={data}", f"--dataset.episodes={list(range(n))}",
-               f"--output_dir={train_dir}", f"--steps={args.steps}", f"--save_freq={args.steps}",
-               f"--batch_size={args.batch_size}", f"--seed={args.seed}"]  # fmt: skip
+        cmd = [
+            "lerobot-train",
+            *METHODS[method],
+            f"--dataset.root={data}",
+            f"--dataset.episodes={list(range(n))}",
+            f"--output_dir={train_dir}",
+            f"--steps={args.steps}",
+            f"--save_freq={args.steps}",
+            f"--batch_size={args.batch_size}",
+            f"--seed={args.seed}",
+        ]
         size = f"[{args.resolution},{args.resolution}]"  # lerobot-eval renders 480x480; both resize in-policy
         if method.startswith("dit4dit"):
-            cmd += [f"--policy.base_model={base}", f"--policy.scheduler_decay_steps={args.steps}",
-                    f"--policy.image_resolution={size}"]  # fmt: skip
+            cmd += [
+                f"--policy.base_model={base}",
+                f"--policy.scheduler_decay_steps={args.steps}",
+                f"--policy.image_resolution={size}",
+            ]
         else:
             cmd += [f"--policy.resize_shape={size}"]
         train_s = _run(cmd, run_dir / "train.log")
@@ -112,20 +134,37 @@ def run_one(args, task: str, method: str, n: int, data: Path, base: Path) -> dic
     # finishes in under 100) and, when recorded so, without shadows: see `envs.metaworld`.
     shadow_flags = [] if args.shadows else ["--no-shadows"]
     eval_s = _run(
-        [sys.executable, "-m", "lerobot_dit4dit.envs.metaworld", f"--step-limit={args.episode_length}",
-         *shadow_flags, f"--policy.path={ckpt}",
-         "--policy.device=cpu", "--env.type=metaworld", f"--env.task={task}",
-         f"--eval.n_episodes={args.eval_episodes}", f"--eval.batch_size={args.eval_batch_size}",
-         "--eval.use_async_envs=false", f"--seed={EVAL_SEED}", f"--output_dir={eval_dir}"],
+        [
+            sys.executable,
+            "-m",
+            "lerobot_dit4dit.envs.metaworld",
+            f"--step-limit={args.episode_length}",
+            *shadow_flags,
+            f"--policy.path={ckpt}",
+            "--policy.device=cpu",
+            "--env.type=metaworld",
+            f"--env.task={task}",
+            f"--eval.n_episodes={args.eval_episodes}",
+            f"--eval.batch_size={args.eval_batch_size}",
+            "--eval.use_async_envs=false",
+            f"--seed={EVAL_SEED}",
+            f"--output_dir={eval_dir}",
+        ],
         run_dir / "eval.log",
-    )  # fmt: skip
+    )
     info = json.loads((eval_dir / "eval_info.json").read_text())["overall"]
     result = {
-        "task": task, "method": method, "episodes": n, **train_settings, **eval_settings,
+        "task": task,
+        "method": method,
+        "episodes": n,
+        **train_settings,
+        **eval_settings,
         "eval_seeds": [EVAL_SEED, EVAL_SEED + args.eval_episodes - 1],
-        "eval_episodes": info["n_episodes"], "success": info["pc_success"],
-        "train_minutes": None if train_s is None else train_s / 60, "eval_minutes": eval_s / 60,
-    }  # fmt: skip
+        "eval_episodes": info["n_episodes"],
+        "success": info["pc_success"],
+        "train_minutes": None if train_s is None else train_s / 60,
+        "eval_minutes": eval_s / 60,
+    }
     result_file.write_text(json.dumps(result, indent=2))
     return result
 
@@ -159,7 +198,8 @@ def report(out: Path, results: list[dict], expert: dict) -> str:
     lines += [
         "",
         "Expert success while recording: "
-        + ", ".join(f"{t} {v:.0f}%" for t, v in sorted(expert.items())) + ".",
+        + ", ".join(f"{t} {v:.0f}%" for t, v in sorted(expert.items()))
+        + ".",
         f"Each run: {any_r['steps']} training steps at batch {any_r['batch_size']} (train seed "
         f"{any_r['train_seed']}), evaluated on {any_r['eval_episodes']} episodes with seeds "
         f"{any_r['eval_seeds'][0]}..{any_r['eval_seeds'][1]} (recording seeds start at 0), at most "
@@ -196,7 +236,9 @@ def report(out: Path, results: list[dict], expert: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("outputs/sample_efficiency"))
     parser.add_argument("--tasks", nargs="+", default=["pick-place-v3", "push-v3"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[5, 15, 45])
@@ -206,10 +248,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--eval-batch-size", type=int, default=10)
-    parser.add_argument("--episode-length", type=int, default=100, help="eval step limit (LeRobot: 500; experts need < 100)")
+    parser.add_argument(
+        "--episode-length", type=int, default=100, help="eval step limit (LeRobot: 500; experts need < 100)"
+    )
     parser.add_argument("--seed", type=int, default=1000, help="training seed")
-    parser.add_argument("--shadows", action="store_true",
-                        help="render with MuJoCo shadows as plain lerobot-eval does (2.6x slower on CPU)")
+    parser.add_argument(
+        "--shadows",
+        action="store_true",
+        help="render with MuJoCo shadows as plain lerobot-eval does (2.6x slower on CPU)",
+    )
     parser.add_argument("--report-only", action="store_true", help="only rebuild the table and plot")
     args = parser.parse_args(argv)
     args.out = args.out.resolve()
@@ -239,18 +286,25 @@ def main(argv: list[str] | None = None) -> None:
         recorded = {"shadows": recording.get("shadows", True), "resolution": recording["resolution"]}
         for key, value in {"shadows": args.shadows, "resolution": args.resolution}.items():
             if recorded[key] != value and not args.report_only:
-                raise SystemExit(f"{data} was recorded with {key}={recorded[key]!r}, but this run asks for "
-                                 f"{key}={value!r}; pass the recording's setting or delete {data} to record again.")
+                raise SystemExit(
+                    f"{data} was recorded with {key}={recorded[key]!r}, but this run asks for "
+                    f"{key}={value!r}; pass the recording's setting or delete {data} to record again."
+                )
         if recording["tasks"][task]["episodes"] < max(args.sizes):
-            raise SystemExit(f"{data} holds {recording['tasks'][task]['episodes']} episodes of {task}, fewer than "
-                             f"--sizes asks for ({max(args.sizes)}); delete {data} to record again.")
+            raise SystemExit(
+                f"{data} holds {recording['tasks'][task]['episodes']} episodes of {task}, fewer than "
+                f"--sizes asks for ({max(args.sizes)}); delete {data} to record again."
+            )
         expert[task] = recording["tasks"][task]["expert_success_rate"]
         result_file = args.out / "runs" / task / f"{method}_{n}" / "result.json"
         if args.report_only and not result_file.exists():
             continue
         print(f"[sample-efficiency] {i + 1}/{len(plan)} {task} {method} {n} episodes", flush=True)
         r = run_one(args, task, method, n, data, base)
-        print(f"[sample-efficiency]   success {r['success']:.0f}% over {r['eval_episodes']} episodes", flush=True)
+        print(
+            f"[sample-efficiency]   success {r['success']:.0f}% over {r['eval_episodes']} episodes",
+            flush=True,
+        )
         results.append(r)
     if not results:
         raise SystemExit(f"No finished runs under {args.out / 'runs'}")

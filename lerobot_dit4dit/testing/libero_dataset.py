@@ -25,8 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-STATE_NAMES = ["eef_x", "eef_y", "eef_z", "eef_axis_angle_x", "eef_axis_angle_y", "eef_axis_angle_z",
-               "gripper_qpos_left", "gripper_qpos_right"]  # fmt: skip
+STATE_NAMES = [
+    "eef_x",
+    "eef_y",
+    "eef_z",
+    "eef_axis_angle_x",
+    "eef_axis_angle_y",
+    "eef_axis_angle_z",
+    "gripper_qpos_left",
+    "gripper_qpos_right",
+]
 ACTION_NAMES = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
 CAMERAS = ("observation.images.image", "observation.images.image2")
 
@@ -71,14 +79,22 @@ def make_libero_dataset(
     root = Path(root)
     if root.exists():
         shutil.rmtree(root)
-    ds = LeRobotDataset.create(repo_id, fps=20, features=libero_features(image_size), root=root,
-                               robot_type="panda", use_videos=False)  # fmt: skip
+    ds = LeRobotDataset.create(
+        repo_id, fps=20, features=libero_features(image_size), root=root, robot_type="panda", use_videos=False
+    )
     step = LiberoProcessorStep()
     task_suite = _get_suite(suite)
     rng = np.random.default_rng(seed)
     for task_id in task_ids:
-        env = LiberoEnv(task_suite, task_id, suite, obs_type="pixels_agent_pos", observation_height=image_size,
-                        observation_width=image_size, episode_length=episode_length)  # fmt: skip
+        env = LiberoEnv(
+            task_suite,
+            task_id,
+            suite,
+            obs_type="pixels_agent_pos",
+            observation_height=image_size,
+            observation_width=image_size,
+            episode_length=episode_length,
+        )
         try:
             for ep in range(num_episodes):
                 raw, _ = env.reset(seed=seed + ep)
@@ -105,7 +121,9 @@ def _batched(obs):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--root", required=True)
     parser.add_argument("--suite", default="libero_spatial")
     parser.add_argument("--task-ids", default="0", help="comma-separated task ids of the suite")
@@ -114,9 +132,15 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    ds = make_libero_dataset(args.root, suite=args.suite, task_ids=tuple(int(t) for t in args.task_ids.split(",")),
-                             num_episodes=args.episodes, episode_length=args.episode_length,
-                             image_size=args.image_size, seed=args.seed)  # fmt: skip
+    ds = make_libero_dataset(
+        args.root,
+        suite=args.suite,
+        task_ids=tuple(int(t) for t in args.task_ids.split(",")),
+        num_episodes=args.episodes,
+        episode_length=args.episode_length,
+        image_size=args.image_size,
+        seed=args.seed,
+    )
     print(f"wrote {ds.meta.total_episodes} episodes, {ds.meta.total_frames} frames to {args.root}")
 
 

@@ -48,7 +48,9 @@ class PointReachEnv:
     max_step = 0.15
     success_radius = 0.1
 
-    def __init__(self, image_size: int = 32, state_dim: int = 4, episode_length: int = 24, distractor: bool = False):
+    def __init__(
+        self, image_size: int = 32, state_dim: int = 4, episode_length: int = 24, distractor: bool = False
+    ):
         self.image_size, self.state_dim, self.episode_length = image_size, state_dim, episode_length
         self.distractor = distractor
 
@@ -128,16 +130,28 @@ def make_reach_dataset(
         shutil.rmtree(root)
     features = {
         "observation.images.front": {
-            "dtype": "image", "shape": (image_size, image_size, 3), "names": ["height", "width", "channels"]
+            "dtype": "image",
+            "shape": (image_size, image_size, 3),
+            "names": ["height", "width", "channels"],
         },
         "observation.images.wrist": {
-            "dtype": "image", "shape": (image_size, image_size, 3), "names": ["height", "width", "channels"]
+            "dtype": "image",
+            "shape": (image_size, image_size, 3),
+            "names": ["height", "width", "channels"],
         },
-        "observation.state": {"dtype": "float32", "shape": (state_dim,), "names": [f"s{i}" for i in range(state_dim)]},
+        "observation.state": {
+            "dtype": "float32",
+            "shape": (state_dim,),
+            "names": [f"s{i}" for i in range(state_dim)],
+        },
         "action": {"dtype": "float32", "shape": (action_dim,), "names": [f"a{i}" for i in range(action_dim)]},
-    }  # fmt: skip
-    ds = LeRobotDataset.create(repo_id, fps=fps, features=features, root=root, robot_type="point2d", use_videos=False)
-    env = PointReachEnv(image_size=image_size, state_dim=state_dim, episode_length=episode_length, distractor=distractor)
+    }
+    ds = LeRobotDataset.create(
+        repo_id, fps=fps, features=features, root=root, robot_type="point2d", use_videos=False
+    )
+    env = PointReachEnv(
+        image_size=image_size, state_dim=state_dim, episode_length=episode_length, distractor=distractor
+    )
     for ep in range(num_episodes):
         obs = env.reset(seed=seed + ep)
         hold = 2  # after reaching the goal, record a few frames of holding still with the 'grasp' channel on
@@ -155,7 +169,9 @@ def make_reach_dataset(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--root", required=True, help="dataset directory (replaced if it exists)")
     parser.add_argument("--repo-id", default="local/dit4dit_reach")
     parser.add_argument("--episodes", type=int, default=8)

@@ -18,15 +18,58 @@ import torch
 from diffusers import AutoencoderKLWan, CosmosTransformer3DModel, UniPCMultistepScheduler
 
 # Wan 2.1 latent statistics (the values of the real VAE config).
-WAN21_LATENTS_MEAN = [-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
-                      0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921]  # fmt: skip
-WAN21_LATENTS_STD = [2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
-                     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.916]  # fmt: skip
+WAN21_LATENTS_MEAN = [
+    -0.7571,
+    -0.7089,
+    -0.9113,
+    0.1075,
+    -0.1745,
+    0.9653,
+    -0.1517,
+    1.5508,
+    0.4134,
+    -0.0715,
+    0.5517,
+    -0.3632,
+    -0.1922,
+    -0.9497,
+    0.2503,
+    -0.2921,
+]
+WAN21_LATENTS_STD = [
+    2.8184,
+    1.4541,
+    2.3275,
+    2.6558,
+    1.2196,
+    1.7708,
+    2.6052,
+    2.0743,
+    3.2687,
+    2.1526,
+    2.8652,
+    1.5579,
+    1.6382,
+    1.1253,
+    2.8251,
+    1.916,
+]
 QWEN_SPECIAL_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
-]  # fmt: skip
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
 
 
 def build_byte_level_qwen_tokenizer():
@@ -80,18 +123,18 @@ TINY_BASE = TinyBaseSizes()
 
 # Policy settings matching `TINY_BASE` with a small action DiT. The tests and the benchmark use them; the
 # real-size defaults live in `DiT4DiTConfig`.
-TINY_POLICY_OVERRIDES = dict(
-    extract_layer=TINY_BASE.num_layers // 2,
-    max_prompt_tokens=64,
-    chunk_size=8,
-    n_action_steps=4,
-    max_state_dim=8,
-    max_action_dim=8,
-    action_num_layers=2,
-    action_num_heads=2,
-    action_head_dim=16,
-    action_hidden_size=64,
-)
+TINY_POLICY_OVERRIDES = {
+    "extract_layer": TINY_BASE.num_layers // 2,
+    "max_prompt_tokens": 64,
+    "chunk_size": 8,
+    "n_action_steps": 4,
+    "max_state_dim": 8,
+    "max_action_dim": 8,
+    "action_num_layers": 2,
+    "action_num_heads": 2,
+    "action_head_dim": 16,
+    "action_hidden_size": 64,
+}
 
 
 def build_tiny_cosmos_base(
@@ -115,7 +158,11 @@ def build_tiny_cosmos_base(
 
     output_dir = Path(output_dir)
     torch.manual_seed(seed)
-    num_layers, num_attention_heads, attention_head_dim = sizes.num_layers, sizes.num_attention_heads, sizes.attention_head_dim
+    num_layers, num_attention_heads, attention_head_dim = (
+        sizes.num_layers,
+        sizes.num_attention_heads,
+        sizes.attention_head_dim,
+    )
     text_hidden_size, text_num_layers = sizes.text_hidden_size, sizes.text_num_layers
     hidden = num_attention_heads * attention_head_dim
     text_embed_width = text_num_layers * text_hidden_size
@@ -123,21 +170,27 @@ def build_tiny_cosmos_base(
     tokenizer = build_byte_level_qwen_tokenizer()
     special = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     text_config = Qwen2_5_VLConfig(
-        text_config=dict(
-            hidden_size=text_hidden_size,
-            intermediate_size=2 * text_hidden_size,
-            num_hidden_layers=text_num_layers,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            vocab_size=512,
-            max_position_embeddings=4096,
-            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
-            pad_token_id=special["<|endoftext|>"],
-            bos_token_id=special["<|endoftext|>"],
-            eos_token_id=special["<|im_end|>"],
-        ),
-        vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=text_hidden_size,
-                           fullatt_block_indexes=[0]),  # fmt: skip
+        text_config={
+            "hidden_size": text_hidden_size,
+            "intermediate_size": 2 * text_hidden_size,
+            "num_hidden_layers": text_num_layers,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "vocab_size": 512,
+            "max_position_embeddings": 4096,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+            "pad_token_id": special["<|endoftext|>"],
+            "bos_token_id": special["<|endoftext|>"],
+            "eos_token_id": special["<|im_end|>"],
+        },
+        vision_config={
+            "depth": 1,
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_heads": 2,
+            "out_hidden_size": text_hidden_size,
+            "fullatt_block_indexes": [0],
+        },
         image_token_id=special["<|image_pad|>"],
         video_token_id=special["<|video_pad|>"],
         vision_start_token_id=special["<|vision_start|>"],
@@ -202,7 +255,9 @@ def build_tiny_cosmos_base(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--output", required=True, help="directory to write the pipeline to")
     for f in fields(TinyBaseSizes):
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=getattr(TINY_BASE, f.name))
