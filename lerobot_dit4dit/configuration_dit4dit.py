@@ -64,8 +64,8 @@ class DiT4DiTConfig(PreTrainedConfig):
     max_prompt_tokens: int = 512
     # Action post-processing of the official LIBERO client, for checkpoints trained with `lerobot-train`:
     # clip the normalised chunk to [-1, 1] before un-normalising it, and threshold action dim
-    # `binarize_gripper_dim` at 0.5 into the simulator's -1 (open, value >= 0.5) / +1 (close). The latter is for
-    # datasets whose gripper action is 1 = open, 0 = close (the IPEC-COMMUNITY LIBERO sets); None: off.
+    # `binarize_gripper_dim` at 0.5 into the simulator's -1 (open, value >= 0.5) / +1 (close). The latter is
+    # for datasets whose gripper action is 1 = open, 0 = close (the IPEC-COMMUNITY LIBERO sets); None: off.
     clip_normalized_actions: bool = False
     binarize_gripper_dim: int | None = None
 
@@ -77,7 +77,8 @@ class DiT4DiTConfig(PreTrainedConfig):
     # Flow time of the pure-noise future latents in the feature forward. None: the scheduler's first sigma
     # (200/201 for Cosmos-Predict2.5), as in the official code.
     feature_sigma: float | None = None
-    # Cast the feature sigma to the video DiT's dtype before the forward (the official code does this in bf16).
+    # Cast the feature sigma to the video DiT's dtype before the forward (the official code does this in
+    # bf16).
     cast_feature_sigma_to_model_dtype: bool = False
     # Seed of the feature-forward noise at inference, so the same observation gives the same features.
     # None draws fresh noise from the global RNG every call (official behaviour). Training always draws fresh
@@ -103,7 +104,7 @@ class DiT4DiTConfig(PreTrainedConfig):
     video_high_sigma_ratio: float = 0.0
     video_high_sigma_min: float = 0.98
 
-    # ---------------------------------------------------------------- action DiT (GR00T-style cross-attention DiT)
+    # ----------------------------------------------------------- action DiT (GR00T-style cross-attention DiT)
     # Number of actions predicted per chunk (the action horizon).
     chunk_size: int = 8
     # Number of actions of each chunk executed before predicting a new chunk.
@@ -126,8 +127,8 @@ class DiT4DiTConfig(PreTrainedConfig):
     action_max_seq_len: int = 1024
 
     # ---------------------------------------------------------------- action flow matching
-    # tau = Beta(alpha, beta) / s (the official GR00T/DiT4DiT form; tau may slightly exceed 1): with alpha > beta
-    # it emphasises the noisy end of the path (t=1 noise, t=0 data).
+    # tau = Beta(alpha, beta) / s (the official GR00T/DiT4DiT form; tau may slightly exceed 1): with
+    # alpha > beta it emphasises the noisy end of the path (t=1 noise, t=0 data).
     action_beta_alpha: float = 1.5
     action_beta_beta: float = 1.0
     action_noise_s: float = 0.999

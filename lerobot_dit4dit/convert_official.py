@@ -1,9 +1,11 @@
 """Convert an official DiT4DiT checkpoint (github Mondo-Robotics/DiT4DiT) into a dit4dit checkpoint directory.
 
     python -m lerobot_dit4dit.convert_official \
-        --checkpoint <run>/checkpoints/steps_80000_pytorch_model.pt   # or .safetensors, or <org>/<repo>/<file> on the Hub
+        --checkpoint <run>/checkpoints/steps_80000_pytorch_model.pt \
         --config <run>/config.yaml \
         --output outputs/dit4dit_libero_official
+
+(--checkpoint also takes a .safetensors file, or <org>/<repo>/<file> on the Hub.)
 
 The output holds config.json (settings that reproduce the official model), a slim model.safetensors (video DiT
 + action head) and the pre/post processors with the official normalisation (from `dataset_statistics.json`
@@ -112,7 +114,8 @@ def config_from_official(
     ):
         if dit_cfg.get(key, expected) != expected:
             raise ValueError(
-                f"action_model.diffusion_model_cfg.{key}={dit_cfg[key]!r} is not supported (expected {expected!r})."
+                f"action_model.diffusion_model_cfg.{key}={dit_cfg[key]!r} is not supported "
+                f"(expected {expected!r})."
             )
 
     kwargs: dict = {}
@@ -208,7 +211,8 @@ def stats_from_official(statistics: dict, action_dim: int) -> dict[str, dict[str
     """LeRobot stats reproducing the official action normalisation from `dataset_statistics.json`.
 
     Official: 2 (a - min) / (max - min) - 1 on dims whose `mask` is True; masked-out dims (grippers) pass
-    through raw. MIN_MAX with min = -1, max = 1 on those dims is the identity, so one MIN_MAX step reproduces it.
+    through raw. MIN_MAX with min = -1, max = 1 on those dims is the identity, so one MIN_MAX step reproduces
+    it.
     """
     if len(statistics) != 1:
         raise ValueError(
@@ -280,7 +284,8 @@ def convert_official(
             trained[PREFIX_MAP[prefix] + key[len(prefix) :]] = tensor.float()
     if unknown:
         raise ValueError(
-            f"Official checkpoint keys with no place in dit4dit: {unknown[:10]}{' ...' if len(unknown) > 10 else ''}"
+            "Official checkpoint keys with no place in dit4dit: "
+            f"{unknown[:10]}{' ...' if len(unknown) > 10 else ''}"
         )
 
     policy = DiT4DiTPolicy(cfg, load_base_transformer_weights=False)  # every trained weight is set below
@@ -298,12 +303,14 @@ def convert_official(
             ref = references[prefix].get(key[len(prefix) :])
             if ref is None or ref.shape != tensor.shape:
                 raise ValueError(
-                    f"Frozen official key {key} has no counterpart of shape {tuple(tensor.shape)} in {cfg.base_model}."
+                    f"Frozen official key {key} has no counterpart of shape {tuple(tensor.shape)} "
+                    f"in {cfg.base_model}."
                 )
             if not torch.equal(ref.to(tensor.dtype), tensor):
                 raise ValueError(
-                    f"Frozen official weight {key} differs from {cfg.base_model}: dit4dit re-loads frozen parts from "
-                    "the base model, so pass the base model this checkpoint was trained from (--base-model)."
+                    f"Frozen official weight {key} differs from {cfg.base_model}: "
+                    "dit4dit re-loads frozen parts from the base model, "
+                    "so pass the base model this checkpoint was trained from (--base-model)."
                 )
             checked += 1
         policy.video.release_text_encoder()

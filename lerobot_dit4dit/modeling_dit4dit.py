@@ -2,8 +2,9 @@
 
     current frame + instruction ──► Cosmos video DiT ──(block `extract_layer`, one forward, σ_f)──► features
                                         │                                                          │
-                           video FM loss on future latents                         GR00T action DiT ──► action chunk
-                                                                                      action FM loss
+                           video FM loss on future latents                                         ▼
+                                                                          action chunk ◄── GR00T action DiT
+                                                                                             action FM loss
 
 Training batch (after the preprocessor):
     observation.images.<cam>: (B, T, 3, H, W) in [-1, 1], T = num_video_frames (or (B, 3, H, W) when
@@ -68,9 +69,9 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         """
         Args:
             config: the policy configuration; `validate_features` runs here.
-            load_base_transformer_weights: False builds the video DiT from the base model's config only (random
-                weights), for callers that overwrite every trained weight right after (`from_pretrained`, the
-                converter).
+            load_base_transformer_weights: False builds the video DiT from the base model's config only
+                (random weights), for callers that overwrite every trained weight right after
+                (`from_pretrained`, the converter).
         """
         super().__init__(config)
         config.validate_features()
@@ -116,7 +117,8 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         return True
 
     def init_rtc_processor(self) -> None:
-        """(Re)build the RTC processor from `config.rtc_config` (`lerobot-rollout` calls this after setting it)."""
+        """(Re)build the RTC processor from `config.rtc_config` (`lerobot-rollout` calls this after setting
+        it)."""
         rtc = self.config.rtc_config
         self.rtc_processor = RTCProcessor(rtc) if rtc is not None and rtc.enabled else None
 
@@ -194,7 +196,8 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             state = state[:, 0]
         if state.shape[-1] != self.config.encoded_state_dim:
             raise ValueError(
-                f"DiT4DiT: {OBS_STATE} has dim {state.shape[-1]}, config expects {self.config.encoded_state_dim} "
+                f"DiT4DiT: {OBS_STATE} has dim {state.shape[-1]}, "
+                f"config expects {self.config.encoded_state_dim} "
                 f"(state_dim {self.config.state_dim}, state_encoding={self.config.state_encoding!r})."
             )
         return F.pad(state.float(), (0, self.config.max_state_dim - state.shape[-1]))
@@ -332,7 +335,8 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         actions = batch[ACTION]
         if actions.ndim != 3 or actions.shape[1:] != (cfg.chunk_size, cfg.action_dim):
             raise ValueError(
-                f"DiT4DiT: {ACTION} has shape {tuple(actions.shape)}; expected (B, {cfg.chunk_size}, {cfg.action_dim})."
+                f"DiT4DiT: {ACTION} has shape {tuple(actions.shape)}; "
+                f"expected (B, {cfg.chunk_size}, {cfg.action_dim})."
             )
         b, h, a = actions.shape
         actions = F.pad(actions.float(), (0, cfg.max_action_dim - a))
@@ -373,8 +377,9 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         """Action chunk (B, chunk_size, action_dim), normalised.
 
         Args:
-            inference_delay, prev_chunk_left_over ((B, T, action_dim) normalised), execution_horizon: real-time
-                chunking inputs, used when `config.rtc_config` is enabled (LeRobot's RTC semantics).
+            inference_delay, prev_chunk_left_over ((B, T, action_dim) normalised), execution_horizon:
+                real-time chunking inputs, used when `config.rtc_config` is enabled (LeRobot's RTC
+                semantics).
             noise: (B, chunk_size, max_action_dim) initial chunk at t = 1; standard normal when None.
             feature_noise: (B, 16, T_lat, h, w) noise of the feature forward; drawn from a generator seeded
                 with `feature_noise_seed` when None (global RNG if that is None).
@@ -441,9 +446,9 @@ class DiT4DiTPolicy(PreTrainedPolicy):
     def decode_predicted_latents(self, latents: Tensor) -> Tensor:
         """Imagined latents (B, 16, n_chunks * T_lat, h, w), chunks concatenated on dim 2 by `lerobot-eval` ->
         (T, H, W, 3) uint8 frames of the first batch element (the tiled camera views side by side). Each chunk
-        is decoded on its own (the Wan VAE is causal: a chunk's first latent is a single condition frame), giving
-        the current frame and its imagined future frames, 1 + 4 * (T_lat - 1) per chunk. Called by `lerobot-eval`
-        only."""
+        is decoded on its own (the Wan VAE is causal: a chunk's first latent is a single condition frame),
+        giving the current frame and its imagined future frames, 1 + 4 * (T_lat - 1) per chunk. Called by
+        `lerobot-eval` only."""
         device = self.video.latents_mean.device
         chunks = latents[:1].split(self.num_latent_frames, dim=2)
         video = torch.cat([self.video.decode_latents(c.to(device)) for c in chunks], dim=2)  # (1, 3, T, H, W)

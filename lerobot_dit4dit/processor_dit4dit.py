@@ -33,8 +33,8 @@ from .configuration_dit4dit import DiT4DiTConfig
 
 
 def resize_images(images: torch.Tensor, resolution) -> torch.Tensor:
-    """(N, C, H, W) float images -> (N, C, *resolution): the policy's resize (bilinear, antialiased), also used
-    by recorders that store downsized frames, so training data and evaluation inputs match."""
+    """(N, C, H, W) float images -> (N, C, *resolution): the policy's resize (bilinear, antialiased), also
+    used by recorders that store downsized frames, so training data and evaluation inputs match."""
     if tuple(images.shape[-2:]) == tuple(resolution):
         return images
     return F.interpolate(images, size=tuple(resolution), mode="bilinear", antialias=True)
@@ -128,7 +128,8 @@ class ActionClipProcessorStep(PolicyActionProcessorStep):
 @ProcessorStepRegistry.register("dit4dit_gripper_binarize_processor")
 @dataclass
 class GripperBinarizeProcessorStep(PolicyActionProcessorStep):
-    """Map a continuous gripper channel to two values: `value_at_or_above` if a >= threshold, else `value_below`.
+    """Map a continuous gripper channel to two values: `value_at_or_above` if a >= threshold, else
+    `value_below`.
 
     The official LIBERO client thresholds the model's gripper output at 0.5 (1 = open) and sends -1 (open) /
     +1 (close) to the simulator: dim=6, threshold=0.5, value_at_or_above=-1, value_below=1.

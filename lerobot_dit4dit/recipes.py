@@ -1,8 +1,8 @@
 """The official DiT4DiT training recipes: the one place their facts live.
 
 `configs/<preset>.json` are the `lerobot-train` presets of these recipes (a test checks each against this
-table), `convert_official` reads the cameras, state encoding and gripper handling of an official run from here,
-and `configs/README.md` describes them for people.
+table), `convert_official` reads the cameras, state encoding and gripper handling of an official run from
+here, and `configs/README.md` describes them for people.
 """
 
 from __future__ import annotations

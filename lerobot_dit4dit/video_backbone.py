@@ -1,4 +1,5 @@
-"""The video DiT backbone: Cosmos-Predict2.5 (diffusers) as a feature extractor and a video flow-matching model.
+"""The video DiT backbone: Cosmos-Predict2.5 (diffusers) as a feature extractor and a video flow-matching
+model.
 
 Components come from a diffusers `Cosmos2_5_PredictBasePipeline` (hub id or local directory):
 `CosmosTransformer3DModel` (trained), `AutoencoderKLWan` and the Qwen2.5-VL text encoder (both frozen), the

@@ -135,7 +135,8 @@ def test_lerobot_train_finetune_from_policy_path(trained, reach_dataset, tmp_pat
 
 
 def test_quickstart_preset_fits_the_tiny_base():
-    """The quickstart preset's features come from the tiny base's middle block, as the tests' tiny settings."""
+    """The quickstart preset's features come from the tiny base's middle block, as the tests' tiny
+    settings."""
     from lerobot_dit4dit.testing.tiny_base import TINY_BASE
 
     preset = json.loads((ROOT / "configs" / "metaworld_quickstart.json").read_text())["policy"]

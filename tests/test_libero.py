@@ -130,7 +130,7 @@ def test_every_preset_has_a_recipe():
     assert {f.name for f in fields(Recipe)} >= {"cameras", "chunk_size", "state_encoding"}
 
 
-# ------------------------------------------------------------------------------------------ protocol, aggregator
+# ----------------------------------------------------------------------------------- protocol, aggregator
 def _eval_info(path: Path, suite: str, task_id: int, successes: list[bool]) -> None:
     path.mkdir(parents=True, exist_ok=True)
     metrics = {
@@ -260,7 +260,8 @@ def test_protocol_lists_tasks_and_resumes(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------ end to end
 def test_lerobot_eval_on_real_libero(libero_config, tiny_base, tmp_path):
     """LIBERO-format dataset from the real simulator -> lerobot-train (LIBERO preset, tiny model) ->
-    lerobot-eval --env.type=libero --env.task=libero_spatial --eval.n_episodes=1, with imagined-frame video."""
+    lerobot-eval --env.type=libero --env.task=libero_spatial --eval.n_episodes=1, with imagined-frame
+    video."""
     import av
 
     from lerobot_dit4dit.testing.libero_dataset import CAMERAS

@@ -207,7 +207,9 @@ def test_overfit_one_batch(make_policy):
     policy.train()
     first = None
     start = time.perf_counter()
-    for step in range(300):
+    steps = 0
+    for _ in range(300):
+        steps += 1
         loss, info = policy.forward(batch, noise=noise)
         first = first or info
         opt.zero_grad()
@@ -215,7 +217,7 @@ def test_overfit_one_batch(make_policy):
         opt.step()
         if info["action_loss"] < first["action_loss"] / 5 and info["video_loss"] < first["video_loss"] / 5:
             break
-    print(f"overfit: {step + 1} steps, {time.perf_counter() - start:.1f}s, {first} -> {info}")
+    print(f"overfit: {steps} steps, {time.perf_counter() - start:.1f}s, {first} -> {info}")
     assert info["action_loss"] < first["action_loss"] / 5
     assert info["video_loss"] < first["video_loss"] / 5
 
@@ -260,7 +262,8 @@ def test_model_card_names_plugin_paper_and_base(make_policy):
 
 
 def test_gradient_checkpointing_end_to_end_gradients(make_policy):
-    """With checkpointing on and features not detached, the action loss reaches the video DiT (paper variant)."""
+    """With checkpointing on and features not detached, the action loss reaches the video DiT
+    (paper variant)."""
     torch.manual_seed(0)
     plain = make_policy(detach_video_features=False, action_dropout=0.0)
     torch.manual_seed(0)
@@ -325,7 +328,8 @@ def test_predicted_video_hooks(make_policy):
 
 
 def test_bfloat16_path_trains_and_predicts(make_policy):
-    """dtype=bfloat16: frozen VAE stored in bf16, trainable weights fp32 under bf16 autocast (the GPU recipe)."""
+    """dtype=bfloat16: frozen VAE stored in bf16, trainable weights fp32 under bf16 autocast
+    (the GPU recipe)."""
     policy = make_policy(dtype="bfloat16")
     assert policy.video.vae.dtype == torch.bfloat16 and policy.video.transformer.dtype == torch.float32
     policy.train()

@@ -235,8 +235,8 @@ def test_converter_rejects_unknown_and_mismatched_keys(tmp_path):
 
 
 def test_converter_processors_reproduce_official_normalisation(tmp_path):
-    """dataset_statistics.json -> min/max on masked dims, raw gripper, clip, and the recipe's gripper binarisation
-    (LIBERO: 6; none for recipes without one)."""
+    """dataset_statistics.json -> min/max on masked dims, raw gripper, clip, and the recipe's gripper
+    binarisation (LIBERO: 6; none for recipes without one)."""
     import shutil
 
     from lerobot.policies.factory import make_pre_post_processors
@@ -264,8 +264,8 @@ def test_converter_processors_reproduce_official_normalisation(tmp_path):
     pre, post = make_pre_post_processors(policy.config, pretrained_path=str(out))
     normalised = torch.tensor([[0.5, -0.5, 2.0, 0.0, 1.0, -1.0, 0.7]])
     got = post(normalised)
-    # dims 0-5: clip to [-1, 1] then 0.5 (a + 1)(max - min) + min; dim 6 (masked): raw, clipped to 0.7, and with
-    # LIBERO's binarisation 0.7 >= 0.5 -> open (-1)
+    # dims 0-5: clip to [-1, 1] then 0.5 (a + 1)(max - min) + min; dim 6 (masked): raw, clipped to 0.7, and
+    # with LIBERO's binarisation 0.7 >= 0.5 -> open (-1)
     gripper_dim = official_expectations()["gripper_dim"]
     expected = torch.tensor([[0.5, -1.0, 3.0, 0.0, 0.5, -0.5, 0.7]])
     if gripper_dim is not None:

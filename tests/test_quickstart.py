@@ -96,16 +96,19 @@ def test_recorder_resize_matches_the_preprocessor():
 
 
 def test_disable_shadows_applies_to_envs_built_afterwards():
-    """The study's faster rendering: envs built after `disable_shadows()` cast no shadows, earlier ones keep theirs.
+    """The study's faster rendering: envs built after `disable_shadows()` cast no shadows, earlier ones keep
+    theirs.
 
     Run in a subprocess because the switch is process-wide (it must also reach lerobot-eval's env factory).
     """
     code = (
         "import numpy as np\n"
         "from lerobot_dit4dit.envs.metaworld import ExpertRollout, disable_shadows\n"
-        "before = ExpertRollout('push-v3'); disable_shadows(); disable_shadows(); after = ExpertRollout('push-v3')\n"
+        "before = ExpertRollout('push-v3'); disable_shadows(); disable_shadows(); "
+        "after = ExpertRollout('push-v3')\n"
         "a = before.env.reset(seed=3)[0]['pixels']; b = after.env.reset(seed=3)[0]['pixels']\n"
-        "print(int(before.env._env.model.light_castshadow.sum()), int(after.env._env.model.light_castshadow.sum()),"
+        "print(int(before.env._env.model.light_castshadow.sum()), "
+        "int(after.env._env.model.light_castshadow.sum()),"
         " a.shape == b.shape, bool((a != b).any()))\n"
     )
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
@@ -123,7 +126,8 @@ def test_cap_episode_steps_applies_to_envs_built_afterwards():
     (`_max_episode_steps`) on envs built afterwards; a second, different cap in the process is refused."""
     code = (
         "from lerobot_dit4dit.envs.metaworld import ExpertRollout, cap_episode_steps\n"
-        "before = ExpertRollout('push-v3'); cap_episode_steps(7); cap_episode_steps(7); after = ExpertRollout('push-v3')\n"
+        "before = ExpertRollout('push-v3'); cap_episode_steps(7); cap_episode_steps(7); "
+        "after = ExpertRollout('push-v3')\n"
         "try:\n"
         "    cap_episode_steps(9); refused = False\n"
         "except ValueError as e:\n"

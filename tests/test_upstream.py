@@ -16,8 +16,9 @@ def _params(fn) -> list[str]:
 
 
 def test_diffusers_cosmos_prompt_embeds():
-    """`video_backbone.encode_prompts` calls the pipeline's private `_get_prompt_embeds` (the Cosmos-Predict2.5
-    text conditioning: every decoder layer, standardised per token), which has no public equivalent."""
+    """`video_backbone.encode_prompts` calls the pipeline's private `_get_prompt_embeds` (the
+    Cosmos-Predict2.5 text conditioning: every decoder layer, standardised per token), which has no public
+    equivalent."""
     from diffusers import Cosmos2_5_PredictBasePipeline
 
     fn = getattr(Cosmos2_5_PredictBasePipeline, "_get_prompt_embeds", None)
@@ -29,7 +30,8 @@ def test_diffusers_cosmos_prompt_embeds():
 
 
 def test_diffusers_cosmos_condition_mask_and_latents():
-    """`create_condition_mask` and `retrieve_latents` build the condition frame exactly as diffusers' pipeline."""
+    """`create_condition_mask` and `retrieve_latents` build the condition frame exactly as diffusers'
+    pipeline."""
     from diffusers import Cosmos2_5_PredictBasePipeline
     from diffusers.pipelines.cosmos import pipeline_cosmos2_5_predict
 
@@ -43,7 +45,8 @@ def test_diffusers_cosmos_condition_mask_and_latents():
 
 
 def test_lerobot_card_context():
-    """`DiT4DiTPolicy.generate_model_card` fills LeRobot's card context with the private `_build_card_context`."""
+    """`DiT4DiTPolicy.generate_model_card` fills LeRobot's card context with the private
+    `_build_card_context`."""
     from lerobot.policies import pretrained
 
     where = "lerobot.policies.pretrained._build_card_context"

@@ -41,7 +41,8 @@ def tiny_config(base: str, **overrides) -> DiT4DiTConfig:
 
 
 def train_batch(cfg: DiT4DiTConfig, batch_size: int = 2, seed: int = 0) -> dict:
-    """A preprocessed training batch: images (B, T, 3, H, W) in [-1, 1], state (B, T, S), actions (B, H, A)."""
+    """A preprocessed training batch: images (B, T, 3, H, W) in [-1, 1], state (B, T, S),
+    actions (B, H, A)."""
     g = torch.Generator().manual_seed(seed)
     t = cfg.num_video_frames
     batch = {cam: torch.rand(batch_size, t, 3, IMG, IMG, generator=g) * 2 - 1 for cam in CAMERAS}
@@ -79,6 +80,7 @@ def run(cmd: list[str], env: dict | None = None, timeout: int = 600, **kwargs) -
     )
     if proc.returncode != 0:
         raise AssertionError(
-            f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+            f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
         )
     return proc

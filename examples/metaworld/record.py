@@ -1,4 +1,5 @@
-"""Record MetaWorld scripted-expert demonstrations into a LeRobotDataset v3 (see `lerobot_dit4dit.envs.metaworld`).
+"""Record MetaWorld scripted-expert demonstrations into a LeRobotDataset v3
+(see `lerobot_dit4dit.envs.metaworld`).
 
     MUJOCO_GL=egl python examples/metaworld/record.py --tasks button-press-topdown-v3 --episodes 50 \
         --resolution 64 --root outputs/metaworld/data

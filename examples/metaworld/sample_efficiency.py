@@ -1,4 +1,5 @@
-"""The MetaWorld sample-efficiency study (a benchmark, not a test): `lerobot_dit4dit.benchmarks.sample_efficiency`.
+"""The MetaWorld sample-efficiency study (a benchmark, not a test):
+`lerobot_dit4dit.benchmarks.sample_efficiency`.
 
     MUJOCO_GL=egl python examples/metaworld/sample_efficiency.py --out outputs/sample_efficiency
     python examples/metaworld/sample_efficiency.py --out outputs/sample_efficiency --report-only

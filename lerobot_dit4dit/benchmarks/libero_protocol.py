@@ -1,15 +1,18 @@
-"""The official LIBERO protocol through `lerobot-eval`: 4 suites x 10 tasks x 50 episodes, fixed seeds, resumable.
+"""The official LIBERO protocol through `lerobot-eval`: 4 suites x 10 tasks x 50 episodes, fixed seeds,
+resumable.
 
     MUJOCO_GL=egl python -m lerobot_dit4dit.benchmarks.libero_protocol \
-        --policy-path outputs/dit4dit_libero_official --output-dir outputs/libero_protocol --device cuda --batch-size 10
+        --policy-path outputs/dit4dit_libero_official --output-dir outputs/libero_protocol \
+        --device cuda --batch-size 10
     python -m lerobot_dit4dit.benchmarks.libero_aggregate outputs/libero_protocol
 
 Each (suite, task) is one `lerobot-eval --env.type=libero --env.task=<suite> --env.task_ids=[<task>]` run
 into `<output-dir>/<suite>/task_<NN>/`; the rollout, success check and videos are lerobot-eval's own. A task
-whose `eval_info.json` exists with the requested episode count is skipped, so an interrupted run resumes where it
-stopped (a task that did not finish is re-run from its first episode). Episodes use LIBERO's fixed init states
-(episode i of a task uses init state i) and seeds `seed + i`, so a rerun reproduces the same episodes.
-`protocol.json` in the output dir records the settings and the machine; `libero_aggregate` reads both.
+whose `eval_info.json` exists with the requested episode count is skipped, so an interrupted run resumes
+where it stopped (a task that did not finish is re-run from its first episode). Episodes use LIBERO's fixed
+init states (episode i of a task uses init state i) and seeds `seed + i`, so a rerun reproduces the same
+episodes. `protocol.json` in the output dir records the settings and the machine; `libero_aggregate` reads
+both.
 
 Episode lengths are the official client's per-suite limits (spatial 220, object 280, goal 300, libero_10 520
 steps after LIBERO's 10 settling steps); `--max-steps lerobot` uses LeRobot's defaults (280/280/300/520)
@@ -123,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = plan(output_dir, suites, args.episodes, task_ids)
     todo = [r for r in rows if not r["done"]]
     print(
-        f"[protocol] {len(rows)} tasks x {args.episodes} episodes: {len(rows) - len(todo)} done, {len(todo)} to run"
+        f"[protocol] {len(rows)} tasks x {args.episodes} episodes: "
+        f"{len(rows) - len(todo)} done, {len(todo)} to run"
     )
     if args.dry_run:
         for r in rows:
@@ -171,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     print(
-        f"[protocol] all {len(rows)} tasks done; table: python -m lerobot_dit4dit.benchmarks.libero_aggregate {output_dir}"
+        f"[protocol] all {len(rows)} tasks done; table: "
+        f"python -m lerobot_dit4dit.benchmarks.libero_aggregate {output_dir}"
     )
     return 0
 

@@ -1,7 +1,7 @@
 """The paper's sample-efficiency claim in miniature, on MetaWorld (a benchmark script, not a test).
 
-For every task: record the largest dataset size once (scripted expert, successful episodes only), then for every
-size N train on its first N episodes, with the same number of steps and batch size for every method:
+For every task: record the largest dataset size once (scripted expert, successful episodes only), then for
+every size N train on its first N episodes, with the same number of steps and batch size for every method:
 
     dit4dit          joint dual flow matching (configs/metaworld_quickstart.json)
     dit4dit_action   the same preset with training_mode=action (no video loss: the paper's ablation)
@@ -12,9 +12,10 @@ recording seeds. Every run writes `runs/<task>/<method>_<N>/result.json`; finish
 script resumes where it stopped. At the end it writes `results.md` (table with seeds and wall times) and
 `success_vs_episodes.png` to --out.
 
-Recording and evaluation both render without MuJoCo shadows unless --shadows is given: on a CPU renderer shadows
-are most of the simulator's cost (72 -> 28 ms per 480x480 frame here). Runs made with other settings (steps,
-batch, seed, resolution, evaluation episodes, step limit, shadows) are refused rather than mixed into the table.
+Recording and evaluation both render without MuJoCo shadows unless --shadows is given: on a CPU renderer
+shadows are most of the simulator's cost (72 -> 28 ms per 480x480 frame here). Runs made with other settings
+(steps, batch, seed, resolution, evaluation episodes, step limit, shadows) are refused rather than mixed into
+the table.
 
     MUJOCO_GL=egl python examples/metaworld/sample_efficiency.py --out outputs/sample_efficiency
     python examples/metaworld/sample_efficiency.py --out outputs/sample_efficiency --report-only

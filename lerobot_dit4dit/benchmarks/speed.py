@@ -192,7 +192,8 @@ def time_policy(args) -> None:
         f"{chunk_s * 1000 / n:.1f} ms/step"
     )
     print(
-        f"peak memory: {_peak_memory_mb(device):.0f} MiB ({'CUDA allocated' if device.type == 'cuda' else 'max RSS'})"
+        f"peak memory: {_peak_memory_mb(device):.0f} MiB "
+        f"({'CUDA allocated' if device.type == 'cuda' else 'max RSS'})"
     )
 
 

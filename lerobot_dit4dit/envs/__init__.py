@@ -1,1 +1,2 @@
-"""Simulator glue: offline LIBERO setup and MetaWorld recording/evaluation helpers around LeRobot's own envs."""
+"""Simulator glue: offline LIBERO setup and MetaWorld recording/evaluation helpers around LeRobot's own
+envs."""

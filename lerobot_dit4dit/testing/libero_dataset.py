@@ -1,15 +1,15 @@
 """Write a small LeRobotDataset in the format of LeRobot's LIBERO datasets, recorded in the real simulator.
 
-    MUJOCO_GL=egl python -m lerobot_dit4dit.testing.libero_dataset --root outputs/data/libero_tiny --episodes 2
+    MUJOCO_GL=egl python -m lerobot_dit4dit.testing.libero_dataset \
+        --root outputs/data/libero_tiny --episodes 2
 
 The features are those of `HuggingFaceVLA/libero` as `lerobot-eval --env.type=libero` feeds them to a policy:
 
-| key | shape | content |
-|---|---|---|
-| `observation.images.image` | (S, S, 3) | agent-view camera, rotated 180° (the dataset convention; LeRobot's `LiberoProcessorStep` applies the same flip to the live env) |
-| `observation.images.image2` | (S, S, 3) | wrist camera, rotated 180° |
-| `observation.state` | (8,) | eef position (3), eef axis-angle (3), gripper finger qpos (2) |
-| `action` | (7,) | delta eef position (3), delta rotation (3), gripper (-1 open, +1 close), in [-1, 1] |
+- `observation.images.image`, (S, S, 3): agent-view camera, rotated 180° (the dataset convention;
+  LeRobot's `LiberoProcessorStep` applies the same flip to the live env)
+- `observation.images.image2`, (S, S, 3): wrist camera, rotated 180°
+- `observation.state`, (8,): eef position (3), eef axis-angle (3), gripper finger qpos (2)
+- `action`, (7,): delta eef position (3), delta rotation (3), gripper (-1 open, +1 close), in [-1, 1]
 
 Frames come from LeRobot's own `LiberoEnv` and `LiberoProcessorStep`, so orientation and state layout are the
 env's by construction. The actions are a smooth random exploration (not an expert): the dataset is for
@@ -70,7 +70,8 @@ def make_libero_dataset(
     repo_id: str = "local/dit4dit_libero_tiny",
     seed: int = 0,
 ):
-    """Record `num_episodes` episodes per task of `suite` in the real LIBERO simulator; returns the dataset."""
+    """Record `num_episodes` episodes per task of `suite` in the real LIBERO simulator; returns the
+    dataset."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
     from lerobot.envs.libero import LiberoEnv, _get_suite
     from lerobot.envs.utils import preprocess_observation
