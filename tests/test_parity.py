@@ -187,46 +187,31 @@ def test_converter_accepts_the_official_pt_format(tmp_path):
     assert cfg["n_action_steps"] == cfg["chunk_size"]  # the official clients execute the whole chunk
 
 
-def test_converter_rejects_unknown_and_mismatched_keys(tmp_path):
+@pytest.mark.parametrize(
+    "edit,error",
+    [
+        ("extra_key", r"backbone_interface\.extractor\.lora\.weight"),
+        ("wrong_shape", r"action_head\.state_encoder\.layer1\.weight: checkpoint \(3, 3\)"),
+        ("changed_vae", "differs from"),
+    ],
+)
+def test_converter_rejects_unknown_and_mismatched_keys(tmp_path, edit, error):
     from safetensors.torch import save_file
 
     sd = load_file(FIXTURES / "official_model.safetensors")
-    sd["backbone_interface.extractor.lora.weight"] = torch.zeros(1)
-    save_file(sd, tmp_path / "extra.safetensors")
-    with pytest.raises(ValueError, match=r"backbone_interface\.extractor\.lora\.weight"):
+    if edit == "extra_key":
+        sd["backbone_interface.extractor.lora.weight"] = torch.zeros(1)
+    elif edit == "wrong_shape":
+        sd["action_model.state_encoder.layer1.weight"] = torch.zeros(3, 3)
+    else:
+        key = next(k for k in sd if k.startswith("backbone_interface.extractor.vae."))
+        sd[key] = sd[key] + 1
+    save_file(sd, tmp_path / "edited.safetensors")
+    with pytest.raises(ValueError, match=error):
         convert_official(
-            str(tmp_path / "extra.safetensors"),
+            str(tmp_path / "edited.safetensors"),
             FIXTURES / "official_config.yaml",
-            tmp_path / "a",
-            cameras=[CAMERA],
-            state_dim=8,
-            action_dim=7,
-            state_encoding="none",
-        )
-
-    sd = load_file(FIXTURES / "official_model.safetensors")
-    sd["action_model.state_encoder.layer1.weight"] = torch.zeros(3, 3)
-    save_file(sd, tmp_path / "shape.safetensors")
-    with pytest.raises(ValueError, match=r"action_head\.state_encoder\.layer1\.weight: checkpoint \(3, 3\)"):
-        convert_official(
-            str(tmp_path / "shape.safetensors"),
-            FIXTURES / "official_config.yaml",
-            tmp_path / "b",
-            cameras=[CAMERA],
-            state_dim=8,
-            action_dim=7,
-            state_encoding="none",
-        )
-
-    sd = load_file(FIXTURES / "official_model.safetensors")
-    key = next(k for k in sd if k.startswith("backbone_interface.extractor.vae."))
-    sd[key] = sd[key] + 1
-    save_file(sd, tmp_path / "vae.safetensors")
-    with pytest.raises(ValueError, match="differs from"):
-        convert_official(
-            str(tmp_path / "vae.safetensors"),
-            FIXTURES / "official_config.yaml",
-            tmp_path / "c",
+            tmp_path / "out",
             cameras=[CAMERA],
             state_dim=8,
             action_dim=7,

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from utils import ROOT
+from utils import ROOT, run
 
 from lerobot_dit4dit.envs import metaworld
 
@@ -95,6 +95,12 @@ def test_recorder_resize_matches_the_preprocessor():
     assert ours.shape == (64, 64, 3) and np.abs(ours.astype(float) - expected).max() <= 1.0
 
 
+def _python_in_fresh_process(code: str):
+    """Run `code` in a new interpreter: the render switches are process-wide and must not leak here."""
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    return run([sys.executable, "-c", code], env=env, timeout=300, cwd=ROOT)
+
+
 def test_disable_shadows_applies_to_envs_built_afterwards():
     """The study's faster rendering: envs built after `disable_shadows()` cast no shadows, earlier ones keep
     theirs.
@@ -111,11 +117,7 @@ def test_disable_shadows_applies_to_envs_built_afterwards():
         "int(after.env._env.model.light_castshadow.sum()),"
         " a.shape == b.shape, bool((a != b).any()))\n"
     )
-    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
+    out = _python_in_fresh_process(code)
     with_shadow_lights, without_shadow_lights, same_shape, pixels_differ = out.stdout.split()[-4:]
     assert int(with_shadow_lights) > 0 and int(without_shadow_lights) == 0
     assert same_shape == "True" and pixels_differ == "True"
@@ -134,10 +136,6 @@ def test_cap_episode_steps_applies_to_envs_built_afterwards():
         "    refused = 'already capped at 7' in str(e)\n"
         "print(before.env._max_episode_steps, after.env._max_episode_steps, refused)\n"
     )
-    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
+    out = _python_in_fresh_process(code)
     before, after, refused = out.stdout.split()[-3:]
     assert int(before) == 500 and int(after) == 7 and refused == "True"
