@@ -7,6 +7,7 @@ with `lerobot_dit4dit.testing.tiny_base`).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -14,6 +15,8 @@ from lerobot.configs import NormalizationMode, PreTrainedConfig
 from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig
 from lerobot.policies.rtc.configuration_rtc import RTCConfig
 from lerobot.utils.constants import ACTION, OBS_STATE
+
+logger = logging.getLogger(__name__)
 
 TRAINING_MODES = ("joint", "video", "action")
 STATE_ENCODINGS = ("none", "sincos_interleaved", "sincos_blocked")
@@ -179,6 +182,16 @@ class DiT4DiTConfig(PreTrainedConfig):
         self.image_resolution = tuple(self.image_resolution)
         self.optimizer_betas = tuple(self.optimizer_betas)
         self.camera_order = list(self.camera_order)
+        try:
+            self._validate()
+        except ValueError as e:
+            # draccus, the parser behind lerobot-train/-eval/-rollout, replaces this error by "Couldn't
+            # instantiate class DiT4DiTConfig"; log it so that command-line users see the key and the fix.
+            logger.error("DiT4DiT config: %s", e)
+            raise
+
+    def _validate(self) -> None:
+        """Raise ValueError naming the first field whose value is meaningless."""
         if self.training_mode not in TRAINING_MODES:
             raise ValueError(f"training_mode={self.training_mode!r}; expected one of {TRAINING_MODES}.")
         if self.video_time_distribution not in VIDEO_TIME_DISTRIBUTIONS:
@@ -210,7 +223,25 @@ class DiT4DiTConfig(PreTrainedConfig):
         if not 0.0 <= self.video_high_sigma_ratio <= 1.0:
             raise ValueError(f"video_high_sigma_ratio={self.video_high_sigma_ratio} must be in [0, 1].")
         if self.num_action_noise_draws < 1 or self.num_inference_steps < 1:
-            raise ValueError("num_action_noise_draws and num_inference_steps must be >= 1.")
+            raise ValueError(
+                f"num_action_noise_draws={self.num_action_noise_draws} and num_inference_steps="
+                f"{self.num_inference_steps} must both be >= 1."
+            )
+        duplicates = sorted({k for k in self.camera_order if self.camera_order.count(k) > 1})
+        if duplicates:
+            raise ValueError(f"camera_order names {duplicates} more than once: {self.camera_order}.")
+        if self.video_loss_weight < 0:
+            raise ValueError(f"video_loss_weight={self.video_loss_weight} must be >= 0.")
+        if self.feature_sigma is not None and not 0.0 < self.feature_sigma <= 1.0:
+            raise ValueError(
+                f"feature_sigma={self.feature_sigma} must be in (0, 1] (or null: the scheduler's)."
+            )
+        if self.num_timestep_buckets < 1:
+            raise ValueError(f"num_timestep_buckets={self.num_timestep_buckets} must be >= 1.")
+        if self.max_prompt_tokens < 1:
+            raise ValueError(f"max_prompt_tokens={self.max_prompt_tokens} must be >= 1.")
+        if not 0.0 <= self.action_dropout < 1.0:
+            raise ValueError(f"action_dropout={self.action_dropout} must be in [0, 1).")
 
     # ------------------------------------------------------------------ LeRobot hooks
     def get_optimizer_preset(self) -> AdamWConfig:

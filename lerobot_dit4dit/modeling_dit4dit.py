@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import json
 import logging
+import math
 import os
 from collections import deque
 from dataclasses import dataclass, fields
@@ -104,6 +106,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         if config.training_mode == "video":
             self.action_head.requires_grad_(False)
         self.init_rtc_processor()
+        self.training_forwards = 0  # forward calls in train mode, named when a loss turns non-finite
         self.reset()
 
     # ------------------------------------------------------------------ LeRobot API
@@ -210,6 +213,13 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             )
         if isinstance(tasks, str):
             tasks = [tasks] * batch_size
+        if not isinstance(tasks, list | tuple):
+            raise TypeError(
+                f"DiT4DiT: 'task' must be a string or a list of strings, got {type(tasks).__name__}."
+            )
+        bad = [t for t in tasks if not isinstance(t, str)]
+        if bad:
+            raise TypeError(f"DiT4DiT: every 'task' must be a string instruction; got {bad[:3]!r}.")
         if len(tasks) != batch_size:
             raise ValueError(f"DiT4DiT: {len(tasks)} task strings for a batch of {batch_size}.")
         return list(tasks)
@@ -285,6 +295,8 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         Returns:
             (loss, {"action_loss": float, "video_loss": float})
         """
+        if self.training:
+            self.training_forwards += 1
         video = self.tile_cameras(batch, train=True)
         noise = noise or ForwardNoise()
         noise.check(self.noise_shapes(video.shape[0]))
@@ -311,6 +323,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             action_loss = self._action_loss(batch, features, noise)
             loss = loss + action_loss
             info["action_loss"] = action_loss.item()
+            self._check_finite(batch, "action_loss", info["action_loss"])
         if mode != "action":
             video_loss = self.video.video_loss(
                 latents,
@@ -325,10 +338,41 @@ class DiT4DiTPolicy(PreTrainedPolicy):
                     "high_sigma_ratio": cfg.video_high_sigma_ratio,
                     "high_sigma_min": cfg.video_high_sigma_min,
                 },
+                future_mask=self._future_latent_mask(batch, latents.shape[2]),
             )
             loss = loss + cfg.video_loss_weight * video_loss
             info["video_loss"] = video_loss.item()
+            self._check_finite(batch, "video_loss", info["video_loss"])
         return loss, info
+
+    def _future_latent_mask(self, batch: dict, num_latent_frames: int) -> Tensor | None:
+        """(B, T_lat - 1) bool: True for future latent frames made only of real frames.
+
+        LeRobot pads a clip that runs past the episode end by repeating the boundary frame and marks those
+        frames in `<camera>_is_pad` (B, T). Latent frame k >= 1 encodes pixel frames 1 + 4(k-1) .. 4k; one
+        with any padded pixel frame would teach the video DiT a frozen scene, so it leaves the video loss.
+        None when the batch carries no padding flags (every frame counts).
+        """
+        pads = [batch[f"{k}_is_pad"] for k in self.config.cameras if f"{k}_is_pad" in batch]
+        if not pads or num_latent_frames < 2:
+            return None
+        pad = torch.stack([p.bool() for p in pads]).any(0)  # (B, T)
+        stride = self.video.temporal_compression
+        groups = [pad[:, 1 + stride * (k - 1) : 1 + stride * k].any(-1) for k in range(1, num_latent_frames)]
+        return ~torch.stack(groups, dim=1)
+
+    def _check_finite(self, batch: dict, name: str, value: float) -> None:
+        """Stop on a non-finite loss term. `value` is already on the host (it is logged): no extra sync."""
+        if math.isfinite(value):
+            return
+        keys = ("episode_index", "frame_index", "index")
+        where = {k: batch[k].flatten().tolist()[:8] for k in keys if k in batch}
+        raise FloatingPointError(
+            f"DiT4DiT: {name} is {value} at training forward {self.training_forwards} (counted since "
+            f"this process built the policy); batch {where or '(no index keys)'}. Check the dataset for "
+            "NaN/Inf actions or state at those frames, or lower the learning rate. Training stops here so "
+            "that no NaN is saved."
+        )
 
     def _action_loss(self, batch: dict[str, Tensor], features: Tensor, noise: ForwardNoise) -> Tensor:
         cfg = self.config
@@ -385,6 +429,12 @@ class DiT4DiTPolicy(PreTrainedPolicy):
                 with `feature_noise_seed` when None (global RNG if that is None).
         """
         self.eval()
+        if self.config.training_mode == "video":
+            raise RuntimeError(
+                "DiT4DiT: this policy was trained with training_mode='video' (video loss only): its "
+                "action head "
+                "is untrained, so it cannot predict actions. Train with training_mode='joint' or 'action'."
+            )
         video = self.tile_cameras(batch, train=False)[:, :, :1]  # the current frame only
         rtc = {}
         if self.rtc_processor is not None:
@@ -421,8 +471,14 @@ class DiT4DiTPolicy(PreTrainedPolicy):
                 conditional_frame_timestep=self.config.conditional_frame_timestep,
                 num_steps=self.config.predicted_video_steps,
             ).cpu()
+        shape = (bsz, self.config.chunk_size, self.config.max_action_dim)
         if noise is None:
-            noise = torch.randn(bsz, self.config.chunk_size, self.config.max_action_dim, device=video.device)
+            noise = torch.randn(shape, device=video.device)
+        elif tuple(noise.shape) != shape:
+            raise ValueError(
+                f"DiT4DiT: noise has shape {tuple(noise.shape)}; expected (B, chunk_size, "
+                f"max_action_dim) = {shape}."
+            )
         actions = self.action_head.sample(
             state,
             features.float(),
@@ -437,6 +493,17 @@ class DiT4DiTPolicy(PreTrainedPolicy):
     def select_action(self, batch: dict[str, Tensor], noise: Tensor | None = None, **kwargs) -> Tensor:
         """One action (B, action_dim); a new chunk is predicted every `n_action_steps` calls."""
         self.eval()
+        batch_size = self.tile_cameras(batch).shape[0]
+        if self._action_queue and self._action_queue[0].shape[0] != batch_size:
+            # The queued chunk belongs to a batch of another size (e.g. a new set of envs): never hand its
+            # actions to these observations; start a fresh chunk instead.
+            logger.warning(
+                "DiT4DiT: batch size changed from %d to %d in the middle of a chunk; dropping the "
+                "queued actions.",
+                self._action_queue[0].shape[0],
+                batch_size,
+            )
+            self._action_queue.clear()
         if len(self._action_queue) == 0:
             chunk = self.predict_action_chunk(batch, noise=noise)[:, : self.config.n_action_steps]
             self._action_queue.extend(chunk.transpose(0, 1))  # (n_action_steps, B, A)
@@ -458,16 +525,23 @@ class DiT4DiTPolicy(PreTrainedPolicy):
     # ------------------------------------------------------------------ checkpoints
     def _save_pretrained(self, save_directory: Path, state_dict: dict[str, Tensor] | None = None) -> None:
         """config.json + model.safetensors holding the video DiT and the action head only."""
-        self.config._save_pretrained(save_directory)
         state_dict = self.state_dict() if state_dict is None else state_dict
         trained = {
             k: v.detach().contiguous() for k, v in state_dict.items() if k.startswith(TRAINED_PREFIXES)
         }
+        bad = [k for k, v in trained.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(
+                f"DiT4DiT: refusing to save {save_directory}: {len(bad)} parameter tensors hold NaN/Inf "
+                f"(first: {bad[:3]}). The run diverged; nothing was written."
+            )
         metadata = {
             "format": "pt",
             "dit4dit_action_dim": str(self.config.action_dim),
             "dit4dit_state_dim": str(self.config.state_dim),
+            "dit4dit_cameras": json.dumps(self.config.cameras),
         }
+        self.config._save_pretrained(save_directory)
         save_file(trained, str(Path(save_directory) / SAFETENSORS_SINGLE_FILE), metadata=metadata)
 
     @classmethod
@@ -476,13 +550,19 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         model.safetensors (local directory or hub repo). The base transformer's weights are not read: the
         checkpoint overwrites every one of them."""
         kwargs.setdefault("load_base_transformer_weights", False)
+        _check_checkpoint_path(str(pretrained_name_or_path), has_config=kwargs.get("config") is not None)
         return super().from_pretrained(pretrained_name_or_path, **kwargs)
 
     @classmethod
     def _load_as_safetensor(cls, model: T, model_file: str, map_location: str, strict: bool) -> T:
         """Strict, explicit loading: every checkpoint key must match a trained parameter by name and shape."""
-        with safe_open(model_file, framework="pt") as f:
-            metadata = f.metadata() or {}
+        try:
+            with safe_open(model_file, framework="pt") as f:
+                metadata = f.metadata() or {}
+        except Exception as e:  # safetensors raises its own error types for every kind of damage
+            raise ValueError(
+                f"DiT4DiT: cannot read {model_file}: {e}. The file is damaged or not safetensors."
+            ) from e
         for what in ("action", "state"):
             saved = metadata.get(f"dit4dit_{what}_dim")
             expected = getattr(model.config, f"{what}_dim")
@@ -491,7 +571,24 @@ class DiT4DiTPolicy(PreTrainedPolicy):
                     f"DiT4DiT checkpoint {model_file} was trained with {what} dim {saved}, but this config "
                     f"(from the dataset/env features) has {what} dim {expected}."
                 )
-        load_trained_state_dict(model, load_file(model_file, device="cpu"), source=model_file)
+        saved_cameras = metadata.get("dit4dit_cameras")
+        if saved_cameras is not None and json.loads(saved_cameras) != model.config.cameras:
+            raise ValueError(
+                f"DiT4DiT checkpoint {model_file} was trained on cameras "
+                f"{json.loads(saved_cameras)} (tiled in that "
+                f"order), but this config has {model.config.cameras}. Set --policy.camera_order to "
+                f"the trained "
+                "cameras (rename env cameras with --rename_map)."
+            )
+        state_dict = load_file(model_file, device="cpu")
+        bad = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(
+                f"DiT4DiT checkpoint {model_file} holds NaN/Inf in {len(bad)} tensors (first: "
+                f"{bad[:3]}): the file "
+                "is corrupted or the run diverged."
+            )
+        load_trained_state_dict(model, state_dict, source=model_file)
         return model
 
     def generate_model_card(
@@ -537,6 +634,36 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             encoding="utf-8"
         )
         return ModelCard.from_template(card_data, template_str=template, **context)
+
+
+def _check_checkpoint_path(path: str, has_config: bool) -> None:
+    """Fail early, naming the file, for local checkpoints that LeRobot would otherwise report obscurely: a
+    directory that does not exist (LeRobot: "Repo id must be in the form..."), an unreadable config.json, or a
+    checkpoint of another policy type."""
+    local = Path(path).expanduser()
+    looks_local = local.is_absolute() or path.startswith((".", "~")) or path.count("/") != 1
+    if not local.exists():
+        if looks_local:
+            raise FileNotFoundError(f"DiT4DiT: checkpoint directory {path} does not exist.")
+        return  # a hub repo id
+    if not local.is_dir():
+        raise NotADirectoryError(
+            f"DiT4DiT: {path} is a file; pass the checkpoint directory (pretrained_model)."
+        )
+    config_file = local / "config.json"
+    if has_config:
+        return
+    if not config_file.is_file():
+        raise FileNotFoundError(f"DiT4DiT: {path} has no config.json; is it a `pretrained_model` directory?")
+    try:
+        policy_type = json.loads(config_file.read_text()).get("type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise ValueError(f"DiT4DiT: cannot parse {config_file}: {e}.") from e
+    if policy_type != DiT4DiTPolicy.name:
+        raise ValueError(
+            f"DiT4DiT: {config_file} is a {policy_type!r} checkpoint, not dit4dit; load it with that policy "
+            "class (or lerobot.policies.factory.make_policy)."
+        )
 
 
 @dataclass

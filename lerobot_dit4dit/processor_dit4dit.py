@@ -1,8 +1,9 @@
 """Pre- and post-processing pipelines of the DiT4DiT policy.
 
-Pre:  rename_observations_processor -> to_batch_processor -> device_processor -> normalizer_processor
-      -> dit4dit_observation_processor (camera check, resize to `image_resolution`, [0,1] -> [-1,1],
-      state NaN check).
+Pre:  rename_observations_processor -> to_batch_processor -> dit4dit_input_check_processor (keys, shapes,
+      finite values, image range, task strings: before normalisation, so errors name the raw input)
+      -> device_processor -> normalizer_processor -> dit4dit_observation_processor (uint8 -> [0,1], resize to
+      `image_resolution`, [0,1] -> [-1,1], state encoding).
 Post: [dit4dit_action_clip_processor] -> unnormalizer_processor -> [dit4dit_gripper_binarize_processor]
       -> device_processor (cpu); the bracketed steps when `clip_normalized_actions` / `binarize_gripper_dim`
       are set.
@@ -24,10 +25,12 @@ from lerobot.processor import (
     PolicyAction,
     PolicyActionProcessorStep,
     PolicyProcessorPipeline,
+    ProcessorStep,
     ProcessorStepRegistry,
+    TransitionKey,
 )
 from lerobot.processor.factory import make_default_policy_processor_steps, make_policy_processor_pipelines
-from lerobot.utils.constants import OBS_STATE
+from lerobot.utils.constants import ACTION, OBS_STATE
 
 from .configuration_dit4dit import DiT4DiTConfig
 
@@ -40,12 +43,114 @@ def resize_images(images: torch.Tensor, resolution) -> torch.Tensor:
     return F.interpolate(images, size=tuple(resolution), mode="bilinear", antialias=True)
 
 
+# Float images may overshoot [0, 1] by this much (resampling, codecs) before they are called out of range.
+IMAGE_RANGE_TOLERANCE = 1e-3
+
+
+@ProcessorStepRegistry.register("dit4dit_input_check_processor")
+@dataclass
+class DiT4DiTInputCheckProcessorStep(ProcessorStep):
+    """Refuses inputs the policy cannot use, naming the key, the value and the fix; changes nothing.
+
+    It runs before normalisation, so a wrong state width or a NaN is reported as the user sent it rather
+    than as a tensor-size error deep in the normaliser. Checked: the state is present, `state_dim` wide and
+    finite; every camera is present, finite and either uint8 or float in [0, 1]; a training action is
+    `action_dim` wide and finite; tasks are strings; the batch is not empty.
+
+    Attributes:
+        cameras: image keys the policy needs.
+        state_dim: raw state width (before `state_encoding`).
+        action_dim: action width.
+    """
+
+    cameras: list[str] = field(default_factory=list)
+    state_dim: int | None = None
+    action_dim: int | None = None
+
+    def __call__(self, transition):
+        observation = transition.get(TransitionKey.OBSERVATION) or {}
+        for key in self.cameras:
+            if key not in observation:
+                available = sorted(k for k in observation if "image" in k and not k.endswith("_is_pad"))
+                raise KeyError(
+                    f"DiT4DiT: missing camera {key!r}. Cameras in this observation: {available}. "
+                    "Rename them with --rename_map or set --policy.camera_order."
+                )
+            _check_image(key, observation[key])
+        if self.state_dim is not None:
+            if OBS_STATE not in observation:
+                raise KeyError(
+                    f"DiT4DiT: the observation has no {OBS_STATE!r} (keys: {sorted(observation)}); "
+                    f"the policy needs the {self.state_dim}-D state it was trained with."
+                )
+            state = observation[OBS_STATE]
+            _check_tensor(OBS_STATE, state)
+            if state.shape[-1] != self.state_dim:
+                raise ValueError(
+                    f"DiT4DiT: {OBS_STATE} has shape {tuple(state.shape)}, last dim {state.shape[-1]}; the "
+                    f"policy expects {self.state_dim} (its input_features)."
+                )
+        action = transition.get(TransitionKey.ACTION)
+        if isinstance(action, torch.Tensor):
+            _check_tensor(ACTION, action)
+            if self.action_dim is not None and action.shape[-1] != self.action_dim:
+                raise ValueError(
+                    f"DiT4DiT: {ACTION} has shape {tuple(action.shape)}, last dim {action.shape[-1]}; the "
+                    f"policy expects {self.action_dim} (its output_features)."
+                )
+        tasks = (transition.get(TransitionKey.COMPLEMENTARY_DATA) or {}).get("task")
+        if tasks is not None:
+            items = [tasks] if isinstance(tasks, str) else tasks
+            bad = [t for t in items if not isinstance(t, str)] if isinstance(items, list | tuple) else [tasks]
+            if bad:
+                raise TypeError(f"DiT4DiT: 'task' must be instruction strings; got {bad[:3]!r}.")
+        return transition
+
+    def transform_features(
+        self, features: dict[PipelineFeatureType, dict[str, PolicyFeature]]
+    ) -> dict[PipelineFeatureType, dict[str, PolicyFeature]]:
+        return features
+
+    def get_config(self) -> dict[str, Any]:
+        return {"cameras": list(self.cameras), "state_dim": self.state_dim, "action_dim": self.action_dim}
+
+
+def _check_tensor(key: str, x) -> None:
+    """Non-empty and finite, or an error naming `key` and the first bad indices."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"DiT4DiT: {key} must be a tensor, got {type(x).__name__}.")
+    if x.numel() == 0 or (x.ndim > 0 and x.shape[0] == 0):
+        raise ValueError(f"DiT4DiT: {key} is empty (shape {tuple(x.shape)}); the batch holds no samples.")
+    if x.is_floating_point():
+        finite = torch.isfinite(x)
+        if not finite.all():
+            bad = (~finite).nonzero()[:5].tolist()
+            raise ValueError(f"DiT4DiT: {key} contains NaN or Inf (first indices {bad}).")
+
+
+def _check_image(key: str, image) -> None:
+    """uint8 images pass; float images must be finite and in [0, 1] (not 0-255, not [-1, 1])."""
+    _check_tensor(key, image)
+    if image.dtype == torch.uint8:
+        return
+    if not image.is_floating_point():
+        raise TypeError(f"DiT4DiT: {key} has dtype {image.dtype}; expected uint8 or float images in [0, 1].")
+    lo, hi = float(image.min()), float(image.max())
+    if lo < -IMAGE_RANGE_TOLERANCE or hi > 1 + IMAGE_RANGE_TOLERANCE:
+        raise ValueError(
+            f"DiT4DiT: {key} has values in [{lo:.3g}, {hi:.3g}]; float images must be in [0, 1] "
+            "(uint8 images are scaled by 1/255). Divide 0-255 images by 255, map [-1, 1] images with "
+            "(x + 1) / 2."
+        )
+
+
 @ProcessorStepRegistry.register("dit4dit_observation_processor")
 @dataclass
 class DiT4DiTObservationProcessorStep(ObservationProcessorStep):
     """Checks the observation and brings every camera to the video DiT's input format.
 
-    Images arrive as (B, C, H, W) or, with future frames, (B, T, C, H, W) in [0, 1]. Each camera in
+    Images arrive as (B, C, H, W) or, with future frames, (B, T, C, H, W), uint8 or float in [0, 1]
+    (checked by `DiT4DiTInputCheckProcessorStep`); uint8 is scaled by 1/255. Each camera in
     `cameras` is resized to `resolution` (bilinear, antialiased) and mapped to [-1, 1], the range the Wan
     VAE expects.
 
@@ -70,9 +175,8 @@ class DiT4DiTObservationProcessorStep(ObservationProcessorStep):
                 "Rename them with --rename_map or set --policy.camera_order."
             )
         state = observation.get(OBS_STATE)
-        if isinstance(state, torch.Tensor) and torch.isnan(state).any():
-            bad = torch.isnan(state).nonzero()[:5].tolist()
-            raise ValueError(f"DiT4DiT: {OBS_STATE} contains NaN (first indices {bad}).")
+        if isinstance(state, torch.Tensor):
+            _check_tensor(OBS_STATE, state)  # again after normalisation: a zero min/max range gives NaN
         out = dict(observation)
         for key in self.cameras:
             out[key] = self._to_model_range(key, observation[key])
@@ -90,7 +194,8 @@ class DiT4DiTObservationProcessorStep(ObservationProcessorStep):
                 f"DiT4DiT: {key} has {image.shape[-3]} channels (shape {tuple(image.shape)}); expected 3."
             )
         lead = image.shape[:-3]
-        image = image.reshape(-1, *image.shape[-3:]).float()
+        scale = 1 / 255 if image.dtype == torch.uint8 else 1.0
+        image = image.reshape(-1, *image.shape[-3:]).float() * scale
         image = resize_images(image, self.resolution).clamp(0.0, 1.0) * 2.0 - 1.0
         return image.reshape(*lead, *image.shape[-3:])
 
@@ -193,7 +298,12 @@ def make_dit4dit_pre_post_processors(
         output_steps.insert(1, GripperBinarizeProcessorStep(dim=config.binarize_gripper_dim))
     if config.clip_normalized_actions:
         output_steps.insert(0, ActionClipProcessorStep(-1.0, 1.0))
+    check = DiT4DiTInputCheckProcessorStep(
+        cameras=config.cameras,
+        state_dim=config.state_dim if config.robot_state_feature is not None else None,
+        action_dim=config.action_dim if config.action_feature is not None else None,
+    )
     return make_policy_processor_pipelines(
-        input_steps=[s.rename_observations, s.add_batch_dim, s.to_device, s.normalize, observation],
+        input_steps=[s.rename_observations, s.add_batch_dim, check, s.to_device, s.normalize, observation],
         output_steps=output_steps,
     )

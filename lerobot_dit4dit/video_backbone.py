@@ -13,6 +13,7 @@ latent frame 0 is the conditioning (current) frame.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 from diffusers import (
@@ -25,7 +26,7 @@ from diffusers.pipelines.cosmos.pipeline_cosmos2_5_predict import retrieve_laten
 from torch import Tensor, nn
 from transformers import Qwen2_5_VLForConditionalGeneration
 
-from .flow_matching import interpolate, sample_video_time, velocity_target
+from .flow_matching import interpolate, masked_mse, sample_video_time, velocity_target
 
 logger = logging.getLogger(__name__)
 TEXT_ENCODER_BATCH = 8  # instructions per text-encoder call
@@ -47,6 +48,33 @@ class _StopForward(Exception):  # noqa: N818
     def __init__(self, hidden_states: Tensor):
         super().__init__()
         self.hidden_states = hidden_states
+
+
+# The parts of a Cosmos-Predict2.5 pipeline directory the policy loads (the text encoder is loaded lazily).
+REQUIRED_BASE_PARTS = ("model_index.json", "transformer", "vae", "scheduler", "tokenizer")
+
+
+def check_base_model(base_model: str) -> None:
+    """For a local `base_model`, raise naming a directory that is gone or the parts it lacks.
+
+    Hub ids are left to huggingface_hub (its errors name the repo).
+    """
+    path = Path(base_model).expanduser()
+    looks_local = path.is_absolute() or base_model.startswith((".", "~")) or base_model.count("/") != 1
+    if not path.exists():
+        if looks_local:
+            raise FileNotFoundError(
+                f"DiT4DiT: base_model directory {base_model} does not exist. A checkpoint records the base "
+                "it was trained on; if that base moved, point to it with --policy.base_model=<dir or hub id> "
+                "(Python: load the config, set config.base_model, pass config= to from_pretrained)."
+            )
+        return
+    missing = [part for part in REQUIRED_BASE_PARTS if not (path / part).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"DiT4DiT: base_model {base_model} lacks {missing}; it must be a diffusers "
+            "Cosmos2_5_PredictBasePipeline directory (save_pretrained output)."
+        )
 
 
 def _load_pipeline(base_model: str, revision: str | None, transformer: CosmosTransformer3DModel | None):
@@ -88,6 +116,7 @@ class CosmosVideoBackbone(nn.Module):
         self.frozen_dtype = frozen_dtype
         self.max_prompt_tokens = max_prompt_tokens
 
+        check_base_model(base_model)
         transformer = None
         if not load_transformer_weights:
             cfg = CosmosTransformer3DModel.load_config(base_model, subfolder="transformer", revision=revision)
@@ -166,6 +195,61 @@ class CosmosVideoBackbone(nn.Module):
         """Free the text encoder (it is re-loaded on the next uncached instruction)."""
         self._set_text_encoder(None)
 
+    def _chat_token_ids(self, prompt: str) -> list[int]:
+        """Token ids of `prompt` in Cosmos' chat template, untruncated and unpadded.
+
+        The conversation mirrors `Cosmos2_5_PredictBasePipeline._get_prompt_embeds` (guarded in
+        tests/test_upstream.py), which tokenises the same way and then truncates to `max_prompt_tokens`.
+        """
+        system = "You are a helpful assistant who will provide prompts to an image generator."
+        conversation = [
+            {"role": "system", "content": [{"type": "text", "text": system}]},
+            {"role": "user", "content": [{"type": "text", "text": prompt}]},
+        ]
+        ids = self._pipe.tokenizer.apply_chat_template(
+            conversation, tokenize=True, add_generation_prompt=False, add_vision_id=False
+        )
+        return list(ids["input_ids"] if not isinstance(ids, list) else ids)
+
+    def instruction_token_counts(self, prompt: str) -> tuple[int, int, int]:
+        """(template prefix, instruction, template suffix) token counts of `prompt` in the chat template."""
+        full, empty = self._chat_token_ids(prompt), self._chat_token_ids("")
+        prefix = next((i for i, (a, b) in enumerate(zip(full, empty, strict=False)) if a != b), len(empty))
+        suffix = len(empty) - prefix
+        return prefix, len(full) - prefix - suffix, suffix
+
+    def check_instruction_fits(self, prompt: str) -> None:
+        """Raise when `max_prompt_tokens` cuts the instruction off entirely; warn when it cuts part of it.
+
+        Raises:
+            ValueError naming the instruction, its token count and the length it needs.
+        """
+        if not isinstance(prompt, str):
+            raise TypeError(
+                f"DiT4DiT: task instructions must be strings, got {prompt!r} ({type(prompt).__name__})."
+            )
+        prefix, n, suffix = self.instruction_token_counts(prompt)
+        kept = max(0, min(n, self.max_prompt_tokens - prefix))
+        needed = prefix + n + suffix
+        if n > 0 and kept == 0:
+            raise ValueError(
+                f"DiT4DiT: max_prompt_tokens={self.max_prompt_tokens} cuts the instruction "
+                f"{prompt!r} off entirely "
+                f"(the chat template takes {prefix} tokens before it, the instruction {n}); every "
+                f"task would get "
+                f"the same embedding. Set --policy.max_prompt_tokens={needed} or more."
+            )
+        if kept < n:
+            logger.warning(
+                "DiT4DiT: max_prompt_tokens=%d keeps %d of the %d tokens of the instruction %r; "
+                "set --policy.max_prompt_tokens=%d to keep all of it.",
+                self.max_prompt_tokens,
+                kept,
+                n,
+                prompt,
+                needed,
+            )
+
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> Tensor:
         """Prompt embeddings (B, L, E) for `prompts`, computed once per unique instruction and cached.
@@ -174,6 +258,8 @@ class CosmosVideoBackbone(nn.Module):
         """
         device = self.latents_mean.device
         missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
+        for prompt in missing:
+            self.check_instruction_fits(prompt)
         if missing:
             te = self.load_text_encoder()
             te.to(device)
@@ -313,6 +399,7 @@ class CosmosVideoBackbone(nn.Module):
         time: Tensor | None = None,
         noise: Tensor | None = None,
         time_kwargs: dict | None = None,
+        future_mask: Tensor | None = None,
     ) -> Tensor:
         """Flow-matching loss on the future latent frames; latent frame 0 stays the clean condition.
 
@@ -320,8 +407,10 @@ class CosmosVideoBackbone(nn.Module):
             latents: (B, 16, T_lat, h, w) normalised clip latents (frame 0 = current frame), T_lat >= 2.
             time: (B,) flow time of the future frames; sampled with `time_kwargs` when None.
             noise: (B, 16, T_lat - 1, h, w); standard normal when None.
+            future_mask: (B, T_lat - 1) bool, False for future latent frames that are not real data (the clip
+                ran past the episode end); they leave the loss. None: every frame counts.
         Returns:
-            scalar MSE between the predicted and target velocities of the future frames.
+            scalar MSE between the predicted and target velocities of the (valid) future frames.
         """
         if latents.shape[2] < 2:
             raise ValueError("The video loss needs at least one future latent frame (num_video_frames >= 5).")
@@ -332,7 +421,10 @@ class CosmosVideoBackbone(nn.Module):
             noise = torch.randn_like(x0)
         xt = interpolate(x0, noise, time)
         v_pred = self(latents[:, :, :1], xt, time, prompt_embeds, conditional_frame_timestep)
-        return torch.nn.functional.mse_loss(v_pred[:, :, 1:].float(), velocity_target(x0, noise))
+        target = velocity_target(x0, noise)
+        if future_mask is None:
+            return torch.nn.functional.mse_loss(v_pred[:, :, 1:].float(), target)
+        return masked_mse(v_pred[:, :, 1:].float(), target, future_mask[:, None, :, None, None])
 
     @torch.no_grad()
     def imagine(

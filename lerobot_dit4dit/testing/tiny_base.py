@@ -125,7 +125,7 @@ TINY_BASE = TinyBaseSizes()
 # real-size defaults live in `DiT4DiTConfig`.
 TINY_POLICY_OVERRIDES = {
     "extract_layer": TINY_BASE.num_layers // 2,
-    "max_prompt_tokens": 64,
+    "max_prompt_tokens": 192,  # the chat template alone is 91 byte-level tokens
     "chunk_size": 8,
     "n_action_steps": 4,
     "max_state_dim": 8,
