@@ -168,6 +168,8 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             if key not in batch:
                 raise KeyError(f"DiT4DiT: camera {key!r} missing from the batch (has {sorted(batch)}).")
             img = batch[key]
+            if img.shape[0] == 0:
+                raise ValueError(f"DiT4DiT: {key} holds an empty batch (shape {tuple(img.shape)}).")
             if img.ndim == 4:
                 img = img.unsqueeze(1)
             if img.ndim != 5:

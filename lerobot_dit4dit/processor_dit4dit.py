@@ -194,8 +194,10 @@ class DiT4DiTObservationProcessorStep(ObservationProcessorStep):
                 f"DiT4DiT: {key} has {image.shape[-3]} channels (shape {tuple(image.shape)}); expected 3."
             )
         lead = image.shape[:-3]
-        scale = 1 / 255 if image.dtype == torch.uint8 else 1.0
-        image = image.reshape(-1, *image.shape[-3:]).float() * scale
+        is_uint8 = image.dtype == torch.uint8
+        image = image.reshape(-1, *image.shape[-3:]).float()
+        if is_uint8:
+            image = image / 255.0
         image = resize_images(image, self.resolution).clamp(0.0, 1.0) * 2.0 - 1.0
         return image.reshape(*lead, *image.shape[-3:])
 

@@ -1,139 +1,605 @@
-"""Bad inputs fail loudly, naming the key, shape or value."""
+"""What dit4dit refuses, as a catalogue: one row per bad input or fault, with the words its error must
+contain, or, for inputs that are handled, the check that the result is right.
+
+Checks live where LeRobot users meet them: `__post_init__` / `validate_features` for the config, the saved
+preprocessor for observations and training batches, the policy for what only it can know, loading for
+checkpoints.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import draccus
 import pytest
 import torch
 from lerobot.configs import FeatureType, PolicyFeature, PreTrainedConfig
-from utils import IMG, inference_batch, tiny_config, train_batch
+from utils import ACTION_DIM, CAMERAS, IMG, STATE_DIM, inference_batch, tiny_config, train_batch
 
 from lerobot_dit4dit import DiT4DiTConfig, DiT4DiTPolicy, make_dit4dit_pre_post_processors
+from lerobot_dit4dit.modeling_dit4dit import ForwardNoise
+
+FRONT, WRIST = CAMERAS
 
 
-def _raw_observation(batch_size=2):
-    """An env-style observation: images in [0, 1] at a foreign size, unnormalised state."""
-    obs = {
-        "observation.images.front": torch.rand(batch_size, 3, 48, 48),
-        "observation.images.wrist": torch.rand(batch_size, 3, 48, 48),
-        "observation.state": torch.randn(batch_size, 4),
+@dataclass
+class Ctx:
+    base: str
+    tmp: Path
+
+    def policy(self, **overrides) -> DiT4DiTPolicy:
+        torch.manual_seed(0)
+        return DiT4DiTPolicy(tiny_config(self.base, **overrides))
+
+    def preprocess(self, obs: dict, **overrides):
+        stats = {
+            "observation.state": {"min": -torch.ones(STATE_DIM), "max": torch.ones(STATE_DIM)},
+            "action": {"min": -torch.ones(ACTION_DIM), "max": torch.ones(ACTION_DIM)},
+        }
+        pre, _ = make_dit4dit_pre_post_processors(tiny_config(self.base, **overrides), dataset_stats=stats)
+        return pre(obs)
+
+    def checkpoint(self, **overrides) -> Path:
+        path = self.tmp / "ckpt"
+        self.policy(**overrides).save_pretrained(path)
+        return path
+
+
+def raw_observation(batch_size: int = 2) -> dict:
+    """An env-style observation: float images in [0, 1] at a foreign size, unnormalised state."""
+    g = torch.Generator().manual_seed(0)
+    return {
+        FRONT: torch.rand(batch_size, 3, 48, 48, generator=g),
+        WRIST: torch.rand(batch_size, 3, 48, 48, generator=g),
+        "observation.state": torch.rand(batch_size, STATE_DIM, generator=g) * 2 - 1,
         "task": ["move the black dot to the red disc"] * batch_size,
     }
+
+
+def edit(obs: dict, key: str, fn) -> dict:
+    obs = dict(obs)
+    if fn is None:
+        del obs[key]
+    else:
+        obs[key] = fn(obs[key])
     return obs
 
 
-def _stats():
-    return {
-        "observation.state": {"min": -torch.ones(4), "max": torch.ones(4)},
-        "action": {"min": -torch.ones(4), "max": torch.ones(4)},
-    }
+def nan_at(x: torch.Tensor, value=float("nan")) -> torch.Tensor:
+    x = x.clone()
+    x.view(-1)[3] = value
+    return x
 
 
-def test_preprocessor_resizes_and_scales(tiny_base):
-    pre, _ = make_dit4dit_pre_post_processors(tiny_config(tiny_base), dataset_stats=_stats())
-    names = [s.__class__.__name__ for s in pre.steps]
-    assert names[-1] == "DiT4DiTObservationProcessorStep"
-    out = pre(_raw_observation())
-    img = out["observation.images.front"]
-    assert img.shape == (2, 3, IMG, IMG)
-    assert img.min() >= -1 and img.max() <= 1 and img.min() < -0.5
+def edit_config_json(path: Path, **changes) -> Path:
+    cfg = json.loads((path / "config.json").read_text())
+    cfg.update(changes)
+    (path / "config.json").write_text(json.dumps(cfg))
+    return path
 
 
-def test_missing_camera(tiny_base):
-    pre, _ = make_dit4dit_pre_post_processors(tiny_config(tiny_base), dataset_stats=_stats())
-    obs = _raw_observation()
-    del obs["observation.images.wrist"]
-    with pytest.raises(KeyError, match="observation.images.wrist"):
-        pre(obs)
+def flip_bytes(path: Path) -> Path:
+    """Overwrite bytes in the middle of the tensor data (header intact): NaN-producing bit patterns."""
+    data = bytearray((path / "model.safetensors").read_bytes())
+    header = 8 + int.from_bytes(data[:8], "little")
+    for i in range(header + 64, min(len(data), header + 64 + 4096), 4):
+        data[i : i + 4] = b"\xff\xff\xff\x7f"
+    (path / "model.safetensors").write_bytes(bytes(data))
+    return path
 
 
-def test_nan_state(tiny_base):
-    pre, _ = make_dit4dit_pre_post_processors(tiny_config(tiny_base), dataset_stats=_stats())
-    obs = _raw_observation()
-    obs["observation.state"][1, 2] = float("nan")
-    with pytest.raises(ValueError, match=r"observation.state contains NaN.*\[1, 2\]"):
-        pre(obs)
+def base_without(ctx: Ctx, part: str) -> str:
+    copy = ctx.tmp / "base_copy"
+    shutil.copytree(ctx.base, copy)
+    shutil.rmtree(copy / part)
+    return str(copy)
 
 
-def test_bad_image_size_in_config():
-    with pytest.raises(ValueError, match=r"image_resolution=\(30, 32\).*divisible by 16"):
-        DiT4DiTConfig(image_resolution=(30, 32), device="cpu")
+def one_camera_config(ctx: Ctx) -> DiT4DiTConfig:
+    return tiny_config(
+        ctx.base,
+        input_features={
+            FRONT: PolicyFeature(FeatureType.VISUAL, (3, IMG, IMG)),
+            "observation.state": PolicyFeature(FeatureType.STATE, (STATE_DIM,)),
+        },
+    )
 
 
-def test_bad_image_size_in_batch(make_policy):
-    policy = make_policy()
-    batch = inference_batch()
-    for cam in ("observation.images.front", "observation.images.wrist"):
-        batch[cam] = batch[cam][..., :24, :]
-    with pytest.raises(ValueError, match="24x64.*divisible by 16"):
-        policy.predict_action_chunk(batch)
-
-
-def test_bad_frame_count_in_config():
-    with pytest.raises(ValueError, match="num_video_frames=4 must be 1 mod 4"):
-        DiT4DiTConfig(num_video_frames=4, device="cpu")
-
-
-def test_bad_frame_count_in_batch(make_policy):
-    policy = make_policy()
+def nan_loss(ctx: Ctx):
+    policy = ctx.policy()
     batch = train_batch(policy.config)
-    for cam in ("observation.images.front", "observation.images.wrist"):
-        batch[cam] = batch[cam][:, :4]
-    with pytest.raises(ValueError, match="got 4 frames per camera but num_video_frames=5"):
-        policy.forward(batch)
+    batch["action"][0, 0, 0] = float("nan")
+    batch["episode_index"], batch["frame_index"] = torch.tensor([3, 5]), torch.tensor([17, 2])
+    policy.train()
+    policy.forward(batch)
 
 
-def test_unknown_camera_in_camera_order(tiny_base):
-    with pytest.raises(ValueError, match="observation.images.top"):
-        DiT4DiTPolicy(tiny_config(tiny_base, camera_order=["observation.images.top"]))
+def save_nan_weights(ctx: Ctx):
+    policy = ctx.policy()
+    with torch.no_grad():
+        next(policy.action_head.parameters()).fill_(float("nan"))
+    policy.save_pretrained(ctx.tmp / "nan")
 
 
-def test_extract_layer_out_of_range(tiny_base):
-    with pytest.raises(ValueError, match="extract_layer=9 but the video DiT .* has 4 blocks"):
-        DiT4DiTPolicy(tiny_config(tiny_base, extract_layer=9))
+# id, action(ctx), exception, words the message must contain
+ERRORS: list[tuple[str, Callable[[Ctx], object], type[BaseException], str]] = [
+    # ------------------------------------------------------------------ config values
+    (
+        "frames_not_1_mod_4",
+        lambda c: DiT4DiTConfig(num_video_frames=4),
+        ValueError,
+        "num_video_frames=4 must be 1 mod 4",
+    ),
+    (
+        "resolution_not_16",
+        lambda c: DiT4DiTConfig(image_resolution=(30, 32)),
+        ValueError,
+        r"\(30, 32\).*divisible by 16",
+    ),
+    (
+        "unknown_training_mode",
+        lambda c: DiT4DiTConfig(training_mode="vid"),
+        ValueError,
+        "training_mode='vid'",
+    ),
+    (
+        "n_action_steps_gt_chunk",
+        lambda c: DiT4DiTConfig(chunk_size=8, n_action_steps=9),
+        ValueError,
+        "n_action_steps=9 cannot exceed chunk_size=8",
+    ),
+    ("duplicate_camera", lambda c: DiT4DiTConfig(camera_order=[FRONT, FRONT]), ValueError, "more than once"),
+    (
+        "negative_video_loss_weight",
+        lambda c: DiT4DiTConfig(video_loss_weight=-1.0),
+        ValueError,
+        "video_loss_weight=-1.0",
+    ),
+    (
+        "feature_sigma_zero",
+        lambda c: DiT4DiTConfig(feature_sigma=0.0),
+        ValueError,
+        r"feature_sigma=0.0 must be in \(0, 1\]",
+    ),
+    ("feature_sigma_above_one", lambda c: DiT4DiTConfig(feature_sigma=1.5), ValueError, "feature_sigma=1.5"),
+    (
+        "zero_timestep_buckets",
+        lambda c: DiT4DiTConfig(num_timestep_buckets=0),
+        ValueError,
+        "num_timestep_buckets=0",
+    ),
+    ("zero_prompt_tokens", lambda c: DiT4DiTConfig(max_prompt_tokens=0), ValueError, "max_prompt_tokens=0"),
+    (
+        "dropout_one",
+        lambda c: DiT4DiTConfig(action_dropout=1.0),
+        ValueError,
+        r"action_dropout=1.0 must be in \[0, 1\)",
+    ),
+    ("dropout_negative", lambda c: DiT4DiTConfig(action_dropout=-0.1), ValueError, "action_dropout=-0.1"),
+    ("unknown_dtype", lambda c: DiT4DiTConfig(dtype="fp8"), ValueError, "dtype='fp8'"),
+    (
+        "unknown_state_encoding",
+        lambda c: DiT4DiTConfig(state_encoding="sin"),
+        ValueError,
+        "state_encoding='sin'",
+    ),
+    (
+        "unknown_time_distribution",
+        lambda c: DiT4DiTConfig(video_time_distribution="gauss"),
+        ValueError,
+        "gauss",
+    ),
+    ("negative_extract_layer", lambda c: DiT4DiTConfig(extract_layer=-1), ValueError, "extract_layer=-1"),
+    (
+        "high_sigma_ratio_above_one",
+        lambda c: DiT4DiTConfig(video_high_sigma_ratio=2.0),
+        ValueError,
+        "video_high_sigma_ratio=2.0",
+    ),
+    (
+        "zero_inference_steps",
+        lambda c: DiT4DiTConfig(num_inference_steps=0),
+        ValueError,
+        "num_inference_steps=0",
+    ),
+    ("zero_frame_stride", lambda c: DiT4DiTConfig(video_frame_stride=0), ValueError, "video_frame_stride=0"),
+    # ---------------------------------------------------------- config against features and base model
+    (
+        "unknown_camera_in_order",
+        lambda c: c.policy(camera_order=["observation.images.top"]),
+        ValueError,
+        "observation.images.top",
+    ),
+    (
+        "extract_layer_past_base",
+        lambda c: c.policy(extract_layer=9),
+        ValueError,
+        "extract_layer=9 but the video DiT .* has 4 blocks",
+    ),
+    (
+        "state_wider_than_max",
+        lambda c: c.policy(max_state_dim=2),
+        ValueError,
+        "state dim 4 .* exceeds max_state_dim=2",
+    ),
+    (
+        "gripper_dim_out_of_range",
+        lambda c: c.policy(binarize_gripper_dim=7),
+        ValueError,
+        "binarize_gripper_dim=7",
+    ),
+    (
+        "base_model_missing",
+        lambda c: c.policy(base_model=str(c.tmp / "gone")),
+        FileNotFoundError,
+        "base_model directory .*gone does not exist",
+    ),
+    (
+        "base_model_without_vae",
+        lambda c: c.policy(base_model=base_without(c, "vae")),
+        FileNotFoundError,
+        r"lacks \['vae'\]",
+    ),
+    (
+        "base_model_without_tokenizer",
+        lambda c: c.policy(base_model=base_without(c, "tokenizer")),
+        FileNotFoundError,
+        r"lacks \['tokenizer'\]",
+    ),
+    # ------------------------------------------------------------------ observations (the saved preprocessor)
+    (
+        "missing_camera",
+        lambda c: c.preprocess(edit(raw_observation(), WRIST, None)),
+        KeyError,
+        "observation.images.wrist",
+    ),
+    (
+        "missing_state",
+        lambda c: c.preprocess(edit(raw_observation(), "observation.state", None)),
+        KeyError,
+        "no 'observation.state'",
+    ),
+    (
+        "wrong_state_dim",
+        lambda c: c.preprocess(edit(raw_observation(), "observation.state", lambda s: torch.zeros(2, 5))),
+        ValueError,
+        "last dim 5; the policy expects 4",
+    ),
+    (
+        "nan_state",
+        lambda c: c.preprocess(edit(raw_observation(), "observation.state", nan_at)),
+        ValueError,
+        r"observation.state contains NaN or Inf \(first indices \[\[0, 3\]\]\)",
+    ),
+    (
+        "inf_state",
+        lambda c: c.preprocess(
+            edit(raw_observation(), "observation.state", lambda s: nan_at(s, float("inf")))
+        ),
+        ValueError,
+        "observation.state contains NaN or Inf",
+    ),
+    (
+        "nan_pixel",
+        lambda c: c.preprocess(edit(raw_observation(), FRONT, nan_at)),
+        ValueError,
+        "observation.images.front contains NaN or Inf",
+    ),
+    (
+        "inf_pixel",
+        lambda c: c.preprocess(edit(raw_observation(), WRIST, lambda x: nan_at(x, -float("inf")))),
+        ValueError,
+        "observation.images.wrist contains NaN or Inf",
+    ),
+    (
+        "image_0_255_float",
+        lambda c: c.preprocess(edit(raw_observation(), FRONT, lambda x: x * 255)),
+        ValueError,
+        r"observation.images.front has values in \[.*, 25\d\]; float images must be in \[0, 1\]",
+    ),
+    (
+        "image_minus1_1",
+        lambda c: c.preprocess(edit(raw_observation(), FRONT, lambda x: x * 2 - 1)),
+        ValueError,
+        r"has values in \[-1",
+    ),
+    (
+        "image_int64",
+        lambda c: c.preprocess(edit(raw_observation(), FRONT, lambda x: (x * 255).long())),
+        TypeError,
+        "dtype torch.int64",
+    ),
+    (
+        "image_one_channel",
+        lambda c: c.preprocess(edit(raw_observation(), FRONT, lambda x: x[:, :1])),
+        ValueError,
+        "1 channels",
+    ),
+    (
+        "task_none",
+        lambda c: c.preprocess(edit(raw_observation(), "task", lambda t: [None, None])),
+        TypeError,
+        "'task' must be instruction strings; got \\[None",
+    ),
+    (
+        "task_int",
+        lambda c: c.preprocess(edit(raw_observation(), "task", lambda t: [3, 4])),
+        TypeError,
+        "got \\[3, 4\\]",
+    ),
+    ("empty_batch", lambda c: c.preprocess(raw_observation(batch_size=0)), ValueError, "empty"),
+    (
+        "nan_training_action",
+        lambda c: c.preprocess({**raw_observation(), "action": nan_at(torch.zeros(2, 8, ACTION_DIM))}),
+        ValueError,
+        "action contains NaN or Inf",
+    ),
+    (
+        "wrong_action_dim",
+        lambda c: c.preprocess({**raw_observation(), "action": torch.zeros(2, 8, 3)}),
+        ValueError,
+        "action has shape \\(2, 8, 3\\), last dim 3; the policy expects 4",
+    ),
+    # ------------------------------------------------------------------ the policy
+    (
+        "image_size_in_batch",
+        lambda c: c.policy().predict_action_chunk(
+            {
+                **inference_batch(),
+                FRONT: inference_batch()[FRONT][..., :24, :],
+                WRIST: inference_batch()[WRIST][..., :24, :],
+            }
+        ),
+        ValueError,
+        "24x64.*divisible by 16",
+    ),
+    (
+        "frame_count_in_batch",
+        lambda c: c.policy().forward(
+            {
+                **train_batch(tiny_config(c.base)),
+                FRONT: train_batch(tiny_config(c.base))[FRONT][:, :4],
+                WRIST: train_batch(tiny_config(c.base))[WRIST][:, :4],
+            }
+        ),
+        ValueError,
+        "got 4 frames per camera but num_video_frames=5",
+    ),
+    (
+        "missing_task",
+        lambda c: c.policy().predict_action_chunk(
+            {k: v for k, v in inference_batch().items() if k != "task"}
+        ),
+        KeyError,
+        "task",
+    ),
+    (
+        "task_not_string_in_policy",
+        lambda c: c.policy().predict_action_chunk({**inference_batch(), "task": [1, 2]}),
+        TypeError,
+        "every 'task' must be a string",
+    ),
+    (
+        "empty_batch_in_policy",
+        lambda c: c.policy().predict_action_chunk(inference_batch(batch_size=0)),
+        ValueError,
+        "empty batch",
+    ),
+    (
+        "noise_wrong_horizon",
+        lambda c: c.policy().predict_action_chunk(inference_batch(), noise=torch.randn(2, 5, 8)),
+        ValueError,
+        r"noise has shape \(2, 5, 8\); expected .* \(2, 8, 8\)",
+    ),
+    (
+        "forward_noise_wrong_shape",
+        lambda c: c.policy().forward(
+            train_batch(tiny_config(c.base)), noise=ForwardNoise(action=torch.randn(3, 8, 8))
+        ),
+        ValueError,
+        r"action \(3, 8, 8\) \(expected \(8, 8, 8\)\)",
+    ),
+    (
+        "video_mode_asked_for_actions",
+        lambda c: c.policy(training_mode="video").predict_action_chunk(inference_batch()),
+        RuntimeError,
+        "training_mode='video'",
+    ),
+    (
+        "instruction_cut_off",
+        lambda c: c.policy(max_prompt_tokens=64).predict_action_chunk(inference_batch()),
+        ValueError,
+        "max_prompt_tokens=64 cuts the instruction 'move the black dot to the red disc' off entirely",
+    ),
+    (
+        "nan_loss_stops_training",
+        nan_loss,
+        FloatingPointError,
+        r"action_loss is nan at training forward 1 .*'episode_index': \[3, 5\], 'frame_index': \[17, 2\]",
+    ),
+    ("nan_weights_never_saved", save_nan_weights, ValueError, "refusing to save .*NaN/Inf .*action_head"),
+    # ------------------------------------------------------------------ checkpoints
+    (
+        "action_dim_mismatch",
+        lambda c: DiT4DiTPolicy.from_pretrained(
+            c.checkpoint(),
+            config=tiny_config(c.base, output_features={"action": PolicyFeature(FeatureType.ACTION, (3,))}),
+        ),
+        ValueError,
+        "action dim 4.*has action dim 3",
+    ),
+    (
+        "weight_shape_mismatch",
+        lambda c: DiT4DiTPolicy.from_pretrained(
+            c.checkpoint(), config=tiny_config(c.base, action_hidden_size=32)
+        ),
+        ValueError,
+        r"action_head\.action_decoder\.layer1\.weight: checkpoint \(64, 64\)",
+    ),
+    (
+        "two_cameras_loaded_with_one",
+        lambda c: DiT4DiTPolicy.from_pretrained(c.checkpoint(), config=one_camera_config(c)),
+        ValueError,
+        r"trained on cameras \['observation.images.front', 'observation.images.wrist'\]",
+    ),
+    (
+        "flipped_bytes",
+        lambda c: DiT4DiTPolicy.from_pretrained(flip_bytes(c.checkpoint())),
+        ValueError,
+        "holds NaN/Inf in",
+    ),
+    (
+        "truncated_safetensors",
+        lambda c: DiT4DiTPolicy.from_pretrained(truncate(c.checkpoint())),
+        ValueError,
+        "cannot read .*model.safetensors",
+    ),
+    (
+        "corrupted_config_json",
+        lambda c: DiT4DiTPolicy.from_pretrained(corrupt_config(c.checkpoint())),
+        ValueError,
+        "cannot parse .*config.json",
+    ),
+    (
+        "checkpoint_path_missing",
+        lambda c: DiT4DiTPolicy.from_pretrained(str(c.tmp / "no" / "such" / "ckpt")),
+        FileNotFoundError,
+        "checkpoint directory .*ckpt does not exist",
+    ),
+    (
+        "other_policy_type",
+        lambda c: DiT4DiTPolicy.from_pretrained(edit_config_json(c.checkpoint(), type="act")),
+        ValueError,
+        "'act' checkpoint, not dit4dit",
+    ),
+    (
+        "unknown_config_field",
+        lambda c: PreTrainedConfig.from_pretrained(edit_config_json(c.checkpoint(), extract_layr=3)),
+        draccus.utils.ParsingError,
+        "extract_layr",
+    ),
+    (
+        "recorded_base_model_gone",
+        lambda c: DiT4DiTPolicy.from_pretrained(
+            edit_config_json(c.checkpoint(), base_model=str(c.tmp / "moved"))
+        ),
+        FileNotFoundError,
+        "--policy.base_model=",
+    ),
+]
 
 
-def test_unknown_config_field(make_policy, tmp_path):
-    make_policy().save_pretrained(tmp_path)
-    cfg = json.loads((tmp_path / "config.json").read_text())
-    cfg["extract_layr"] = 3
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(draccus.utils.ParsingError, match="extract_layr"):
-        PreTrainedConfig.from_pretrained(tmp_path)
+def truncate(path: Path) -> Path:
+    data = (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    return path
 
 
-def test_action_dim_mismatch_on_load(make_policy, tiny_base, tmp_path):
-    make_policy().save_pretrained(tmp_path)
-    other = tiny_config(tiny_base, output_features={"action": PolicyFeature(FeatureType.ACTION, (3,))})
-    with pytest.raises(ValueError, match="action dim 4.*has action dim 3"):
-        DiT4DiTPolicy.from_pretrained(tmp_path, config=other)
+def corrupt_config(path: Path) -> Path:
+    (path / "config.json").write_text('{"type": "dit4dit", ')
+    return path
 
 
-def test_shape_mismatch_on_load_names_the_key(make_policy, tiny_base, tmp_path):
-    make_policy().save_pretrained(tmp_path)
-    other = tiny_config(tiny_base, action_hidden_size=32)
-    with pytest.raises(
-        ValueError, match=r"action_head\.action_decoder\.layer1\.weight: checkpoint \(64, 64\)"
-    ):
-        DiT4DiTPolicy.from_pretrained(tmp_path, config=other)
+@pytest.mark.parametrize(
+    ("action", "error", "words"), [row[1:] for row in ERRORS], ids=[row[0] for row in ERRORS]
+)
+def test_refused(tiny_base, tmp_path, action, error, words):
+    with pytest.raises(error, match=words):
+        action(Ctx(tiny_base, tmp_path))
 
 
-def test_unexpected_key_on_load(make_policy, tmp_path):
-    from safetensors.torch import load_file, save_file
+# ------------------------------------------------------------------ inputs that are handled, and how
+def uint8_equals_float(ctx: Ctx):
+    obs = raw_observation()
+    as_uint8 = {
+        **obs,
+        FRONT: (obs[FRONT] * 255).round().to(torch.uint8),
+        WRIST: (obs[WRIST] * 255).round().to(torch.uint8),
+    }
+    as_float = {**obs, FRONT: as_uint8[FRONT].float() / 255, WRIST: as_uint8[WRIST].float() / 255}
+    a, b = ctx.preprocess(as_uint8), ctx.preprocess(as_float)
+    torch.testing.assert_close(a[FRONT], b[FRONT])
+    policy = ctx.policy()
+    noise = torch.randn(2, 8, 8)
+    assert torch.equal(
+        policy.predict_action_chunk(a, noise=noise), policy.predict_action_chunk(b, noise=noise)
+    )
 
-    make_policy().save_pretrained(tmp_path)
-    sd = load_file(tmp_path / "model.safetensors")
-    sd["action_head.extra.weight"] = torch.zeros(1)
-    save_file(sd, tmp_path / "model.safetensors")
-    with pytest.raises(ValueError, match=r"unexpected keys \['action_head.extra.weight'\]"):
-        DiT4DiTPolicy.from_pretrained(tmp_path)
+
+def image_edges_accepted(ctx: Ctx):
+    obs = raw_observation()
+    obs[FRONT][0, 0, 0, 0], obs[FRONT][0, 0, 0, 1] = 0.0, 1.0
+    out = ctx.preprocess(obs)
+    assert out[FRONT].min() >= -1 and out[FRONT].max() <= 1
 
 
-def test_missing_task(make_policy):
-    policy = make_policy()
-    batch = inference_batch()
-    del batch["task"]
-    with pytest.raises(KeyError, match="task"):
-        policy.predict_action_chunk(batch)
+def instructions_reach_the_model(ctx: Ctx):
+    policy = ctx.policy()
+    red, blue = policy.video.encode_prompts(["push the red block", "push the blue block"])
+    assert (red - blue).abs().max() > 1e-3
+
+
+def partly_cut_instruction_warns(ctx: Ctx, caplog):
+    policy = ctx.policy(max_prompt_tokens=100)  # the chat template alone is 91 tokens
+    with caplog.at_level(logging.WARNING, logger="lerobot_dit4dit.video_backbone"):
+        policy.video.encode_prompts(["move the black dot to the red disc"])
+    assert "keeps 9 of the 34 tokens of the instruction 'move the black dot to the red disc'" in caplog.text
+
+
+def batch_size_change_starts_a_new_chunk(ctx: Ctx, caplog):
+    policy = ctx.policy(n_action_steps=4)
+    policy.reset()
+    assert policy.select_action(inference_batch(batch_size=2)).shape == (2, ACTION_DIM)
+    with caplog.at_level(logging.WARNING):
+        assert policy.select_action(inference_batch(batch_size=1)).shape == (1, ACTION_DIM)
+    assert "batch size changed from 2 to 1" in caplog.text
+
+
+def padded_future_frames_leave_the_video_loss(ctx: Ctx):
+    policy = ctx.policy(training_mode="video")
+    policy.eval()
+    batch = train_batch(policy.config)
+    noise = policy.draw_noise(2, generator=torch.Generator().manual_seed(0))
+    clean, _ = policy.forward(batch, noise=noise)
+    padded = {
+        **batch,
+        **{
+            f"{cam}_is_pad": torch.tensor([[False] * 5, [False, False, False, True, True]]) for cam in CAMERAS
+        },
+    }
+    garbage = {**padded, **{cam: padded[cam].clone() for cam in CAMERAS}}
+    for cam in CAMERAS:
+        garbage[cam][
+            1, 1:
+        ] = -1.0  # sample 1's only future latent frame is padded: what it holds must not matter
+    masked, _ = policy.forward(padded, noise=noise)
+    masked_garbage, _ = policy.forward(garbage, noise=noise)
+    torch.testing.assert_close(masked, masked_garbage)
+    assert not torch.allclose(masked, clean)
+
+
+HANDLED = [
+    ("uint8_images_scaled", uint8_equals_float),
+    ("images_at_0_and_1", image_edges_accepted),
+    ("two_instructions_two_embeddings", instructions_reach_the_model),
+    ("instruction_cut_in_part_warns", partly_cut_instruction_warns),
+    ("batch_size_change_mid_chunk", batch_size_change_starts_a_new_chunk),
+    ("padded_future_frames_masked", padded_future_frames_leave_the_video_loss),
+]
+
+
+@pytest.mark.parametrize("check", [row[1] for row in HANDLED], ids=[row[0] for row in HANDLED])
+def test_handled(tiny_base, tmp_path, caplog, check):
+    import inspect
+
+    ctx = Ctx(tiny_base, tmp_path)
+    check(ctx, caplog) if "caplog" in inspect.signature(check).parameters else check(ctx)
+
+
+def test_catalogue_size():
+    assert len(ERRORS) + len(HANDLED) >= 45
