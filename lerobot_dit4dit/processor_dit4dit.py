@@ -68,6 +68,17 @@ class DiT4DiTInputCheckProcessorStep(ProcessorStep):
     action_dim: int | None = None
 
     def __call__(self, transition):
+        try:
+            return self._check(transition)
+        except (KeyError, TypeError, ValueError) as e:
+            # Name the dataset rows of a training batch, so a bad frame can be found and fixed.
+            extra = transition.get(TransitionKey.COMPLEMENTARY_DATA) or {}
+            rows = {k: _first(extra[k]) for k in ("episode_index", "frame_index", "index") if k in extra}
+            if rows:
+                raise type(e)(f"{e.args[0] if e.args else e} Batch rows: {rows}.") from e
+            raise
+
+    def _check(self, transition):
         observation = transition.get(TransitionKey.OBSERVATION) or {}
         for key in self.cameras:
             if key not in observation:
@@ -113,6 +124,10 @@ class DiT4DiTInputCheckProcessorStep(ProcessorStep):
 
     def get_config(self) -> dict[str, Any]:
         return {"cameras": list(self.cameras), "state_dim": self.state_dim, "action_dim": self.action_dim}
+
+
+def _first(x, n: int = 8) -> list:
+    return x.flatten()[:n].tolist() if isinstance(x, torch.Tensor) else list(x)[:n]
 
 
 def _check_tensor(key: str, x) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 from safetensors import safe_open
-from utils import BIN, ROOT, run
+from utils import BIN, ROOT, offline_env, run
 
 from lerobot_dit4dit.testing.tiny_base import TINY_POLICY_OVERRIDES
 
@@ -142,3 +145,91 @@ def test_quickstart_preset_fits_the_tiny_base():
 
     preset = json.loads((ROOT / "configs" / "metaworld_quickstart.json").read_text())["policy"]
     assert preset["extract_layer"] == TINY_POLICY_OVERRIDES["extract_layer"] < TINY_BASE.num_layers
+
+
+def _dataset_with_nan_actions(source: str, target: Path) -> Path:
+    """A copy of the reach dataset whose every 4th frame has a NaN action (so every chunk holds one)."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shutil.copytree(source, target)
+    for file in (target / "data").rglob("*.parquet"):
+        table = pq.read_table(file)
+        column = table.column("action")
+        rows = column.to_pylist()
+        for i in range(0, len(rows), 4):
+            rows[i] = [float("nan")] * len(rows[i])
+        table = table.set_column(
+            table.schema.get_field_index("action"), "action", pa.array(rows, type=column.type)
+        )
+        pq.write_table(table, file)
+    return target
+
+
+def test_lerobot_train_refuses_nan_actions_and_saves_nothing(tiny_base, reach_dataset, tmp_path):
+    data = _dataset_with_nan_actions(reach_dataset, tmp_path / "nan_data")
+    out = tmp_path / "run"
+    cmd = [
+        str(BIN / "lerobot-train"),
+        *tiny_policy_flags(tiny_base),
+        *dataset_flags(str(data)),
+        "--steps=3",
+        "--save_freq=1",
+        f"--output_dir={out}",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=offline_env(), timeout=600)
+    assert proc.returncode != 0
+    assert (
+        "DiT4DiT: action contains NaN or Inf" in proc.stderr and "Batch rows: {'episode_index'" in proc.stderr
+    )
+    assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
+
+
+def test_lerobot_train_resumes_after_sigkill(tiny_base, reach_dataset, tmp_path):
+    """Kill lerobot-train with SIGKILL right after its first checkpoint, resume it, and finish with the
+    expected step count and a loadable checkpoint."""
+    import signal
+    import time
+
+    from lerobot_dit4dit import DiT4DiTPolicy
+
+    out = tmp_path / "run"
+    cmd = [
+        str(BIN / "lerobot-train"),
+        *tiny_policy_flags(tiny_base),
+        *dataset_flags(reach_dataset),
+        "--steps=400",
+        "--save_freq=2",
+        f"--output_dir={out}",
+    ]
+    first = out / "checkpoints" / "000002" / "training_state" / "training_step.json"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=offline_env())
+    try:
+        deadline = time.monotonic() + 300
+        while not first.is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert first.is_file(), "no checkpoint was written"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    last = out / "checkpoints" / "last" / "pretrained_model"
+    killed_at = json.loads(
+        (out / "checkpoints" / "last" / "training_state" / "training_step.json").read_text()
+    )
+    assert killed_at["step"] % 2 == 0 and killed_at["step"] < 400  # the newest complete checkpoint
+    run(
+        [
+            str(BIN / "lerobot-train"),
+            f"--config_path={last / 'train_config.json'}",
+            "--resume=true",
+            f"--steps={killed_at['step'] + 4}",
+        ]
+    )
+    final = json.loads((out / "checkpoints" / "last" / "training_state" / "training_step.json").read_text())
+    assert final["step"] == killed_at["step"] + 4
+    policy = DiT4DiTPolicy.from_pretrained(last)
+    assert all(torch.isfinite(p).all() for p in policy.parameters())
