@@ -43,6 +43,8 @@ from torch import Tensor
 from .action_head import FlowMatchingActionHead
 from .configuration_dit4dit import DTYPES, DiT4DiTConfig
 from .flow_matching import beta_draw_to_time, masked_mse, sample_beta_time
+from .text_conditioning import FILENAME as TEXT_CONDITIONING_FILE
+from .text_conditioning import load_text_conditioning, save_text_conditioning
 from .video_backbone import CosmosVideoBackbone
 
 logger = logging.getLogger(__name__)
@@ -227,13 +229,14 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         return list(tasks)
 
     def extract_features(
-        self, cond_latent: Tensor, prompt_embeds: Tensor, noise: Tensor | None = None
+        self, cond_latent: Tensor, prompt_embeds: Tensor, noise: Tensor | None = None, projected: bool = False
     ) -> Tensor:
         """Block-`extract_layer` features (B, S, D) that condition the action head (one early-exit forward).
 
         Args:
             cond_latent: (B, 16, 1, h, w) normalised latent of the current frame (`video.encode_video`).
-            prompt_embeds: (B, L, E) from `video.encode_prompts`.
+            prompt_embeds: (B, L, E) from `video.encode_prompts`, or with `projected` the (B, L, D) context
+                from `video.text_context`.
             noise: (B, 16, T_lat, h, w) pure-noise latents of the feature forward; global RNG when None.
         """
         return self.video.extract_features(
@@ -244,6 +247,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             conditional_frame_timestep=self.config.conditional_frame_timestep,
             extract_layer=self.config.extract_layer,
             noise=noise,
+            projected=projected,
         )
 
     # ------------------------------------------------------------------ training
@@ -453,7 +457,8 @@ class DiT4DiTPolicy(PreTrainedPolicy):
     ) -> Tensor:
         bsz = video.shape[0]
         state = self._state(batch)
-        prompt_embeds = self.video.encode_prompts(self._tasks(batch, bsz))
+        # The projected text context: shipped instructions need no text encoder (see `text_conditioning`).
+        context = self.video.text_context(self._tasks(batch, bsz))
         cond_latent = self.video.encode_video(video)
         if feature_noise is None:
             generator = None
@@ -463,15 +468,16 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             feature_noise = torch.randn(
                 (b, c, self.num_latent_frames, h, w), generator=generator, device=video.device
             )
-        features = self.extract_features(cond_latent, prompt_embeds, noise=feature_noise)
+        features = self.extract_features(cond_latent, context, noise=feature_noise, projected=True)
         if self.config.save_predicted_video:
             self.last_predicted_latents = self.video.imagine(
                 cond_latent,
                 feature_noise,
-                prompt_embeds,
+                context,
                 sigma=self.feature_sigma,
                 conditional_frame_timestep=self.config.conditional_frame_timestep,
                 num_steps=self.config.predicted_video_steps,
+                projected=True,
             ).cpu()
         shape = (bsz, self.config.chunk_size, self.config.max_action_dim)
         if noise is None:
@@ -545,6 +551,8 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         }
         self.config._save_pretrained(save_directory)
         save_file(trained, str(Path(save_directory) / SAFETENSORS_SINGLE_FILE), metadata=metadata)
+        # The projected text context of every instruction seen, so inference needs no text encoder.
+        save_text_conditioning(self, save_directory)
 
     @classmethod
     def from_pretrained(cls: builtins.type[T], pretrained_name_or_path: str | Path, **kwargs) -> T:
@@ -553,7 +561,12 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         checkpoint overwrites every one of them."""
         kwargs.setdefault("load_base_transformer_weights", False)
         _check_checkpoint_path(str(pretrained_name_or_path), has_config=kwargs.get("config") is not None)
-        return super().from_pretrained(pretrained_name_or_path, **kwargs)
+        policy = super().from_pretrained(pretrained_name_or_path, **kwargs)
+        shipped = _find_checkpoint_file(str(pretrained_name_or_path), TEXT_CONDITIONING_FILE, **kwargs)
+        if shipped is not None:
+            n = len(load_text_conditioning(policy, shipped))
+            logger.info("DiT4DiT: %d instructions ship their text conditioning (%s)", n, shipped)
+        return policy
 
     @classmethod
     def _load_as_safetensor(cls, model: T, model_file: str, map_location: str, strict: bool) -> T:
@@ -636,6 +649,28 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             encoding="utf-8"
         )
         return ModelCard.from_template(card_data, template_str=template, **context)
+
+
+def _find_checkpoint_file(path: str, filename: str, **kwargs) -> str | None:
+    """`filename` of a local checkpoint directory or hub repo, or None when the checkpoint has none."""
+    if Path(path).is_dir():
+        local = Path(path) / filename
+        return str(local) if local.is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    try:
+        return hf_hub_download(
+            path,
+            filename,
+            revision=kwargs.get("revision"),
+            cache_dir=kwargs.get("cache_dir"),
+            force_download=kwargs.get("force_download", False),
+            token=kwargs.get("token"),
+            local_files_only=kwargs.get("local_files_only", False),
+        )
+    except (EntryNotFoundError, LocalEntryNotFoundError):
+        return None
 
 
 def _check_checkpoint_path(path: str, has_config: bool) -> None:

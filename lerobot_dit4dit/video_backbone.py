@@ -12,6 +12,7 @@ latent frame 0 is the conditioning (current) frame.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -60,9 +61,8 @@ def check_base_model(base_model: str) -> None:
     Hub ids are left to huggingface_hub (its errors name the repo).
     """
     path = Path(base_model).expanduser()
-    looks_local = path.is_absolute() or base_model.startswith((".", "~")) or base_model.count("/") != 1
     if not path.exists():
-        if looks_local:
+        if looks_local(base_model):
             raise FileNotFoundError(
                 f"DiT4DiT: base_model directory {base_model} does not exist. A checkpoint records the base "
                 "it was trained on; if that base moved, point to it with --policy.base_model=<dir or hub id> "
@@ -75,6 +75,38 @@ def check_base_model(base_model: str) -> None:
             f"DiT4DiT: base_model {base_model} lacks {missing}; it must be a diffusers "
             "Cosmos2_5_PredictBasePipeline directory (save_pretrained output)."
         )
+
+
+def looks_local(path: str) -> bool:
+    """True when `path` can only be a local path (a hub id is exactly `<owner>/<name>`)."""
+    return (
+        Path(path).expanduser().exists()
+        or Path(path).is_absolute()
+        or path.startswith((".", "~"))
+        or (path.count("/") != 1)
+    )
+
+
+def resolve_base_model(
+    base_model: str, revision: str | None, *, transformer_weights: bool, text_encoder: bool = False
+) -> str:
+    """A local directory holding the parts of `base_model` the policy uses; hub ids are fetched part by part.
+
+    Only model_index.json, the scheduler, the tokenizer, the VAE and the transformer config are fetched (the
+    transformer weights only when `transformer_weights`, the text encoder only when `text_encoder`), so that
+    a robot that loaded a checkpoint online can reload it with HF_HUB_OFFLINE=1 from the same cache: diffusers
+    asks for the whole snapshot offline, which an incomplete cache cannot give.
+    """
+    if looks_local(base_model):
+        return base_model
+    from huggingface_hub import snapshot_download
+
+    patterns = ["model_index.json", "scheduler/*", "tokenizer/*", "vae/*", "transformer/config.json"]
+    if transformer_weights:
+        patterns.append("transformer/*")
+    if text_encoder:
+        patterns.append("text_encoder/*")
+    return snapshot_download(base_model, revision=revision, allow_patterns=patterns)
 
 
 def _load_pipeline(base_model: str, revision: str | None, transformer: CosmosTransformer3DModel | None):
@@ -117,11 +149,12 @@ class CosmosVideoBackbone(nn.Module):
         self.max_prompt_tokens = max_prompt_tokens
 
         check_base_model(base_model)
+        local = resolve_base_model(base_model, revision, transformer_weights=load_transformer_weights)
         transformer = None
         if not load_transformer_weights:
-            cfg = CosmosTransformer3DModel.load_config(base_model, subfolder="transformer", revision=revision)
+            cfg = CosmosTransformer3DModel.load_config(local, subfolder="transformer")
             transformer = CosmosTransformer3DModel.from_config(cfg)
-        pipe = _load_pipeline(base_model, revision, transformer)
+        pipe = _load_pipeline(local, None, transformer)
         # The pipeline object is kept for its helpers (prompt encoding, latent statistics, condition mask).
         # It is not an nn.Module, so its components are registered below explicitly.
         self._pipe = pipe
@@ -132,7 +165,12 @@ class CosmosVideoBackbone(nn.Module):
         # Not a registered submodule: it is frozen, loaded lazily, and must never enter state_dict().
         self._set_text_encoder(None)
         self._prompt_cache: dict[str, Tensor] = {}
+        self._pending_prompts: list[str] = []
         self.text_encoder_calls = 0  # number of text-encoder forwards, for monitoring the cache
+        # Projected text contexts shipped with a checkpoint (`text_conditioning.safetensors`): instruction ->
+        # (L, D) output of the DiT's `crossattn_proj`, valid while those weights are the ones they came from.
+        self._shipped_context: dict[str, Tensor] = {}
+        self._shipped_context_version: int | None = None
 
         # diffusers >= 0.39 stores 1/std in `latents_std` (normalise by multiplying).
         self.register_buffer("latents_mean", pipe.latents_mean.clone(), persistent=False)
@@ -179,8 +217,18 @@ class CosmosVideoBackbone(nn.Module):
         """The frozen text encoder of `base_model`, loaded on first use in `frozen_dtype`."""
         if self._text_encoder is None:
             logger.info("Loading the text encoder of %s", self.base_model)
+            local = resolve_base_model(
+                self.base_model, self.revision, transformer_weights=False, text_encoder=True
+            )
+            if not (Path(local) / "text_encoder").is_dir():
+                raise FileNotFoundError(
+                    f"DiT4DiT: the base model {self.base_model} has no text_encoder/, and the checkpoint "
+                    f"ships no text conditioning for the instruction(s) {self._pending_prompts}. Add them "
+                    "on a machine with the encoder: python -m lerobot_dit4dit.text_conditioning "
+                    "--checkpoint <dir> --instructions ..."
+                )
             te = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-                self.base_model, subfolder="text_encoder", revision=self.revision, dtype=self.frozen_dtype
+                local, subfolder="text_encoder", dtype=self.frozen_dtype
             )
             te.requires_grad_(False)
             te.eval()
@@ -260,6 +308,7 @@ class CosmosVideoBackbone(nn.Module):
         missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
         for prompt in missing:
             self.check_instruction_fits(prompt)
+        self._pending_prompts = missing
         if missing:
             te = self.load_text_encoder()
             te.to(device)
@@ -275,6 +324,48 @@ class CosmosVideoBackbone(nn.Module):
                     self._prompt_cache[prompt] = emb
         out = torch.stack([self._prompt_cache[p] for p in prompts])
         return out.to(device=device, dtype=self.transformer.dtype)
+
+    # ------------------------------------------------------------------ projected text context
+    @property
+    def crossattn_proj(self) -> nn.Module:
+        return self.transformer.crossattn_proj
+
+    def _proj_version(self) -> int:
+        """In-place update counter of the projection weights: an optimizer step changes it."""
+        return sum(p._version for p in self.crossattn_proj.parameters())
+
+    def cached_prompts(self) -> list[str]:
+        """Instructions whose prompt embeddings this process computed (e.g. every training instruction)."""
+        return list(self._prompt_cache)
+
+    def ship_text_context(self, contexts: dict[str, Tensor]) -> None:
+        """Install projected contexts (instruction -> (L, D)) computed with the current projection weights."""
+        self._shipped_context = {k: v.detach() for k, v in contexts.items()}
+        self._shipped_context_version = self._proj_version()
+
+    def shipped_instructions(self) -> list[str]:
+        """Instructions whose projected context is installed and still valid for the current weights."""
+        if self._shipped_context_version != self._proj_version():
+            return []
+        return list(self._shipped_context)
+
+    @torch.no_grad()
+    def text_context(self, prompts: list[str]) -> Tensor:
+        """Projected text context (B, L, D) for inference: the DiT's `crossattn_proj` applied to the prompt
+        embeddings. Shipped contexts are used as they are, so a shipped instruction never needs the text
+        encoder; any other instruction is encoded (loading the encoder) and projected."""
+        device, dtype = self.latents_mean.device, self.transformer.dtype
+        shipped = set(self.shipped_instructions())
+        out: dict[str, Tensor] = {p: self._shipped_context[p] for p in dict.fromkeys(prompts) if p in shipped}
+        todo = [p for p in dict.fromkeys(prompts) if p not in out]
+        if todo:
+            projected = self.crossattn_proj(self.encode_prompts(todo))
+            out.update(zip(todo, projected, strict=True))
+        return torch.stack([out[p].to(device=device, dtype=dtype) for p in prompts])
+
+    def project_prompts(self, prompts: list[str]) -> dict[str, Tensor]:
+        """instruction -> (L, D) projected context for every instruction in `prompts`, for shipping."""
+        return dict(zip(prompts, self.text_context(prompts), strict=True))
 
     # ------------------------------------------------------------------ VAE
     @torch.no_grad()
@@ -305,6 +396,7 @@ class CosmosVideoBackbone(nn.Module):
         prompt_embeds: Tensor,
         conditional_frame_timestep: float,
         stop_after_block: int | None = None,
+        projected: bool = False,
     ) -> Tensor:
         """One transformer forward on [condition frame, future frames].
 
@@ -314,6 +406,7 @@ class CosmosVideoBackbone(nn.Module):
             future_time: (B,) flow time of the future frames.
             prompt_embeds: (B, L, E).
             stop_after_block: return the (B, S, D) output of this block and skip the rest of the forward.
+            projected: `prompt_embeds` is already the (B, L, D) output of `crossattn_proj` (`text_context`).
         Returns:
             (B, 16, T_lat, h, w) velocity, or (B, S, D) block features.
         """
@@ -335,20 +428,34 @@ class CosmosVideoBackbone(nn.Module):
             "padding_mask": padding_mask,
             "return_dict": False,
         }
-        if stop_after_block is None:
-            return self.transformer(**kwargs)[0]
+        with self._projection_skipped(projected):
+            if stop_after_block is None:
+                return self.transformer(**kwargs)[0]
 
-        def capture(_module, _args, output):
-            raise _StopForward(output)
+            def capture(_module, _args, output):
+                raise _StopForward(output)
 
-        handle = self.transformer.transformer_blocks[stop_after_block].register_forward_hook(capture)
-        try:
-            self.transformer(**kwargs)
-        except _StopForward as stop:
-            return stop.hidden_states
-        finally:
-            handle.remove()
+            handle = self.transformer.transformer_blocks[stop_after_block].register_forward_hook(capture)
+            try:
+                self.transformer(**kwargs)
+            except _StopForward as stop:
+                return stop.hidden_states
+            finally:
+                handle.remove()
         raise RuntimeError(f"Block {stop_after_block} of the video DiT never ran.")  # pragma: no cover
+
+    @contextlib.contextmanager
+    def _projection_skipped(self, skip: bool):
+        """While active, the DiT takes already-projected text (diffusers' forward has no switch for it)."""
+        if not skip:
+            yield
+            return
+        proj = self.transformer.crossattn_proj
+        self.transformer.crossattn_proj = nn.Identity()
+        try:
+            yield
+        finally:
+            self.transformer.crossattn_proj = proj
 
     def extract_features(
         self,
@@ -360,6 +467,7 @@ class CosmosVideoBackbone(nn.Module):
         conditional_frame_timestep: float,
         extract_layer: int,
         noise: Tensor | None = None,
+        projected: bool = False,
     ) -> Tensor:
         """Hidden states of block `extract_layer` in ONE forward where the future latents are pure noise.
 
@@ -388,6 +496,7 @@ class CosmosVideoBackbone(nn.Module):
             prompt_embeds,
             conditional_frame_timestep,
             stop_after_block=extract_layer,
+            projected=projected,
         )
 
     def video_loss(
@@ -436,6 +545,7 @@ class CosmosVideoBackbone(nn.Module):
         sigma: float,
         conditional_frame_timestep: float,
         num_steps: int,
+        projected: bool = False,
     ) -> Tensor:
         """Sample the future latents with Euler steps from `sigma` to 0, frame 0 pinned to the condition.
 
@@ -449,7 +559,8 @@ class CosmosVideoBackbone(nn.Module):
         b = x.shape[0]
         for t, t_next in zip(ts[:-1], ts[1:], strict=True):
             time = torch.full((b,), t, device=x.device)
-            v = self(cond_latent, x, time, prompt_embeds, conditional_frame_timestep)[:, :, 1:].float()
+            v = self(cond_latent, x, time, prompt_embeds, conditional_frame_timestep, projected=projected)
+            v = v[:, :, 1:].float()
             x = x + (t_next - t) * v  # dx/dt = v = noise - x0, integrated from t down to t_next
         return torch.cat([cond_latent.float(), x], dim=2)
 
