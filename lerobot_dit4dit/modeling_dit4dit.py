@@ -22,18 +22,16 @@ import contextlib
 import json
 import logging
 import math
-import os
 from collections import deque
 from dataclasses import dataclass, fields
-from importlib.resources import files
 from pathlib import Path
 from typing import TypeVar
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import ModelCard
 from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
-from lerobot.policies.pretrained import PreTrainedPolicy, _build_card_context
+from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot.policies.rtc.modeling_rtc import RTCProcessor
 from lerobot.utils.constants import ACTION, OBS_STATE
 from safetensors import safe_open
@@ -43,6 +41,7 @@ from torch import Tensor
 from .action_head import FlowMatchingActionHead
 from .configuration_dit4dit import DTYPES, DiT4DiTConfig
 from .flow_matching import beta_draw_to_time, masked_mse, sample_beta_time
+from .model_card import build_model_card
 from .text_conditioning import FILENAME as TEXT_CONDITIONING_FILE
 from .text_conditioning import load_text_conditioning, save_text_conditioning
 from .video_backbone import CosmosVideoBackbone
@@ -615,40 +614,20 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         cfg=None,
         dataset_meta=None,
     ) -> ModelCard:
-        """A card that names the plugin, the paper and the base model (LeRobot's default names neither).
-
-        Unlike the default, it is not validated online, so it can be built offline.
-        """
-        card_data = ModelCardData(
-            license=license or "mit",
-            library_name="lerobot",
-            pipeline_tag="robotics",
-            tags=sorted(set(tags or []) | {"robotics", "lerobot", "dit4dit", "video-diffusion"}),
-            model_name=model_type,
-            datasets=dataset_repo_id,
-            base_model=self.config.base_model if not os.path.isdir(self.config.base_model) else None,
+        """The dit4dit card (`model_card.build_model_card`): the base's licence, features, instructions (and
+        which ship their conditioning), training settings, commands and hardware. Built offline: unlike
+        LeRobot's default it is not validated online."""
+        shipped = set(self.video.shipped_instructions())
+        seen = dict.fromkeys([*self.video.cached_prompts(), *shipped])
+        return build_model_card(
+            self.config,
+            dataset_repo_id=dataset_repo_id,
+            license=license,
+            tags=tags,
+            train_cfg=cfg,
+            dataset_meta=dataset_meta,
+            instructions=[(t, True) for t in seen],  # save_pretrained ships every instruction it has seen
         )
-        context = _build_card_context(
-            cfg, dataset_meta, self.config.input_features, self.config.output_features
-        )
-        c = self.config
-        context.update(
-            policy_repo_id=c.repo_id,
-            base_model_id=c.base_model,
-            base_model_revision=c.base_model_revision,
-            extract_layer=c.extract_layer,
-            cameras=c.cameras,
-            image_resolution="x".join(map(str, c.image_resolution)),
-            num_video_frames=c.num_video_frames,
-            video_frame_stride=c.video_frame_stride,
-            chunk_size=c.chunk_size,
-            n_action_steps=c.n_action_steps,
-            training_mode=c.training_mode,
-        )
-        template = (files("lerobot_dit4dit") / "hub_cards" / "dit4dit_model_card.md").read_text(
-            encoding="utf-8"
-        )
-        return ModelCard.from_template(card_data, template_str=template, **context)
 
 
 def _find_checkpoint_file(path: str, filename: str, **kwargs) -> str | None:
