@@ -148,6 +148,10 @@ class DiT4DiTConfig(PreTrainedConfig):
     # ---------------------------------------------------------------- training
     # "joint": action + video loss; "video": video loss only; "action": action loss only (the ablation).
     training_mode: str = "joint"
+    # Fine-tune a checkpoint on another embodiment (other state or action dims): keep both DiTs, re-initialise
+    # the action head's state encoder, action encoder and action decoder (each key is logged), and build fresh
+    # processors from the new dataset. Off: loading a checkpoint with other dims is an error.
+    reinit_embodiment_layers: bool = False
     # Weight of the video flow-matching loss in the total loss.
     video_loss_weight: float = 1.0
     # Learning rates of the video DiT and of the action head (parameter groups of the AdamW preset).

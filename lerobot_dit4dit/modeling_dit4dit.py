@@ -577,31 +577,35 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             raise ValueError(
                 f"DiT4DiT: cannot read {model_file}: {e}. The file is damaged or not safetensors."
             ) from e
+        new_embodiment = []
         for what in ("action", "state"):
             saved = metadata.get(f"dit4dit_{what}_dim")
             expected = getattr(model.config, f"{what}_dim")
             if saved is not None and int(saved) != expected:
-                raise ValueError(
-                    f"DiT4DiT checkpoint {model_file} was trained with {what} dim {saved}, but this config "
-                    f"(from the dataset/env features) has {what} dim {expected}."
-                )
+                new_embodiment.append(f"{what} dim {saved} -> {expected}")
+        if new_embodiment and not model.config.reinit_embodiment_layers:
+            raise ValueError(
+                f"DiT4DiT checkpoint {model_file} was trained for another embodiment "
+                f"({', '.join(new_embodiment)} from the dataset/env features). To fine-tune it on this "
+                "one, keeping both DiTs and re-initialising the state encoder, action encoder and action "
+                "decoder, pass --policy.reinit_embodiment_layers=true."
+            )
         saved_cameras = metadata.get("dit4dit_cameras")
         if saved_cameras is not None and json.loads(saved_cameras) != model.config.cameras:
             raise ValueError(
-                f"DiT4DiT checkpoint {model_file} was trained on cameras "
-                f"{json.loads(saved_cameras)} (tiled in that "
-                f"order), but this config has {model.config.cameras}. Set --policy.camera_order to "
-                f"the trained "
-                "cameras (rename env cameras with --rename_map)."
+                f"DiT4DiT checkpoint {model_file} was trained on cameras {json.loads(saved_cameras)} "
+                f"(tiled in that order), but this config has {model.config.cameras}. Set "
+                "--policy.camera_order to the trained cameras (rename env cameras with --rename_map)."
             )
         state_dict = load_file(model_file, device="cpu")
         bad = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise ValueError(
-                f"DiT4DiT checkpoint {model_file} holds NaN/Inf in {len(bad)} tensors (first: "
-                f"{bad[:3]}): the file "
-                "is corrupted or the run diverged."
+                f"DiT4DiT checkpoint {model_file} holds NaN/Inf in {len(bad)} tensors (first: {bad[:3]}): "
+                "the file is corrupted or the run diverged."
             )
+        if new_embodiment:
+            state_dict = _reinit_embodiment_layers(model, state_dict, new_embodiment)
         load_trained_state_dict(model, state_dict, source=model_file)
         return model
 
@@ -628,6 +632,29 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             dataset_meta=dataset_meta,
             instructions=[(t, True) for t in seen],  # save_pretrained ships every instruction it has seen
         )
+
+
+# Parts of the action head that read or write the embodiment's state and action vectors.
+EMBODIMENT_PREFIXES = (
+    "action_head.state_encoder.",
+    "action_head.action_encoder.",
+    "action_head.action_decoder.",
+)
+
+
+def _reinit_embodiment_layers(model: DiT4DiTPolicy, state_dict: dict, changes: list[str]) -> dict:
+    """The checkpoint without its embodiment layers: `model` keeps their fresh initialisation, every other
+    weight (both DiTs) comes from the checkpoint. Fresh processors follow: `pretrained_path` is cleared so
+    that `lerobot-train` builds them from this config and the new dataset's statistics instead of loading the
+    old embodiment's."""
+    own = model.state_dict()
+    dropped = sorted(k for k in state_dict if k.startswith(EMBODIMENT_PREFIXES))
+    for key in dropped:
+        logger.warning("DiT4DiT: new embodiment (%s): re-initialising %s", ", ".join(changes), key)
+    kept = {k: v for k, v in state_dict.items() if k not in dropped}
+    kept.update({k: v for k, v in own.items() if k.startswith(EMBODIMENT_PREFIXES)})
+    model.config.pretrained_path = None
+    return kept
 
 
 def _find_checkpoint_file(path: str, filename: str, **kwargs) -> str | None:

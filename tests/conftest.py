@@ -36,3 +36,12 @@ def make_policy(tiny_base):
         return DiT4DiTPolicy(tiny_config(tiny_base, **overrides))
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def hub_server(tmp_path_factory):
+    """A Hub test server (tests/hub_server.py) on 127.0.0.1 for the session; see `hub_server.hub_env`."""
+    from hub_server import HubServer
+
+    with HubServer(tmp_path_factory.mktemp("hub")) as server:
+        yield server

@@ -233,3 +233,51 @@ def test_lerobot_train_resumes_after_sigkill(tiny_base, reach_dataset, tmp_path)
     assert final["step"] == killed_at["step"] + 4
     policy = DiT4DiTPolicy.from_pretrained(last)
     assert all(torch.isfinite(p).all() for p in policy.parameters())
+
+
+def test_finetune_on_another_embodiment(trained, tiny_base, tmp_path):
+    """A 4-D-action checkpoint on a 6-D-action dataset: refused by default; with the opt-in, both DiTs are
+    kept, the embodiment layers re-initialised (each key logged), and training runs with fresh processors."""
+    from safetensors.torch import load_file
+
+    from lerobot_dit4dit import DiT4DiTPolicy
+    from lerobot_dit4dit.modeling_dit4dit import EMBODIMENT_PREFIXES
+    from lerobot_dit4dit.testing.reach_dataset import make_reach_dataset
+
+    data = tmp_path / "reach6"
+    make_reach_dataset(data, num_episodes=2, episode_length=24, image_size=32, action_dim=6)
+    ckpt = trained / "checkpoints" / "000003" / "pretrained_model"
+    cmd = [
+        str(BIN / "lerobot-train"),
+        f"--policy.path={ckpt}",
+        "--policy.push_to_hub=false",
+        *dataset_flags(str(data)),
+        "--steps=2",
+        "--save_freq=2",
+    ]
+    refused = subprocess.run(
+        [*cmd, f"--output_dir={tmp_path / 'a'}"],
+        capture_output=True,
+        text=True,
+        env=offline_env(),
+        timeout=600,
+    )
+    assert refused.returncode != 0 and "action dim 4 -> 6" in refused.stderr
+    assert "--policy.reinit_embodiment_layers=true" in refused.stderr
+
+    proc = run([*cmd, "--policy.reinit_embodiment_layers=true", f"--output_dir={tmp_path / 'b'}"])
+    log = proc.stdout + proc.stderr
+    source = load_file(ckpt / "model.safetensors")
+    embodiment = sorted(k for k in source if k.startswith(EMBODIMENT_PREFIXES))
+    assert embodiment and all(f"re-initialising {k}" in log for k in embodiment)
+    out = tmp_path / "b" / "checkpoints" / "000002" / "pretrained_model"
+    assert json.loads((out / "config.json").read_text())["output_features"]["action"]["shape"] == [6]
+
+    # In process: the DiTs are the checkpoint's, the embodiment layers are not.
+    config = DiT4DiTPolicy.from_pretrained(out).config
+    config.reinit_embodiment_layers, config.pretrained_path = True, None
+    config.output_features["action"].shape = (6,)
+    policy = DiT4DiTPolicy.from_pretrained(ckpt, config=config)
+    own = policy.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in source.items() if k not in embodiment)
+    assert not all(torch.equal(own[k], source[k]) for k in embodiment)

@@ -431,7 +431,7 @@ ERRORS: list[tuple[str, Callable[[Ctx], object], type[BaseException], str]] = [
             config=tiny_config(c.base, output_features={"action": PolicyFeature(FeatureType.ACTION, (3,))}),
         ),
         ValueError,
-        "action dim 4.*has action dim 3",
+        r"another embodiment \(action dim 4 -> 3 .*--policy.reinit_embodiment_layers=true",
     ),
     (
         "weight_shape_mismatch",
