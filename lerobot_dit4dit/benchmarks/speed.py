@@ -1,6 +1,7 @@
 """Print DiT4DiT figures: parameter counts of the real-size model, and train-step / select_action timings.
 
     python -m lerobot_dit4dit.benchmarks.speed --param-counts     # real-size, meta device, no weights
+                                                                  # (+ shipped text conditioning sizes)
     python -m lerobot_dit4dit.benchmarks.speed                    # tiny base built offline, CPU
     python -m lerobot_dit4dit.benchmarks.speed --base-model nvidia/Cosmos-Predict2.5-2B --device cuda \
         --dtype bfloat16 --real-size --resolution 224 --batch-size 8   # on a GPU with the real weights
@@ -98,6 +99,23 @@ def real_param_counts() -> dict[str, int]:
         counts["video DiT (trained)"] + counts["action DiT head (trained)"]
     )
     return counts
+
+
+def real_text_conditioning_bytes(num_instructions: int = 40, max_prompt_tokens: int = 512) -> dict[str, int]:
+    """Bytes (bf16) of shipped text conditioning at real width, from shapes on the meta device: the projected
+    context `text_conditioning` stores, against the raw prompt embeddings it replaces."""
+    from diffusers import CosmosTransformer3DModel
+
+    with torch.device("meta"):
+        transformer = CosmosTransformer3DModel(**REAL_TRANSFORMER)
+        raw = torch.empty(1, max_prompt_tokens, REAL_TRANSFORMER["crossattn_proj_in_channels"])
+        projected = transformer.crossattn_proj(raw)
+    per_projected = projected[0].numel() * 2
+    return {
+        "projected context per instruction (bf16)": per_projected,
+        "raw prompt embeddings per instruction (bf16)": raw[0].numel() * 2,
+        f"projected context, {num_instructions} instructions (LIBERO)": num_instructions * per_projected,
+    }
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -220,6 +238,8 @@ def main() -> None:
     if args.param_counts:
         for name, n in real_param_counts().items():
             print(f"{name:36s} {n:>15,}")
+        for name, n in real_text_conditioning_bytes().items():
+            print(f"{name:52s} {n / 2**20:>10.2f} MiB")
         return
     time_policy(args)
 
