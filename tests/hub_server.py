@@ -33,6 +33,7 @@ import os
 import re
 import secrets
 import socket
+import sys
 import threading
 import traceback
 from collections.abc import Callable
@@ -348,6 +349,12 @@ class _HTTPServer(ThreadingHTTPServer):
         self.connections: set[socket.socket] = set()
         self.conn_lock = threading.Lock()
 
+    @override
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away is no error; anything else is kept in `errors` (not printed)."""
+        if not isinstance(sys.exception(), OSError):
+            self.errors.append(traceback.format_exc())
+
 
 class _Handler(BaseHTTPRequestHandler):
     """Routes each request to the endpoint method below; each answers JSON unless said otherwise."""
@@ -403,15 +410,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(
         self, status: int, body: bytes = b"", content_type: str = "application/json", headers=None
     ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-        self.status = status
+        """Sets the answer; `_handle` writes it once the store lock is released."""
+        self.answer = (status, body, {"Content-Type": content_type, **(headers or {})})
 
     def _json(
         self, data: Any, status: int = 200, headers=None, content_type: str = "application/json"
@@ -419,7 +419,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(data).encode(), content_type, headers)
 
     def _handle(self) -> None:
-        self.status = 0
+        self.answer = (501, b"", {})
         self.body = self._read_body() if self.command in ("POST", "PUT", "DELETE", "PATCH") else b""
         url = urlsplit(self.path)
         self.query = parse_qs(url.query)
@@ -427,16 +427,26 @@ class _Handler(BaseHTTPRequestHandler):
             with self.server.store.lock:
                 self._route(url.path.strip("/").split("/"))
         except HubError as err:
-            headers = {"X-Error-Message": err.message.splitlines()[0], **err.headers}
+            message = err.message.splitlines()[0].encode("ascii", "backslashreplace").decode()
+            headers = {"X-Error-Message": message, **err.headers}
             if err.code:
                 headers["X-Error-Code"] = err.code
             self._json({"error": err.message}, err.status, headers)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
         except Exception:
             self.server.errors.append(traceback.format_exc())
             self._json({"error": traceback.format_exc()}, 501)  # not 500: the client would retry for ~30 s
-        self.server.requests.append((self.command, self.path, self.status))
+        status, body, headers = self.answer
+        self.server.requests.append((self.command, self.path, status))
+        try:
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except OSError:  # the client went away
+            self.close_connection = True
 
     def _need_auth(self) -> None:
         if not self.headers.get("Authorization", "").startswith("Bearer "):
