@@ -16,6 +16,7 @@ from lerobot.policies.groot.action_head.cross_attention_dit import DiT
 from lerobot.policies.groot.groot_n1_7 import SinusoidalPositionalEncoding
 from torch import Tensor, nn
 
+from .caching import reusing_outputs
 from .configuration_dit4dit import DiT4DiTConfig
 from .flow_matching import interpolate, sampling_time_to_bucket, time_to_bucket, velocity_target
 
@@ -152,6 +153,17 @@ class FlowMatchingActionHead(nn.Module):
         pred = self.velocity(noisy, buckets, self.state_encoder(state).unsqueeze(1), features)
         return pred, velocity_target(actions, noise)
 
+    def cross_attention_blocks(self) -> list[nn.Module]:
+        """The DiT blocks that attend to the video features (even blocks when self-attention interleaves)."""
+        blocks = self.model.transformer_blocks
+        interleaved = self.model.config.interleave_self_attention
+        return [b for i, b in enumerate(blocks) if not (interleaved and i % 2 == 1)]
+
+    def feature_kv_cached(self):
+        """While active, each cross-attention block projects the video features to K/V once per features
+        tensor instead of once per Euler step (see `caching`)."""
+        return reusing_outputs(b.attn1 for b in self.cross_attention_blocks())
+
     @torch.no_grad()
     def sample(
         self, state: Tensor, features: Tensor, noise: Tensor, num_steps: int, rtc_processor=None, **rtc_kwargs
@@ -168,16 +180,18 @@ class FlowMatchingActionHead(nn.Module):
             (B, H, A) normalised actions.
         """
         state_tokens = self.state_encoder(state).unsqueeze(1)  # computed once for all steps
+        features = features.contiguous()  # the DiT calls .contiguous(): keep it the same tensor every step
 
         def velocity(x_t: Tensor, t: Tensor) -> Tensor:
             buckets = sampling_time_to_bucket(t, self.num_timestep_buckets, num_steps)
             return self.velocity(x_t, buckets, state_tokens, features).to(x_t.dtype)
 
-        return euler_integrate(
-            velocity,
-            noise,
-            num_steps,
-            rtc_processor=rtc_processor,
-            rtc_enabled=rtc_processor is not None,
-            **rtc_kwargs,
-        )
+        with self.feature_kv_cached():
+            return euler_integrate(
+                velocity,
+                noise,
+                num_steps,
+                rtc_processor=rtc_processor,
+                rtc_enabled=rtc_processor is not None,
+                **rtc_kwargs,
+            )

@@ -385,3 +385,31 @@ def test_real_time_chunking_steers_the_prefix(make_policy):
         batch, noise=noise, inference_delay=3, prev_chunk_left_over=None
     )
     torch.testing.assert_close(first_chunk, plain)
+
+
+def test_feature_kv_once_per_chunk_and_text_kv_once_per_instruction(make_policy, monkeypatch):
+    """Inference caches (lerobot_dit4dit.caching): the action DiT projects the video features to K/V once per
+    chunk, not once per Euler step; the video DiT projects an instruction's text once, not once per chunk. The
+    actions and imagined latents are bit-identical to the uncached computation."""
+    import contextlib
+
+    policy = make_policy(num_inference_steps=6, save_predicted_video=True, predicted_video_steps=2)
+    batch = inference_batch()
+    noise = torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim)
+    feature_k, text_k = [], []
+    policy.action_head.cross_attention_blocks()[0].attn1.to_k.register_forward_hook(
+        lambda *a: feature_k.append(1)
+    )
+    policy.video.transformer.transformer_blocks[0].attn2.to_k.register_forward_hook(
+        lambda *a: text_k.append(1)
+    )
+    chunks = [policy.predict_action_chunk(batch, noise=noise) for _ in range(3)]
+    latents = policy.last_predicted_latents
+    assert len(feature_k) == 3  # one per chunk (6 Euler steps each)
+    assert len(text_k) == 1  # the feature forward and the imagination of 3 chunks share one projection
+    monkeypatch.setattr(policy.action_head, "feature_kv_cached", contextlib.nullcontext)
+    monkeypatch.setattr(policy.video, "text_kv_cached", lambda n=None: contextlib.nullcontext())
+    uncached = policy.predict_action_chunk(batch, noise=noise)
+    assert all(torch.equal(c, uncached) for c in chunks)
+    assert torch.equal(policy.last_predicted_latents, latents)
+    assert len(feature_k) == 3 + 6 and len(text_k) > 1

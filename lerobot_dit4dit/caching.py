@@ -1,0 +1,68 @@
+"""Exact reuse of projections of inputs that do not change between calls.
+
+Neither LeRobot's GR00T DiT nor diffusers' Cosmos transformer keeps a K/V cache for its cross-attention, yet
+both attend to something static: the action DiT to the same video features at every Euler step of a chunk, the
+video DiT to the same instruction at every chunk. `reusing_outputs` swaps the `to_k`/`to_v` projections for
+wrappers that return the previous output while they see the very same input tensor (and the same weights,
+dtype and autocast state). The computation is the one that would run anyway, so outputs are bit-identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+
+class ReuseOutput(nn.Module):
+    """Wraps a module; returns its cached output while it is called with the same tensor object again.
+
+    It holds the input it saw, so that tensor cannot be freed and its memory handed to another one.
+    """
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self._input: Tensor | None = None
+        self._key: tuple | None = None
+        self._output: Tensor | None = None
+
+    def _state(self, x: Tensor) -> tuple:
+        weights = tuple(p._version for p in self.inner.parameters())
+        autocast = torch.is_autocast_enabled(x.device.type)
+        dtype = torch.get_autocast_dtype(x.device.type) if autocast else None
+        return (x._version, weights, autocast, dtype, torch.is_grad_enabled())
+
+    def forward(self, x: Tensor) -> Tensor:
+        state = self._state(x)
+        if x is not self._input or state != self._key:
+            self._input, self._key, self._output = x, state, self.inner(x)
+        return self._output
+
+    def clear(self) -> None:
+        self._input = self._key = self._output = None
+
+
+@contextlib.contextmanager
+def reusing_outputs(attentions: Iterable[nn.Module], wrappers: dict | None = None):
+    """While active, `to_k`/`to_v` of each attention module reuse their output for a repeated input.
+
+    Args:
+        attentions: diffusers `Attention` modules whose keys/values come from a static context.
+        wrappers: if given, the wrappers are kept there (keyed by module id) and reused by later calls, so a
+            cache survives across calls; otherwise they live for this block only.
+    """
+    attentions = list(attentions)
+    wrappers = {} if wrappers is None else wrappers
+    originals = [(a.to_k, a.to_v) for a in attentions]
+    for a, (k, v) in zip(attentions, originals, strict=True):
+        if id(a) not in wrappers or wrappers[id(a)][0].inner is not k:
+            wrappers[id(a)] = (ReuseOutput(k), ReuseOutput(v))
+        a.to_k, a.to_v = wrappers[id(a)]
+    try:
+        yield
+    finally:
+        for a, (k, v) in zip(attentions, originals, strict=True):
+            a.to_k, a.to_v = k, v
