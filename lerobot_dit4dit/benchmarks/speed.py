@@ -3,6 +3,7 @@
     python -m lerobot_dit4dit.benchmarks.speed --param-counts     # real-size, meta device, no weights
                                                                   # (+ shipped text conditioning sizes)
     python -m lerobot_dit4dit.benchmarks.speed                    # tiny base built offline, CPU
+    python -m lerobot_dit4dit.benchmarks.speed --width medium --real-size --batch-size 4 --json m.json
     python -m lerobot_dit4dit.benchmarks.speed --base-model nvidia/Cosmos-Predict2.5-2B --device cuda \
         --dtype bfloat16 --real-size --resolution 224 --batch-size 8   # on a GPU with the real weights
 
@@ -13,10 +14,13 @@ CPU and `torch.cuda.max_memory_allocated` on CUDA.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -124,19 +128,32 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_policy(args) -> None:
+def time_policy(args) -> dict:
+    """Time a train step, a new action chunk and each inference stage; return the figures (also printed)."""
+    import contextlib
+
     from lerobot.configs import FeatureType, PolicyFeature
 
     from ..configuration_dit4dit import DiT4DiTConfig
     from ..modeling_dit4dit import DiT4DiTPolicy
-    from ..testing.tiny_base import TINY_POLICY_OVERRIDES, build_tiny_cosmos_base
+    from ..testing.tiny_base import (
+        MEDIUM_BASE,
+        REAL_WIDTH_BASE,
+        TINY_BASE,
+        TINY_POLICY_OVERRIDES,
+        build_tiny_cosmos_base,
+    )
 
     base = args.base_model
     if base is None:
-        base = str(build_tiny_cosmos_base(tempfile.mkdtemp(prefix="dit4dit_tiny_base_")))
+        sizes = {"tiny": TINY_BASE, "medium": MEDIUM_BASE, "real": REAL_WIDTH_BASE}[args.width]
+        print(f"building a {args.width}-width base with random weights ({sizes})", flush=True)
+        base = str(build_tiny_cosmos_base(tempfile.mkdtemp(prefix="dit4dit_base_"), sizes))
     res = args.resolution
     cams = [f"observation.images.cam{i}" for i in range(args.cameras)]
     overrides = {} if args.real_size else dict(TINY_POLICY_OVERRIDES)
+    if args.base_model is None and args.width != "tiny":
+        overrides["extract_layer"] = {"medium": 6, "real": 17}[args.width]
     cfg = DiT4DiTConfig(
         **overrides,
         base_model=base,
@@ -152,6 +169,9 @@ def time_policy(args) -> None:
     )
     device = torch.device(cfg.device)
     policy = DiT4DiTPolicy(cfg).to(device)
+    if args.no_caches:  # the "before" of the inference caches (lerobot_dit4dit.caching)
+        policy.action_head.feature_kv_cached = contextlib.nullcontext
+        policy.video.text_kv_cached = lambda n=None: contextlib.nullcontext()
     b, t, h = args.batch_size, cfg.num_video_frames, cfg.chunk_size
     batch = {c: torch.rand(b, t, 3, res, res, device=device) * 2 - 1 for c in cams}
     batch["observation.state"] = torch.randn(b, t, 8, device=device)
@@ -185,11 +205,13 @@ def time_policy(args) -> None:
             times.append(time.perf_counter() - start)
         return statistics.median(times)
 
-    policy.train()
-    train_s = measure(train_step)
-    obs = {c: batch[c][:1, 0] for c in cams}
-    obs["observation.state"] = batch["observation.state"][:1, 0]
-    obs["task"] = batch["task"][:1]
+    results = {}
+    if not args.inference_only:
+        policy.train()
+        results["train_step_ms"] = measure(train_step) * 1000
+    obs = {c: batch[c][:1, 0].expand(args.inference_batch_size, -1, -1, -1) for c in cams}
+    obs["observation.state"] = batch["observation.state"][:1, 0].expand(args.inference_batch_size, -1)
+    obs["task"] = batch["task"][:1] * args.inference_batch_size
     policy.eval()
 
     def new_chunk():
@@ -197,22 +219,44 @@ def time_policy(args) -> None:
         with autocast:
             policy.select_action(obs)
 
-    chunk_s = measure(new_chunk)
-    n = cfg.n_action_steps
-    print(f"base model: {base}  device: {device}  dtype: {cfg.dtype}  cameras: {len(cams)} x {res}x{res}")
-    print(
-        f"params: {sum(p.numel() for p in policy.parameters()):,} "
-        f"(trained {sum(p.numel() for g in policy.get_optim_params() for p in g['params']):,})"
-    )
-    print(f"train step (batch {b}, {t} frames): {train_s * 1000:.1f} ms")
-    print(
-        f"select_action, new chunk (batch 1): {chunk_s * 1000:.1f} ms; amortised over {n} steps: "
-        f"{chunk_s * 1000 / n:.1f} ms/step"
-    )
-    print(
-        f"peak memory: {_peak_memory_mb(device):.0f} MiB "
-        f"({'CUDA allocated' if device.type == 'cuda' else 'max RSS'})"
-    )
+    results["chunk_ms"] = measure(new_chunk) * 1000
+
+    # The stages of one chunk, through the policy's public seams (with the caches warm, as in a rollout).
+    with torch.no_grad(), autocast:
+        video = policy.tile_cameras(obs)[:, :, :1]
+        tasks = obs["task"]
+        context = policy.video.text_context(tasks)
+        cond = policy.video.encode_video(video)
+        feature_noise = torch.randn(cond.shape[0], cond.shape[1], policy.num_latent_frames, *cond.shape[-2:])
+        features = policy.extract_features(cond, context, noise=feature_noise, projected=True)
+        state = policy._state(obs)
+        action_noise = torch.randn(cond.shape[0], cfg.chunk_size, cfg.max_action_dim)
+        stages = {
+            "text_context": lambda: policy.video.text_context(tasks),
+            "vae_encode_frame0": lambda: policy.video.encode_video(video),
+            "feature_forward": lambda: policy.extract_features(
+                cond, context, noise=feature_noise, projected=True
+            ),
+            "action_sampling": lambda: policy.action_head.sample(
+                state, features.float(), action_noise, cfg.num_inference_steps
+            ),
+        }
+        for name, fn in stages.items():
+            results[f"stage_{name}_ms"] = measure(fn) * 1000
+    results["peak_memory_mib"] = _peak_memory_mb(device)
+    results["trained_params"] = sum(p.numel() for g in policy.get_optim_params() for p in g["params"])
+    return {
+        "base_model": base,
+        "config": {
+            "dtype": cfg.dtype,
+            "cameras": len(cams),
+            "resolution": res,
+            "train_batch": b,
+            "inference_batch": args.inference_batch_size,
+            "caches": not args.no_caches,
+        },
+        "results": results,
+    }
 
 
 def main() -> None:
@@ -227,13 +271,25 @@ def main() -> None:
     )
     parser.add_argument("--revision", default=None)
     parser.add_argument("--real-size", action="store_true", help="use the real-size action head defaults")
+    parser.add_argument(
+        "--width",
+        choices=("tiny", "medium", "real"),
+        default="tiny",
+        help="base built with random weights when no --base-model: tiny (4 x 64), medium "
+        "(8 x 1024 DiT) or real (28 x 2048 DiT + real Wan VAE); the text encoder stays tiny",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--cameras", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8, help="training batch")
+    parser.add_argument("--inference-batch-size", type=int, default=1)
+    parser.add_argument("--inference-only", action="store_true", help="skip the train step")
+    parser.add_argument("--no-caches", action="store_true", help="disable the inference K/V caches (before)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, pinned (default 1)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--json", default=None, help="also write the figures and the machine here")
     args = parser.parse_args()
     if args.param_counts:
         for name, n in real_param_counts().items():
@@ -241,7 +297,22 @@ def main() -> None:
         for name, n in real_text_conditioning_bytes().items():
             print(f"{name:52s} {n / 2**20:>10.2f} MiB")
         return
-    time_policy(args)
+    from .machine import machine_info
+
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0]
+    print(f"torch threads: {torch.get_num_threads()} (pinned); 1-min load average before the run: {load:.2f}")
+    if load >= 1.0:
+        print("warning: other work is running on this machine; timings will be inflated")
+    out = time_policy(args)
+    out["threads"] = torch.get_num_threads()
+    out["machine"] = machine_info()
+    print(f"base model: {out['base_model']}  config: {out['config']}")
+    for name, value in out["results"].items():
+        print(f"{name:32s} {value:>12.1f}" if isinstance(value, float) else f"{name:32s} {value:>12,}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

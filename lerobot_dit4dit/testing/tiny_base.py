@@ -117,9 +117,24 @@ class TinyBaseSizes:
     text_hidden_size: int = 32
     text_num_layers: int = 2  # prompt embedding width = text_num_layers * text_hidden_size
     vae_base_dim: int = 8
+    vae_dim_mult: tuple[int, ...] = (1, 1, 1, 1)
+    vae_num_res_blocks: int = 1
+    adaln_lora_dim: int = 16
 
 
 TINY_BASE = TinyBaseSizes()
+# Wider bases with random weights, for benchmarks: the "medium" DiT (8 x 1024) and the real
+# Cosmos-Predict2.5-2B DiT (28 x 2048) with the real Wan 2.1 VAE; the text encoder stays tiny in both.
+MEDIUM_BASE = TinyBaseSizes(num_layers=8, num_attention_heads=8, attention_head_dim=128, adaln_lora_dim=256)
+REAL_WIDTH_BASE = TinyBaseSizes(
+    num_layers=28,
+    num_attention_heads=16,
+    attention_head_dim=128,
+    adaln_lora_dim=256,
+    vae_base_dim=96,
+    vae_dim_mult=(1, 2, 4, 4),
+    vae_num_res_blocks=2,
+)
 
 # Policy settings matching `TINY_BASE` with a small action DiT. The tests and the benchmark use them; the
 # real-size defaults live in `DiT4DiTConfig`.
@@ -206,7 +221,7 @@ def build_tiny_cosmos_base(
         num_layers=num_layers,
         mlp_ratio=4.0,
         text_embed_dim=hidden,
-        adaln_lora_dim=16,
+        adaln_lora_dim=sizes.adaln_lora_dim,
         max_size=(128, 240, 240),
         patch_size=(1, 2, 2),
         rope_scale=(1.0, 3.0, 3.0),
@@ -219,8 +234,8 @@ def build_tiny_cosmos_base(
     vae = AutoencoderKLWan(
         base_dim=sizes.vae_base_dim,
         z_dim=16,
-        dim_mult=[1, 1, 1, 1],
-        num_res_blocks=1,
+        dim_mult=list(sizes.vae_dim_mult),
+        num_res_blocks=sizes.vae_num_res_blocks,
         attn_scales=[],
         temperal_downsample=[False, True, True],
         latents_mean=WAN21_LATENTS_MEAN,
@@ -260,10 +275,11 @@ def main() -> None:
     )
     parser.add_argument("--output", required=True, help="directory to write the pipeline to")
     for f in fields(TinyBaseSizes):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=getattr(TINY_BASE, f.name))
+        if isinstance(getattr(TINY_BASE, f.name), int):
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=getattr(TINY_BASE, f.name))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    sizes = replace(TINY_BASE, **{k: getattr(args, k) for k in asdict(TINY_BASE)})
+    sizes = replace(TINY_BASE, **{k: getattr(args, k) for k in asdict(TINY_BASE) if hasattr(args, k)})
     path = build_tiny_cosmos_base(args.output, sizes, seed=args.seed)
     print(f"tiny Cosmos-Predict2.5 base written to {path}")
 
