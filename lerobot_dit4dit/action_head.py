@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F  # noqa: N812
+import torch.utils.checkpoint
 from lerobot.policies.common.flow_matching import euler_integrate
 from lerobot.policies.groot.action_head.cross_attention_dit import DiT
 from lerobot.policies.groot.groot_n1_7 import SinusoidalPositionalEncoding
@@ -152,6 +153,25 @@ class FlowMatchingActionHead(nn.Module):
         buckets = time_to_bucket(t, self.num_timestep_buckets)
         pred = self.velocity(noisy, buckets, self.state_encoder(state).unsqueeze(1), features)
         return pred, velocity_target(actions, noise)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute each DiT block in the backward pass instead of storing its activations.
+
+        LeRobot's GR00T `DiT` declares `_supports_gradient_checkpointing` but its forward never checkpoints,
+        so each block's forward is wrapped here (instance attribute: the state_dict keys do not change).
+        """
+        for block in self.model.transformer_blocks:
+            if getattr(block, "_dit4dit_checkpointed", False):
+                continue
+            plain = block.forward
+
+            def checkpointed(*args, _plain=plain, _block=block, **kwargs):
+                if _block.training and torch.is_grad_enabled():
+                    return torch.utils.checkpoint.checkpoint(_plain, *args, use_reentrant=False, **kwargs)
+                return _plain(*args, **kwargs)
+
+            block.forward = checkpointed
+            block._dit4dit_checkpointed = True
 
     def cross_attention_blocks(self) -> list[nn.Module]:
         """The DiT blocks that attend to the video features (even blocks when self-attention interleaves)."""

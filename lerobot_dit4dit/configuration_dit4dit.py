@@ -44,8 +44,12 @@ class DiT4DiTConfig(PreTrainedConfig):
     # Storage dtype of the frozen VAE and text encoder, and the autocast dtype `lerobot-train` uses
     # (it reads `policy.dtype`). "bfloat16" for real-size runs on a GPU, "float32" on CPU.
     dtype: str = "float32"
-    # Wire diffusers' gradient checkpointing through the video DiT blocks (saves activation memory).
+    # Gradient checkpointing through the video DiT blocks (diffusers') and the action DiT blocks (ours:
+    # LeRobot's GR00T DiT declares support but never checkpoints). Trades a second forward for memory.
     gradient_checkpointing: bool = False
+    # torch.compile the video DiT blocks and the action DiT in place (state_dict keys unchanged), for training
+    # and inference. `lerobot-rollout --use_torch_compile` sets it.
+    compile_model: bool = False
 
     # ---------------------------------------------------------------- observations
     # Camera keys in the order they are tiled left to right into one video. Empty: every image feature of

@@ -91,12 +91,18 @@ class DiT4DiTPolicy(PreTrainedPolicy):
                 f"extract_layer={config.extract_layer} but the video DiT of {config.base_model} has "
                 f"{self.video.num_blocks} blocks (valid: 0..{self.video.num_blocks - 1})."
             )
-        if config.gradient_checkpointing:
-            self.video.transformer.enable_gradient_checkpointing()
         # The cross-attention width follows the loaded video DiT.
         self.action_head = FlowMatchingActionHead.from_config(
             config, cross_attention_dim=self.video.hidden_size
         )
+        if config.gradient_checkpointing:
+            self.video.transformer.enable_gradient_checkpointing()
+            self.action_head.enable_gradient_checkpointing()
+        if config.compile_model:
+            # In place, module by module: state_dict keys stay the same, hooks keep working.
+            for block in self.video.transformer.transformer_blocks:
+                block.compile()
+            self.action_head.model.compile()
         if config.chunk_size + 1 > config.action_max_seq_len:
             raise ValueError(
                 f"chunk_size={config.chunk_size} exceeds action_max_seq_len={config.action_max_seq_len}."
