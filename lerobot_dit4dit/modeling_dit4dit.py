@@ -767,4 +767,11 @@ def load_trained_state_dict(model: DiT4DiTPolicy, state_dict: dict[str, Tensor],
         problems.append(f"shape mismatches {mismatched[:10]}")
     if problems:
         raise ValueError(f"DiT4DiT: cannot load {source}: " + "; ".join(problems))
-    model.load_state_dict(state_dict, strict=False)
+    # assign: take the checkpoint's tensors as they are (a video DiT built on the meta device has none yet);
+    # they are cast to each parameter's dtype first so that assigning never changes a module's precision.
+    own_dtypes = {k: v.dtype for k, v in model.state_dict().items()}
+    state_dict = {k: v.to(own_dtypes[k]) if v.is_floating_point() else v for k, v in state_dict.items()}
+    model.load_state_dict(state_dict, strict=False, assign=True)
+    meta = [k for k, v in model.state_dict().items() if v.is_meta]
+    if meta:
+        raise ValueError(f"DiT4DiT: {source} left {len(meta)} tensors unset (first: {meta[:3]}).")

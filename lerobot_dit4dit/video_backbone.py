@@ -153,8 +153,11 @@ class CosmosVideoBackbone(nn.Module):
         local = resolve_base_model(base_model, revision, transformer_weights=load_transformer_weights)
         transformer = None
         if not load_transformer_weights:
+            # On the meta device: no random initialisation and no memory until the checkpoint's tensors are
+            # assigned (`load_trained_state_dict(..., assign=True)`).
             cfg = CosmosTransformer3DModel.load_config(local, subfolder="transformer")
-            transformer = CosmosTransformer3DModel.from_config(cfg)
+            with torch.device("meta"):
+                transformer = CosmosTransformer3DModel.from_config(cfg)
         pipe = _load_pipeline(local, None, transformer)
         # The pipeline object is kept for its helpers (prompt encoding, latent statistics, condition mask).
         # It is not an nn.Module, so its components are registered below explicitly.

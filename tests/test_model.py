@@ -422,3 +422,36 @@ def test_feature_kv_once_per_chunk_and_text_kv_once_per_instruction(make_policy,
     assert all(torch.equal(c, uncached) for c in chunks)
     assert torch.equal(policy.last_predicted_latents, latents)
     assert len(feature_k) == 3 + 6 and len(text_k) > 1
+
+
+def test_compile_model_matches_eager(make_policy):
+    """compile_model=True: torch.compile in place (same state_dict keys), actions within rounding of eager."""
+    eager = make_policy()
+    compiled = make_policy(compile_model=True)
+    assert compiled.state_dict().keys() == eager.state_dict().keys()
+    compiled.load_state_dict(eager.state_dict())
+    eager.eval()
+    batch = inference_batch()
+    noise = torch.randn(2, eager.config.chunk_size, eager.config.max_action_dim)
+    torch.testing.assert_close(
+        compiled.predict_action_chunk(batch, noise=noise),
+        eager.predict_action_chunk(batch, noise=noise),
+        atol=1e-5,
+        rtol=1e-5,
+    )
+
+
+def test_loading_builds_the_video_dit_without_random_init(make_policy, tiny_base, tmp_path):
+    """from_pretrained builds the video DiT on the meta device and assigns the checkpoint's tensors: no random
+    initialisation, no second copy; the loaded policy has no meta tensors left and trains as before."""
+    from lerobot_dit4dit.video_backbone import CosmosVideoBackbone
+
+    empty = CosmosVideoBackbone(tiny_base, load_transformer_weights=False)
+    assert all(p.is_meta for p in empty.transformer.parameters())
+    policy = make_policy()
+    policy.save_pretrained(tmp_path)
+    loaded = DiT4DiTPolicy.from_pretrained(tmp_path)
+    assert not any(t.is_meta for t in loaded.state_dict().values())
+    assert all(p.requires_grad for p in loaded.video.transformer.parameters())
+    for key, value in policy.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
