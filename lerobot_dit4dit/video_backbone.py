@@ -78,6 +78,44 @@ def check_base_model(base_model: str) -> None:
         )
 
 
+def use_single_frame_convs(module: nn.Module) -> int:
+    """Give every Wan causal 3D convolution under `module` a fast path for a single frame without cache.
+
+    A causal conv pads its input with zero frames in front, so on one frame only the kernel's last temporal
+    slice meets data: the 3D conv equals a 2D conv with that slice. diffusers computes the full 3D conv over
+    the zero padding; the fast path skips that work (same values up to float rounding). Returns the number
+    of convolutions given the fast path (set as an instance attribute: state_dict keys do not change).
+    """
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+
+    count = 0
+    for conv in module.modules():
+        if not isinstance(conv, WanCausalConv3d) or getattr(conv, "_dit4dit_single_frame", False):
+            continue
+        full = conv.forward
+        causal = conv._padding[4] == conv.kernel_size[0] - 1 and conv.stride[0] == 1 and conv.dilation[0] == 1
+
+        def forward(x, cache_x=None, _conv=conv, _full=full, _causal=causal):
+            if not _causal or cache_x is not None or x.shape[2] != 1:
+                return _full(x, cache_x)
+            frame = torch.nn.functional.pad(x[:, :, 0], list(_conv._padding[:4])).contiguous()
+            out = torch.nn.functional.conv2d(
+                frame,
+                _conv.weight[:, :, -1],
+                _conv.bias,
+                _conv.stride[1:],
+                0,
+                _conv.dilation[1:],
+                _conv.groups,
+            )
+            return out.unsqueeze(2)
+
+        conv.forward = forward
+        conv._dit4dit_single_frame = True
+        count += 1
+    return count
+
+
 def looks_local(path: str) -> bool:
     """True when `path` can only be a local path (a hub id is exactly `<owner>/<name>`)."""
     return (
@@ -166,6 +204,7 @@ class CosmosVideoBackbone(nn.Module):
         self.vae: AutoencoderKLWan = pipe.vae if frozen_dtype == torch.float32 else pipe.vae.to(frozen_dtype)
         self.vae.requires_grad_(False)
         self.vae.eval()
+        use_single_frame_convs(self.vae.encoder)  # frame 0 (the condition) is encoded alone
         # Not a registered submodule: it is frozen, loaded lazily, and must never enter state_dict().
         self._set_text_encoder(None)
         self._prompt_cache: dict[str, Tensor] = {}

@@ -455,3 +455,20 @@ def test_loading_builds_the_video_dit_without_random_init(make_policy, tiny_base
     assert all(p.requires_grad for p in loaded.video.transformer.parameters())
     for key, value in policy.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_single_frame_vae_fast_path_matches_diffusers(make_policy):
+    """Frame 0 goes through 2D convs with the causal kernels' last temporal slice; latents match diffusers'
+    3D convs over the zero padding within float rounding."""
+    import copy
+
+    from diffusers import AutoencoderKLWan
+
+    policy = make_policy()
+    plain = AutoencoderKLWan.from_config(policy.video.vae.config)
+    plain.load_state_dict(copy.deepcopy(policy.video.vae.state_dict()))
+    frame = torch.rand(2, 3, 1, 32, 64) * 2 - 1
+    with torch.no_grad():
+        fast = policy.video.vae.encode(frame).latent_dist.mode()
+        reference = plain.encode(frame).latent_dist.mode()
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
