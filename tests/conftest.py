@@ -25,7 +25,10 @@ def tiny_base(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def reach_dataset(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("data") / "reach"
-    make_reach_dataset(root, num_episodes=4, episode_length=24, image_size=IMG, action_dim=ACTION_DIM)
+    # Full-length episodes: most 9-frame clips (0..8 at stride 2) fit, so the video loss has real targets.
+    make_reach_dataset(
+        root, num_episodes=4, episode_length=24, image_size=IMG, action_dim=ACTION_DIM, stop_on_success=False
+    )
     return str(root)
 
 

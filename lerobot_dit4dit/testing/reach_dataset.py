@@ -113,11 +113,14 @@ def make_reach_dataset(
     seed: int = 0,
     distractor: bool = False,
     overwrite: bool = True,
+    stop_on_success: bool = True,
 ):
     """Create the dataset at `root` and return it (a `LeRobotDataset`).
 
     Features: observation.images.front / observation.images.wrist (3, S, S) images, observation.state
-    (state_dim,), action (action_dim,), plus the `task` string of every frame.
+    (state_dim,), action (action_dim,), plus the `task` string of every frame. Episodes end two frames after
+    the goal is reached, or, with `stop_on_success=False`, always run `episode_length` frames (long enough
+    for clips of future frames that do not run past the episode end).
     """
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
@@ -159,7 +162,7 @@ def make_reach_dataset(
             action = env.expert_action(action_dim)
             ds.add_frame({**obs, "action": action})
             obs, _ = env.step(action)
-            if env.success:
+            if env.success and stop_on_success:
                 hold -= 1
                 if hold < 0:
                     break
