@@ -132,6 +132,18 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         rtc = self.config.rtc_config
         self.rtc_processor = RTCProcessor(rtc) if rtc is not None and rtc.enabled else None
 
+    def _get_default_peft_targets(self) -> dict:
+        """LoRA targets for `lerobot-train --peft.method_type=lora`: the attention projections of both DiTs
+        (video DiT self- and cross-attention, action DiT attention) and the action DiT's feed-forward; the
+        small embodiment layers (state encoder, action encoder and decoder) train in full."""
+        video = r"video\.transformer\.transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)"
+        block = r"action_head\.model\.transformer_blocks\.\d+"
+        action = rf"{block}\.(attn1\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.(0\.proj|2))"
+        return {
+            "target_modules": rf"({video}|{action})",
+            "modules_to_save": ["state_encoder", "action_encoder", "action_decoder"],
+        }
+
     def get_optim_params(self) -> list[dict]:
         """Two AdamW parameter groups: the video DiT at `optimizer_lr_video`, the action head at
         `optimizer_lr_action`. Frozen parameters are left out."""

@@ -344,3 +344,49 @@ def test_two_process_accelerate_training_keeps_ranks_identical(tiny_base, reach_
     assert all(torch.equal(saved[k], ranks[0][k]) for k in saved)
     log = proc.stdout + proc.stderr
     assert "[rank1]" in log and "smpl:16" in log  # 2 processes x batch 4 x 2 steps
+
+
+def test_lora_fine_tuning_through_lerobot_peft(trained, reach_dataset, tmp_path):
+    """`lerobot-train --policy.path=<ckpt> --peft.method_type=lora`: dit4dit's default targets put adapters on
+    both DiTs and train the embodiment layers in full; the adapters save and reload through LeRobot's
+    make_policy, and the reloaded policy acts."""
+    pytest.importorskip("peft", reason="LoRA goes through LeRobot's PEFT support (the `peft` package)")
+    from lerobot.configs import PreTrainedConfig
+    from lerobot.policies.factory import make_policy
+    from safetensors.torch import load_file
+
+    ckpt = trained / "checkpoints" / "000003" / "pretrained_model"
+    out = tmp_path / "lora"
+    run(
+        [
+            str(BIN / "lerobot-train"),
+            f"--policy.path={ckpt}",
+            "--policy.push_to_hub=false",
+            "--peft.method_type=lora",
+            "--peft.r=4",
+            *dataset_flags(reach_dataset),
+            "--steps=2",
+            "--save_freq=2",
+            f"--output_dir={out}",
+        ]
+    )
+    adapter_dir = out / "checkpoints" / "000002" / "pretrained_model"
+    adapters = load_file(adapter_dir / "adapter_model.safetensors")
+    assert any(k.startswith("base_model.model.video.transformer.") and "lora_A" in k for k in adapters)
+    assert any(k.startswith("base_model.model.action_head.model.") and "lora_A" in k for k in adapters)
+    assert any(".action_head.state_encoder." in k for k in adapters)  # trained in full
+
+    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+
+    cfg = PreTrainedConfig.from_pretrained(adapter_dir)
+    cfg.pretrained_path = adapter_dir
+    policy = make_policy(cfg, ds_meta=LeRobotDatasetMetadata("local/dit4dit_reach", root=reach_dataset))
+    loaded = policy.state_dict()
+    lora_key = next(k for k in adapters if "video.transformer." in k and "lora_B" in k)
+    own_key = lora_key.replace(".lora_B.weight", ".lora_B.default.weight")
+    assert torch.equal(loaded[own_key], adapters[lora_key])
+    from utils import inference_batch
+
+    policy.eval()
+    batch = inference_batch()
+    assert policy.predict_action_chunk(batch).shape == (2, 8, 4)

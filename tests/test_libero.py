@@ -377,3 +377,23 @@ def test_lerobot_eval_on_real_libero(libero_config, tiny_base, tmp_path):
     summary = aggregate.summarise(aggregate.collect(out))
     assert summary["suites"]["libero_spatial"]["episodes"] == 1
     print(f"\n[libero e2e] dataset {t_data:.1f}s, train {t_train:.1f}s, eval {t_eval:.1f}s")
+
+
+def test_fsdp_preset_is_a_valid_accelerate_config(make_policy):
+    """configs/accelerate_fsdp_2b.yaml parses as an Accelerate cluster config, names classes that exist, and
+    its ignored-module pattern matches exactly the policy's frozen VAE."""
+    import re
+
+    from accelerate.commands.config.config_args import ClusterConfig
+    from diffusers.models.transformers.transformer_cosmos import CosmosTransformerBlock
+    from lerobot.policies.groot.action_head.cross_attention_dit import BasicTransformerBlock
+
+    cfg = ClusterConfig.from_yaml_file(str(ROOT / "configs" / "accelerate_fsdp_2b.yaml"))
+    assert cfg.distributed_type == "FSDP" and cfg.mixed_precision == "bf16"
+    fsdp = cfg.fsdp_config
+    wrapped = fsdp["fsdp_transformer_layer_cls_to_wrap"].split(",")
+    assert wrapped == [CosmosTransformerBlock.__name__, BasicTransformerBlock.__name__]
+    assert fsdp["fsdp_use_orig_params"] is True
+    policy = make_policy()
+    ignored = [n for n, _ in policy.named_modules() if re.fullmatch(fsdp["fsdp_ignored_modules"], n)]
+    assert ignored == ["video.vae"] and not any(p.requires_grad for p in policy.video.vae.parameters())
