@@ -16,6 +16,12 @@ import torch
 from torch import Tensor, nn
 
 
+def tensor_version(t: Tensor) -> int:
+    """The in-place modification counter of `t`; -1 for inference-mode tensors, which have none (they cannot
+    be modified outside `torch.inference_mode`, and nothing here modifies them inside it)."""
+    return -1 if t.is_inference() else t._version
+
+
 class ReuseOutput(nn.Module):
     """Wraps a module; returns its cached output while it is called with the same tensor object again.
 
@@ -30,10 +36,10 @@ class ReuseOutput(nn.Module):
         self._output: Tensor | None = None
 
     def _state(self, x: Tensor) -> tuple:
-        weights = tuple(p._version for p in self.inner.parameters())
+        weights = tuple(tensor_version(p) for p in self.inner.parameters())
         autocast = torch.is_autocast_enabled(x.device.type)
         dtype = torch.get_autocast_dtype(x.device.type) if autocast else None
-        return (x._version, weights, autocast, dtype, torch.is_grad_enabled())
+        return (tensor_version(x), weights, autocast, dtype, torch.is_grad_enabled())
 
     def forward(self, x: Tensor) -> Tensor:
         state = self._state(x)

@@ -27,7 +27,7 @@ from diffusers.pipelines.cosmos.pipeline_cosmos2_5_predict import retrieve_laten
 from torch import Tensor, nn
 from transformers import Qwen2_5_VLForConditionalGeneration
 
-from .caching import reusing_outputs
+from .caching import reusing_outputs, tensor_version
 from .flow_matching import interpolate, masked_mse, sample_video_time, velocity_target
 
 logger = logging.getLogger(__name__)
@@ -379,7 +379,7 @@ class CosmosVideoBackbone(nn.Module):
 
     def _proj_version(self) -> int:
         """In-place update counter of the projection weights: an optimizer step changes it."""
-        return sum(p._version for p in self.crossattn_proj.parameters())
+        return sum(tensor_version(p) for p in self.crossattn_proj.parameters())
 
     def cached_prompts(self) -> list[str]:
         """Instructions whose prompt embeddings this process computed (e.g. every training instruction)."""

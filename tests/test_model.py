@@ -472,3 +472,17 @@ def test_single_frame_vae_fast_path_matches_diffusers(make_policy):
         fast = policy.video.vae.encode(frame).latent_dist.mode()
         reference = plain.encode(frame).latent_dist.mode()
     torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_inference_mode_as_lerobot_eval_runs_it(make_policy):
+    """lerobot-eval and lerobot-rollout act under torch.inference_mode(): the caches must work there too
+    (inference tensors have no version counter), with the same actions as under no_grad."""
+    policy = make_policy(save_predicted_video=True, predicted_video_steps=2)
+    batch = inference_batch()
+    noise = torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim)
+    with torch.no_grad():
+        expected = policy.predict_action_chunk(batch, noise=noise)
+    with torch.inference_mode():
+        first = policy.predict_action_chunk(batch, noise=noise)
+        again = policy.predict_action_chunk(batch, noise=noise)
+    assert torch.equal(first, expected) and torch.equal(again, expected)
