@@ -114,6 +114,9 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             self.action_head.requires_grad_(False)
         self.init_rtc_processor()
         self.training_forwards = 0  # forward calls in train mode, named when a loss turns non-finite
+        self._inference_cast = (
+            False  # trained weights cast to `dtype` for inference (see _cast_for_inference)
+        )
         self.reset()
 
     # ------------------------------------------------------------------ LeRobot API
@@ -169,6 +172,31 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         ):  # the official code rounds σ_f to its bf16 DiT dtype
             sigma = float(torch.tensor(sigma, dtype=DTYPES[self.config.dtype]))
         return sigma
+
+    def _cast_for_inference(self) -> None:
+        """With `dtype` bfloat16/float16, cast the trained weights to it once, at the first inference of a
+        process that has not trained: autocast would otherwise re-cast every fp32 weight on every call. A
+        process that trains keeps fp32 master weights under autocast (lerobot-train's evaluation included)."""
+        dtype = DTYPES[self.config.dtype]
+        if dtype == torch.float32 or self._inference_cast or self.training_forwards > 0:
+            return
+        self.video.transformer.to(dtype)
+        self.action_head.to(dtype)
+        self._inference_cast = True
+        logger.info("DiT4DiT: trained weights cast to %s for inference", self.config.dtype)
+
+    def train(self, mode: bool = True):
+        if mode and getattr(self, "_inference_cast", False):
+            logger.warning(
+                "DiT4DiT: training a policy whose weights were cast to %s for inference; they go back to "
+                "float32 with the %s rounding (load it afresh to train from the exact weights).",
+                self.config.dtype,
+                self.config.dtype,
+            )
+            self.video.transformer.float()
+            self.action_head.float()
+            self._inference_cast = False
+        return super().train(mode)
 
     def _autocast(self, device: torch.device):
         """Mixed precision in `config.dtype` (a no-op for float32); `lerobot-train` adds its own on top."""
@@ -452,6 +480,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
                 with `feature_noise_seed` when None (global RNG if that is None).
         """
         self.eval()
+        self._cast_for_inference()
         if self.config.training_mode == "video":
             raise RuntimeError(
                 "DiT4DiT: this policy was trained with training_mode='video' (video loss only): its "

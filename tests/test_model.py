@@ -486,3 +486,27 @@ def test_inference_mode_as_lerobot_eval_runs_it(make_policy):
         first = policy.predict_action_chunk(batch, noise=noise)
         again = policy.predict_action_chunk(batch, noise=noise)
     assert torch.equal(first, expected) and torch.equal(again, expected)
+
+
+def test_bf16_weights_cast_once_for_inference(make_policy, caplog):
+    """dtype=bfloat16: a process that only acts casts the trained weights to bf16 once (no per-call autocast
+    copies); actions stay within bf16 rounding of the fp32-weights-under-autocast path; a process that trained
+    keeps fp32 master weights; training after a cast goes back to fp32, with a warning."""
+    import logging
+
+    acting = make_policy(dtype="bfloat16")
+    reference = make_policy(dtype="bfloat16")
+    reference.load_state_dict(acting.state_dict())
+    reference.training_forwards = 1  # as in lerobot-train: fp32 weights under autocast, never cast
+    batch = inference_batch()
+    noise = torch.randn(2, acting.config.chunk_size, acting.config.max_action_dim)
+    cast = acting.predict_action_chunk(batch, noise=noise)
+    autocast = reference.predict_action_chunk(batch, noise=noise)
+    assert acting.video.transformer.dtype == torch.bfloat16
+    assert next(acting.action_head.parameters()).dtype == torch.bfloat16
+    assert reference.video.transformer.dtype == torch.float32
+    assert cast.dtype == torch.float32 and torch.isfinite(cast).all()
+    torch.testing.assert_close(cast, autocast, atol=0.1, rtol=0.05)  # bf16 has 8 bits of mantissa
+    with caplog.at_level(logging.WARNING):
+        acting.train()
+    assert acting.video.transformer.dtype == torch.float32 and "cast to bfloat16 for inference" in caplog.text

@@ -222,6 +222,10 @@ def time_policy(args) -> dict:
     )
     device = torch.device(cfg.device)
     policy = DiT4DiTPolicy(cfg).to(device)
+    if (
+        args.no_cast
+    ):  # the "before" of the bf16 cast: fp32 weights under autocast, as a training process keeps
+        policy.training_forwards = 1
     if args.no_caches:  # the "before" of the inference caches (lerobot_dit4dit.caching)
         policy.action_head.feature_kv_cached = contextlib.nullcontext
         policy.video.text_kv_cached = lambda n=None: contextlib.nullcontext()
@@ -339,6 +343,7 @@ def main() -> None:
     parser.add_argument("--inference-batch-size", type=int, default=1)
     parser.add_argument("--inference-only", action="store_true", help="skip the train step")
     parser.add_argument("--no-caches", action="store_true", help="disable the inference K/V caches (before)")
+    parser.add_argument("--no-cast", action="store_true", help="keep fp32 weights under autocast (before)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, pinned (default 1)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
