@@ -12,33 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-from utils import BIN, ROOT, offline_env, run
+from utils import BIN, ROOT, dataset_flags, offline_env, run, tiny_policy_flags
 
 from lerobot_dit4dit.testing.tiny_base import TINY_POLICY_OVERRIDES
-
-
-def tiny_policy_flags(base: str) -> list[str]:
-    flags = [f"--policy.{k}={v}" for k, v in TINY_POLICY_OVERRIDES.items()]
-    return flags + [
-        "--policy.type=dit4dit",
-        f"--policy.base_model={base}",
-        "--policy.base_model_revision=null",
-        "--policy.device=cpu",
-        "--policy.push_to_hub=false",
-        "--policy.image_resolution=[32,32]",
-    ]
-
-
-def dataset_flags(root: str) -> list[str]:
-    return [
-        "--dataset.repo_id=local/dit4dit_reach",
-        f"--dataset.root={root}",
-        "--dataset.video_backend=pyav",
-        "--num_workers=0",
-        "--batch_size=4",
-        "--log_freq=1",
-        "--wandb.enable=false",
-    ]
 
 
 def test_distribution_name_is_a_lerobot_policy_plugin():

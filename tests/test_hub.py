@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 from hub_server import hub_env
-from utils import BIN, run
-
-from lerobot_dit4dit.testing.tiny_base import TINY_POLICY_OVERRIDES
+from utils import BIN, dataset_flags, run, tiny_policy_flags
 
 pytest.importorskip("metaworld", reason="needs the [metaworld] extra (installed by scripts/test.sh)")
 
@@ -81,27 +79,15 @@ def pushed(hub_server, tiny_base, tmp_path_factory):
         TASK,
     )
     out = tmp / "train"
-    flags = [f"--policy.{k}={v}" for k, v in TINY_POLICY_OVERRIDES.items()]
     proc = run(
         [
             str(BIN / "lerobot-train"),
-            "--policy.type=dit4dit",
-            *flags,
-            f"--policy.base_model={BASE_REPO}",
-            f"--policy.base_model_revision={BASE_REVISION}",
-            "--policy.device=cpu",
-            "--policy.image_resolution=[64,64]",
-            "--policy.push_to_hub=true",
+            *tiny_policy_flags(BASE_REPO, resolution=64, revision=BASE_REVISION),
+            "--policy.push_to_hub=true",  # after the flags' default: the later value wins
             f"--policy.repo_id={POLICY_REPO}",
-            "--dataset.repo_id=local/mw",
-            f"--dataset.root={data}",
-            "--dataset.video_backend=pyav",
-            "--num_workers=0",
-            "--batch_size=2",
+            *dataset_flags(data, repo_id="local/mw", batch_size=2),
             "--steps=2",
             "--save_freq=2",
-            "--log_freq=1",
-            "--wandb.enable=false",
             f"--output_dir={out}",
         ],
         env={**env, "HF_DATASETS_OFFLINE": "1"},

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from utils import BIN, ROOT, offline_env, run
+from utils import BIN, ROOT, dataset_flags, offline_env, run
 
 from lerobot_dit4dit.benchmarks import libero_aggregate as aggregate
 from lerobot_dit4dit.benchmarks import libero_protocol as eval_protocol
@@ -305,15 +305,9 @@ def test_lerobot_eval_on_real_libero(libero_config, tiny_base, tmp_path):
             "--policy.gradient_checkpointing=false",
             "--policy.device=cpu",
             "--policy.image_resolution=[32,32]",
-            "--dataset.repo_id=local/dit4dit_libero_tiny",
-            f"--dataset.root={data}",
-            "--dataset.video_backend=pyav",
-            "--num_workers=0",
-            "--batch_size=2",
+            *dataset_flags(data, repo_id="local/dit4dit_libero_tiny", batch_size=2),
             "--steps=2",
             "--save_freq=2",
-            "--log_freq=1",
-            "--wandb.enable=false",
             f"--output_dir={train}",
         ],
         env,

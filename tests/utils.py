@@ -84,3 +84,29 @@ def run(cmd: list[str], env: dict | None = None, timeout: int = 600, **kwargs) -
             f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
         )
     return proc
+
+
+def tiny_policy_flags(base: str, resolution: int = IMG, revision: str | None = None) -> list[str]:
+    """`lerobot-train` flags for a dit4dit policy on the tiny base (`--policy.base_model` may be a hub id)."""
+    flags = [f"--policy.{k}={v}" for k, v in TINY_POLICY_OVERRIDES.items()]
+    return flags + [
+        "--policy.type=dit4dit",
+        f"--policy.base_model={base}",
+        f"--policy.base_model_revision={revision or 'null'}",
+        "--policy.device=cpu",
+        "--policy.push_to_hub=false",
+        f"--policy.image_resolution=[{resolution},{resolution}]",
+    ]
+
+
+def dataset_flags(root, repo_id: str = "local/dit4dit_reach", batch_size: int = 4) -> list[str]:
+    """`lerobot-train` flags for a local dataset, read with pyav, in this process's CPU budget."""
+    return [
+        f"--dataset.repo_id={repo_id}",
+        f"--dataset.root={root}",
+        "--dataset.video_backend=pyav",
+        "--num_workers=0",
+        f"--batch_size={batch_size}",
+        "--log_freq=1",
+        "--wandb.enable=false",
+    ]
