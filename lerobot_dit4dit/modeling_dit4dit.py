@@ -44,7 +44,7 @@ from .flow_matching import beta_draw_to_time, masked_mse, sample_beta_time
 from .model_card import build_model_card
 from .text_conditioning import FILENAME as TEXT_CONDITIONING_FILE
 from .text_conditioning import load_text_conditioning, save_text_conditioning
-from .video_backbone import CosmosVideoBackbone
+from .video_backbone import CosmosVideoBackbone, looks_local
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T", bound="DiT4DiTPolicy")
@@ -547,7 +547,10 @@ class DiT4DiTPolicy(PreTrainedPolicy):
     def select_action(self, batch: dict[str, Tensor], noise: Tensor | None = None, **kwargs) -> Tensor:
         """One action (B, action_dim); a new chunk is predicted every `n_action_steps` calls."""
         self.eval()
-        batch_size = self.tile_cameras(batch).shape[0]
+        camera = self.config.cameras[0]
+        if camera not in batch:
+            raise KeyError(f"DiT4DiT: camera {camera!r} missing from the batch (has {sorted(batch)}).")
+        batch_size = batch[camera].shape[0]  # read, not tiled: select_action runs every control step
         if self._action_queue and self._action_queue[0].shape[0] != batch_size:
             # The queued chunk belongs to a batch of another size (e.g. a new set of envs): never hand its
             # actions to these observations; start a fresh chunk instead.
@@ -731,9 +734,8 @@ def _check_checkpoint_path(path: str, has_config: bool) -> None:
     directory that does not exist (LeRobot: "Repo id must be in the form..."), an unreadable config.json, or a
     checkpoint of another policy type."""
     local = Path(path).expanduser()
-    looks_local = local.is_absolute() or path.startswith((".", "~")) or path.count("/") != 1
     if not local.exists():
-        if looks_local:
+        if looks_local(path):
             raise FileNotFoundError(f"DiT4DiT: checkpoint directory {path} does not exist.")
         return  # a hub repo id
     if not local.is_dir():
