@@ -2,11 +2,11 @@
 # Create (once) the project's Python 3.12 virtual environment in .venv and install the project into it.
 # Sourced by scripts/test.sh and the examples; safe to run again (it only re-installs when pyproject changes).
 # DIT4DIT_VENV picks another environment; DIT4DIT_SKIP_INSTALL=1 uses it as it is; DIT4DIT_EXTRAS picks the
-# extras (default: test,libero,metaworld, which the tests and the quickstart use).
+# extras (default: test,libero,metaworld,g1, which the tests and the quickstart use).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${DIT4DIT_VENV:-$ROOT/.venv}"
-EXTRAS="${DIT4DIT_EXTRAS:-test,libero,metaworld}"
+EXTRAS="${DIT4DIT_EXTRAS:-test,libero,metaworld,g1}"
 
 find_python312() {
   local candidates=("${PYTHON:-}" python3.12)

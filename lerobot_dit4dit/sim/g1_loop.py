@@ -1,0 +1,289 @@
+"""The whole offline G1 loop with LeRobot's own CLIs, on the simulated G1:
+
+    start the bridge -> lerobot-teleoperate (the expert's press rate) -> lerobot-record N episodes
+    -> lerobot-train -> lerobot-rollout (RTC for dit4dit) for M minutes -> presses per minute
+
+    MUJOCO_GL=egl python -m lerobot_dit4dit.sim.g1_loop --out outputs/g1
+    MUJOCO_GL=egl python -m lerobot_dit4dit.sim.g1_loop --out outputs/g1 --policy act   # same data, ACT
+
+Each stage is skipped when its output exists with the same settings, so a run resumes. It ends with
+    presses_per_minute=<policy> expert=<expert> episodes=<n> train_minutes=<m>
+and writes `<out>/result_<policy>.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .scene_client import SceneClient
+
+ROOT = Path(__file__).resolve().parents[2]
+PRESET = ROOT / "configs" / "unitree_g1_sim.json"
+TASK = "press the red button"
+ROBOT_TYPE = "unitree_g1_dit4dit"
+EXPERT_TYPE = "g1_scripted_expert"
+CAMERA = "head_camera"
+
+
+def robot_flags(image_size: int, fps: int) -> list[str]:
+    """`--robot.*` flags for the simulated G1: arm mode, the head camera at `image_size` px."""
+    camera = (
+        f"{{{CAMERA}: {{type: zmq, server_address: 127.0.0.1, port: 5555, camera_name: {CAMERA}, "
+        f"width: {image_size}, height: {image_size}, fps: {fps}}}}}"
+    )
+    return [f"--robot.type={ROBOT_TYPE}", "--robot.mode=arm", f"--robot.cameras={camera}"]
+
+
+@contextlib.contextmanager
+def bridge(image_size: int, variant: str = "capsules", seed: int = 0, log: Path | None = None, timeout_s=120):
+    """Run the simulator (`python -m lerobot_dit4dit.sim.g1_bridge`) until the block ends; yields the Popen.
+
+    Waits for its READY line (raises with its output on a timeout or an early exit) and always stops it."""
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    cmd = [sys.executable, "-m", "lerobot_dit4dit.sim.g1_bridge", f"--image-size={image_size}"]
+    cmd += [f"--variant={variant}", f"--seed={seed}"]
+    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=out, text=True, env=env)
+    try:
+        deadline = time.monotonic() + timeout_s
+        lines = []
+        os.set_blocking(proc.stdout.fileno(), False)
+        while True:
+            line = proc.stdout.readline()
+            if line:
+                lines.append(line)
+                if line.strip() == "READY":
+                    break
+            elif proc.poll() is not None:
+                raise RuntimeError(f"the G1 bridge exited ({proc.returncode}) before READY:\n{''.join(lines)}")
+            elif time.monotonic() > deadline:
+                raise TimeoutError(f"the G1 bridge printed no READY within {timeout_s} s:\n{''.join(lines)}")
+            else:
+                time.sleep(0.05)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if log:
+            out.close()
+
+
+def run_cli(cmd: list[str], log: Path, timeout_s: float | None = None) -> float:
+    """Run a LeRobot CLI with its output in `log`; returns the wall time; raises with the log's tail.
+
+    `lerobot-*` names resolve next to this interpreter first, so a virtual environment need not be active."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    script = Path(sys.executable).parent / cmd[0]
+    if cmd[0].startswith("lerobot-") and script.exists():
+        cmd = [str(script), *cmd[1:]]
+    start = time.perf_counter()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    with open(log, "w") as f:
+        proc = subprocess.run(
+            cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, timeout=timeout_s
+        )
+    if proc.returncode:
+        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-20:])
+        raise RuntimeError(f"{' '.join(cmd[:2])} failed (exit {proc.returncode}); {log}:\n{tail}")
+    return time.perf_counter() - start
+
+
+def record(data: Path, episodes: int, episode_s: float, fps: int, image_size: int, log: Path) -> float:
+    """lerobot-record `episodes` expert episodes into `data` (a fresh folder); returns the wall time."""
+    shutil.rmtree(data, ignore_errors=True)
+    return run_cli(
+        [
+            "lerobot-record",
+            *robot_flags(image_size, fps),
+            f"--teleop.type={EXPERT_TYPE}",
+            f"--dataset.repo_id=local/g1_button",
+            f"--dataset.root={data}",
+            f"--dataset.num_episodes={episodes}",
+            f"--dataset.episode_time_s={episode_s}",
+            "--dataset.reset_time_s=0",
+            f"--dataset.fps={fps}",
+            f"--dataset.single_task={TASK}",
+            "--dataset.push_to_hub=false",
+            "--display_data=false",
+        ],
+        log,
+    )
+
+
+def presses_per_minute(scene: SceneClient, run, seed: int, duration_s: float) -> tuple[float, dict]:
+    """Reset the scene (robot pose, button, counters), call `run()`, and return the presses per minute in
+    the `duration_s` after the robot's first command, with the scene's final metrics."""
+    scene.reset(seed)
+    run()
+    metrics = scene.scene()
+    start = metrics["first_command_time"]
+    if start is None:
+        return 0.0, metrics
+    presses = sum(1 for t in metrics["press_times"] if start <= t <= start + duration_s)
+    return 60.0 * presses / duration_s, metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("outputs/g1"))
+    parser.add_argument("--policy", choices=["dit4dit", "act"], default="dit4dit")
+    parser.add_argument("--episodes", type=int, default=30)
+    parser.add_argument("--episode-s", type=float, default=15.0)
+    parser.add_argument("--fps", type=int, default=15)
+    parser.add_argument("--image-size", type=int, default=None, help="default: the preset's resolution")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--rollout-minutes", type=float, default=3.0)
+    parser.add_argument("--inference", choices=["rtc", "sync"], default=None, help="default: rtc for dit4dit")
+    parser.add_argument("--variant", choices=["capsules", "meshes"], default="capsules")
+    parser.add_argument("--seed", type=int, default=0, help="scene seed of the evaluation rollouts")
+    args = parser.parse_args(argv)
+
+    preset = json.loads(PRESET.read_text())
+    size = args.image_size or preset["policy"]["image_resolution"][0]
+    steps = args.steps or preset["steps"]
+    batch_size = args.batch_size or preset["batch_size"]
+    inference = args.inference or ("rtc" if args.policy == "dit4dit" else "sync")
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    data = out / "data"
+    result: dict = {"policy": args.policy, "episodes": args.episodes, "image_size": size, "fps": args.fps}
+
+    data_settings = {"episodes": args.episodes, "episode_s": args.episode_s, "fps": args.fps, "size": size}
+    data_stamp = out / "data_settings.json"
+    have_data = data_stamp.exists() and json.loads(data_stamp.read_text()) == data_settings
+    expert_file = out / "expert.json"
+    if not have_data or not expert_file.exists():
+        with bridge(size, args.variant, log=logs / "bridge_record.log"):
+            scene = SceneClient()
+            if not expert_file.exists() or not have_data:
+                print(f"[g1] expert: lerobot-teleoperate for {args.rollout_minutes} min", flush=True)
+                rate, metrics = presses_per_minute(
+                    scene,
+                    lambda: run_cli(
+                        [
+                            "lerobot-teleoperate",
+                            *robot_flags(size, args.fps),
+                            f"--teleop.type={EXPERT_TYPE}",
+                            f"--fps={args.fps}",
+                            f"--teleop_time_s={args.rollout_minutes * 60}",
+                        ],
+                        logs / "expert.log",
+                    ),
+                    args.seed,
+                    args.rollout_minutes * 60,
+                )
+                expert_file.write_text(json.dumps({"presses_per_minute": rate, **metrics}))
+            if not have_data:
+                print(f"[g1] recording {args.episodes} x {args.episode_s} s episodes at {args.fps} fps", flush=True)
+                data_stamp.unlink(missing_ok=True)
+                record(data, args.episodes, args.episode_s, args.fps, size, logs / "record.log")
+                data_stamp.write_text(json.dumps(data_settings))
+            scene.close()
+    result["expert_presses_per_minute"] = json.loads(expert_file.read_text())["presses_per_minute"]
+
+    run_dir = out / args.policy
+    ckpt = run_dir / "train" / "checkpoints" / "last" / "pretrained_model"
+    train_settings = {**data_settings, "steps": steps, "batch_size": batch_size}
+    train_stamp = run_dir / "train_settings.json"
+    if not (train_stamp.exists() and json.loads(train_stamp.read_text()) == train_settings):
+        train_stamp.unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "train", ignore_errors=True)
+        common = [
+            f"--dataset.root={data}",
+            "--dataset.repo_id=local/g1_button",
+            "--dataset.video_backend=pyav",
+            f"--output_dir={run_dir / 'train'}",
+            f"--steps={steps}",
+            f"--save_freq={steps}",
+            f"--batch_size={batch_size}",
+            "--num_workers=0",
+            "--wandb.enable=false",
+        ]
+        if args.policy == "dit4dit":
+            base = out / "base"
+            if not (base / "model_index.json").exists():
+                print("[g1] building the small Cosmos-shaped base (random weights)", flush=True)
+                run_cli(
+                    [sys.executable, "-m", "lerobot_dit4dit.testing.tiny_base", f"--output={base}"],
+                    logs / "base.log",
+                )
+            cmd = [
+                "lerobot-train",
+                f"--config_path={PRESET}",
+                *common,
+                f"--policy.base_model={base}",
+                f"--policy.image_resolution=[{size},{size}]",
+                f"--policy.scheduler_decay_steps={steps}",
+            ]
+        else:
+            cmd = [
+                "lerobot-train",
+                "--policy.type=act",
+                "--policy.device=cpu",
+                "--policy.push_to_hub=false",
+                "--policy.pretrained_backbone_weights=null",  # no download; trained from scratch like dit4dit
+                f"--policy.chunk_size={preset['policy']['chunk_size']}",
+                f"--policy.n_action_steps={preset['policy']['n_action_steps']}",
+                "--log_freq=100",
+                *common,
+            ]
+        print(f"[g1] training {args.policy}: {steps} steps at batch {batch_size}", flush=True)
+        train_s = run_cli(cmd, logs / f"train_{args.policy}.log")
+        train_settings["train_minutes"] = train_s / 60
+        train_stamp.write_text(json.dumps(train_settings))
+    result["train_minutes"] = json.loads(train_stamp.read_text()).get("train_minutes")
+    result["steps"], result["batch_size"] = steps, batch_size
+
+    print(f"[g1] rollout {args.policy} ({inference}) for {args.rollout_minutes} min", flush=True)
+    with bridge(size, args.variant, seed=args.seed, log=logs / f"bridge_rollout_{args.policy}.log"):
+        scene = SceneClient()
+        rollout = [
+            "lerobot-rollout",
+            "--strategy.type=base",
+            f"--policy.path={ckpt}",
+            "--policy.device=cpu",
+            *robot_flags(size, args.fps),
+            f"--task={TASK}",
+            f"--fps={args.fps}",
+            f"--duration={args.rollout_minutes * 60}",
+            f"--inference.type={inference}",
+        ]
+        rate, metrics = presses_per_minute(
+            scene, lambda: run_cli(rollout, logs / f"rollout_{args.policy}.log"), args.seed, args.rollout_minutes * 60
+        )
+        scene.close()
+    result.update(
+        inference=inference,
+        presses_per_minute=rate,
+        rollout_minutes=args.rollout_minutes,
+        commands=metrics["commands"],
+        commands_outside_limits=metrics["commands_outside_limits"],
+        max_command_step=metrics["max_command_step"],
+    )
+    (out / f"result_{args.policy}.json").write_text(json.dumps(result, indent=2))
+    print(
+        f"presses_per_minute={rate:.1f} expert={result['expert_presses_per_minute']:.1f} "
+        f"episodes={args.episodes} train_minutes={result['train_minutes']:.1f}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

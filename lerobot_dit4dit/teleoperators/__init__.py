@@ -1,0 +1,1 @@
+"""Teleoperators for dit4dit's robots. Importing a config module registers its `--teleop.type`."""

@@ -1,0 +1,39 @@
+"""Configuration of `--teleop.type=g1_scripted_expert`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lerobot.teleoperators.config import TeleoperatorConfig
+
+
+@TeleoperatorConfig.register_subclass("g1_scripted_expert")
+@dataclass
+class G1ScriptedExpertConfig(TeleoperatorConfig):
+    """The scripted expert of the simulated G1 (`python -m lerobot_dit4dit.sim.g1_bridge`).
+
+    It reads the joint state from the bridge (port 6001) and the button position from the simulator's scene
+    channel (port 6002), and returns joint targets in the robot's `.pos` action space.
+    """
+
+    # Address of the simulator.
+    host: str = "127.0.0.1"
+    lowstate_port: int = 6001
+    scene_port: int = 6002
+    # "arm" (14 arm joints) or "full" (29): must match --robot.mode.
+    mode: str = "arm"
+    # Largest fingertip displacement asked of one action (m); sets the expert's speed with the fps.
+    max_tip_step_m: float = 0.015
+    # Largest change of one joint target per action (rad); below the robot's safety cap (0.1 rad).
+    max_joint_step_rad: float = 0.08
+    # Height above the table top of the hover point (m) before pressing.
+    hover_height_m: float = 0.09
+    # Receive/reply timeout towards the simulator (s).
+    timeout_s: float = 2.0
+
+    def __post_init__(self):
+        if self.mode not in ("arm", "full"):
+            raise ValueError(f"g1_scripted_expert: mode={self.mode!r}; expected 'arm' or 'full'")
+        for name in ("max_tip_step_m", "max_joint_step_rad", "hover_height_m", "timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"g1_scripted_expert: {name}={getattr(self, name)} must be positive")
