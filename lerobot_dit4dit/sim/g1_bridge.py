@@ -6,7 +6,8 @@ prints `READY` once every socket is bound and the first camera frame is out. The
 client (`unitree_g1_dit4dit`, or the stock `unitree_g1` with `is_simulation=false`) talks to it exactly as
 to a robot:
 
-- lowcmd   PULL :6000  JSON {"topic", "data": {"mode_pr", "mode_machine", "motor_cmd": 35 x {mode,q,dq,kp,kd,tau}}}
+- lowcmd   PULL :6000  JSON {"topic", "data": {"mode_pr", "mode_machine",
+                       "motor_cmd": 35 x {mode,q,dq,kp,kd,tau}}}
 - lowstate PUB  :6001  JSON {"topic", "data": {"motor_state": 35 x {q,dq,tau_est,temperature}, "imu_state",
                        "wireless_remote", "mode_machine"}}, every 4 ms (250 Hz)
 - camera   PUB  :5555  LeRobot's ZMQ image format {"timestamps": {name: t}, "images": {name: base64 JPEG}},

@@ -64,7 +64,9 @@ def bridge(image_size: int, variant: str = "capsules", seed: int = 0, log: Path 
                 if line.strip() == "READY":
                     break
             elif proc.poll() is not None:
-                raise RuntimeError(f"the G1 bridge exited ({proc.returncode}) before READY:\n{''.join(lines)}")
+                raise RuntimeError(
+                    f"the G1 bridge exited ({proc.returncode}) before READY:\n{''.join(lines)}"
+                )
             elif time.monotonic() > deadline:
                 raise TimeoutError(f"the G1 bridge printed no READY within {timeout_s} s:\n{''.join(lines)}")
             else:
@@ -110,7 +112,7 @@ def record(data: Path, episodes: int, episode_s: float, fps: int, image_size: in
             "lerobot-record",
             *robot_flags(image_size, fps),
             f"--teleop.type={EXPERT_TYPE}",
-            f"--dataset.repo_id=local/g1_button",
+            "--dataset.repo_id=local/g1_button",
             f"--dataset.root={data}",
             f"--dataset.num_episodes={episodes}",
             f"--dataset.episode_time_s={episode_s}",
@@ -191,7 +193,10 @@ def main(argv: list[str] | None = None) -> None:
                 )
                 expert_file.write_text(json.dumps({"presses_per_minute": rate, **metrics}))
             if not have_data:
-                print(f"[g1] recording {args.episodes} x {args.episode_s} s episodes at {args.fps} fps", flush=True)
+                print(
+                    f"[g1] recording {args.episodes} x {args.episode_s} s episodes at {args.fps} fps",
+                    flush=True,
+                )
                 data_stamp.unlink(missing_ok=True)
                 record(data, args.episodes, args.episode_s, args.fps, size, logs / "record.log")
                 data_stamp.write_text(json.dumps(data_settings))
@@ -266,7 +271,10 @@ def main(argv: list[str] | None = None) -> None:
             f"--inference.type={inference}",
         ]
         rate, metrics = presses_per_minute(
-            scene, lambda: run_cli(rollout, logs / f"rollout_{args.policy}.log"), args.seed, args.rollout_minutes * 60
+            scene,
+            lambda: run_cli(rollout, logs / f"rollout_{args.policy}.log"),
+            args.seed,
+            args.rollout_minutes * 60,
         )
         scene.close()
     result.update(

@@ -179,5 +179,6 @@ def sample_button(rng: np.random.Generator, avoid: np.ndarray | None = None) -> 
 def is_press(fingertip: np.ndarray, button: np.ndarray) -> bool:
     """Whether the fingertip (x, y, z) is on the button (x, y, z)."""
     return bool(
-        np.linalg.norm(fingertip[:2] - button[:2]) < PRESS_RADIUS and fingertip[2] < TABLE_TOP_Z + PRESS_HEIGHT
+        np.linalg.norm(fingertip[:2] - button[:2]) < PRESS_RADIUS
+        and fingertip[2] < TABLE_TOP_Z + PRESS_HEIGHT
     )

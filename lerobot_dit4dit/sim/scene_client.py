@@ -26,7 +26,11 @@ class SceneClient:
         if self._sock is None:
             zmq = self._zmq
             self._sock = self._ctx.socket(zmq.REQ)
-            for opt, value in ((zmq.LINGER, 0), (zmq.RCVTIMEO, self.timeout_ms), (zmq.SNDTIMEO, self.timeout_ms)):
+            for opt, value in (
+                (zmq.LINGER, 0),
+                (zmq.RCVTIMEO, self.timeout_ms),
+                (zmq.SNDTIMEO, self.timeout_ms),
+            ):
                 self._sock.setsockopt(opt, value)
             self._sock.connect(self.address)
         return self._sock

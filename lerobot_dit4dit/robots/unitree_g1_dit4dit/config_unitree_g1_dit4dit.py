@@ -56,15 +56,19 @@ class UnitreeG1Dit4ditConfig(UnitreeG1Config):
             raise ValueError(f"unitree_g1_dit4dit: mode={self.mode!r}; expected one of {MODES}")
         if self.is_simulation:
             raise ValueError(
-                "unitree_g1_dit4dit: is_simulation=True starts LeRobot's DDS MuJoCo simulation (Unitree SDK and "
-                "Hub download). Use is_simulation=false with `python -m lerobot_dit4dit.sim.g1_bridge`, or with "
-                "`run_g1_server` on a real G1."
+                "unitree_g1_dit4dit: is_simulation=True starts LeRobot's DDS MuJoCo simulation (Unitree "
+                "SDK and Hub download). Use is_simulation=false with "
+                "`python -m lerobot_dit4dit.sim.g1_bridge`, or with `run_g1_server` on a real G1."
             )
         if not 0 < self.max_step_rad <= 0.5:
-            raise ValueError(f"unitree_g1_dit4dit: max_step_rad={self.max_step_rad}; expected in (0, 0.5] rad")
+            raise ValueError(
+                f"unitree_g1_dit4dit: max_step_rad={self.max_step_rad}; expected in (0, 0.5] rad"
+            )
         for name in ("limit_margin_rad", "max_state_age_s", "receive_timeout_s", "connect_timeout_s"):
             value = getattr(self, name)
             if not value >= 0 or (name != "limit_margin_rad" and value == 0):
                 raise ValueError(f"unitree_g1_dit4dit: {name}={value} must be positive")
         if len(self.kp) != 29 or len(self.kd) != 29:
-            raise ValueError(f"unitree_g1_dit4dit: kp and kd need 29 gains, got {len(self.kp)} and {len(self.kd)}")
+            raise ValueError(
+                f"unitree_g1_dit4dit: kp and kd need 29 gains, got {len(self.kp)} and {len(self.kd)}"
+            )

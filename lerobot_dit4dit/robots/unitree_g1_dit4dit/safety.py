@@ -99,7 +99,8 @@ class JointSafetyFilter:
         self.locked = locked.astype(bool)
         self.hold = start.astype(np.float64).copy()
         self.last = self.hold.copy()
-        self.non_finite = 0  # joint values replaced because they were NaN/Inf
+        self.non_finite = 0  # joint values replaced because they were NaN/Inf/missing
+        self.bad_commands = 0  # commands with at least one such value
         self.stale_holds = 0  # whole commands held because the state was too old
         self.clipped = 0  # joint values moved by the range or step clip
 
@@ -121,12 +122,15 @@ class JointSafetyFilter:
         bad = ~np.isfinite(target)
         if bad.any():
             self.non_finite += int(bad.sum())
-            logger.warning(
-                "unitree_g1_dit4dit: NaN/Inf or missing target for joints %s: holding their last command "
-                "(%d such values so far)",
-                np.flatnonzero(bad).tolist(),
-                self.non_finite,
-            )
+            self.bad_commands += 1
+            if self.bad_commands == 1 or self.bad_commands % 100 == 0:  # counted always, logged sparsely
+                logger.warning(
+                    "unitree_g1_dit4dit: NaN/Inf or missing target for joints %s: holding their last command "
+                    "(%d such values in %d commands so far)",
+                    np.flatnonzero(bad).tolist(),
+                    self.non_finite,
+                    self.bad_commands,
+                )
             target[bad] = self.last[bad]
         safe = np.clip(target, self.lo, self.hi)
         safe = np.clip(safe, self.last - self.max_step, self.last + self.max_step)

@@ -16,13 +16,13 @@ Joints are indexed by LeRobot's `G1_29_JointIndex` (legs 0-11, waist 12-14, left
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from functools import cached_property
 
 import numpy as np
-
 from lerobot.robots.robot import Robot
 from lerobot.robots.unitree_g1.g1_utils import G1_29_JointArmIndex, G1_29_JointIndex
 from lerobot.robots.unitree_g1.unitree_g1 import UnitreeG1
@@ -82,8 +82,8 @@ class UnitreeG1Dit4dit(UnitreeG1):
     def __init__(self, config: UnitreeG1Dit4ditConfig):
         if config.controller is not None or config.gravity_compensation:
             raise ValueError(
-                "unitree_g1_dit4dit: `controller` and `gravity_compensation` are not supported (legs are held at "
-                "their connect pose); use --robot.type=unitree_g1 for LeRobot's locomotion controllers."
+                "unitree_g1_dit4dit: `controller` and `gravity_compensation` are not supported (legs are "
+                "held at their connect pose); use --robot.type=unitree_g1 for LeRobot's locomotion controllers."
             )
         # The stock constructor requires the Unitree SDK even on the ZMQ path; we set the same attributes it
         # sets (tests/test_g1.py::test_g1_stock_internals keeps the two in step) without that check.
@@ -137,7 +137,6 @@ class UnitreeG1Dit4dit(UnitreeG1):
         if self.is_connected:
             raise DeviceAlreadyConnectedError(f"{self} is already connected")
         import zmq
-
         from lerobot.robots.unitree_g1 import unitree_sdk2_socket as sockets
 
         sockets.ChannelFactoryInitialize(0, config=self.config)
@@ -189,8 +188,8 @@ class UnitreeG1Dit4dit(UnitreeG1):
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"unitree_g1_dit4dit: no robot state from tcp://{self.config.robot_ip}:6001 within "
-                    f"{self.config.connect_timeout_s} s. Is the bridge running (`run_g1_server` on the robot, "
-                    "or `python -m lerobot_dit4dit.sim.g1_bridge`)?"
+                    f"{self.config.connect_timeout_s} s. Is the bridge running (`run_g1_server` on the "
+                    "robot, or `python -m lerobot_dit4dit.sim.g1_bridge`)?"
                 )
             time.sleep(0.01)
 
@@ -198,19 +197,16 @@ class UnitreeG1Dit4dit(UnitreeG1):
         """State thread: like the stock one, but a receive timeout lets it notice shutdown."""
         import zmq
 
-        silent_since = None
+        start = time.monotonic()
         while not self._shutdown_event.is_set():
             try:
                 msg = self.lowstate_subscriber.Read()
-            except zmq.Again:
-                silent_since = silent_since or time.monotonic()
-                logger.warning(
-                    "unitree_g1_dit4dit: no robot state for %.1f s", time.monotonic() - silent_since
-                )
+            except zmq.Again:  # receive timeout: check for shutdown, say how long the bridge has been silent
+                last = self._state_time if self._state_time > float("-inf") else start
+                logger.warning("unitree_g1_dit4dit: no robot state for %.1f s", time.monotonic() - last)
                 continue
             except zmq.ZMQError:  # socket closed by disconnect()
                 break
-            silent_since = None
             if len(msg.motor_state) < NUM_JOINTS:
                 logger.warning("unitree_g1_dit4dit: state with %d motors ignored", len(msg.motor_state))
                 continue
@@ -299,10 +295,8 @@ class UnitreeG1Dit4dit(UnitreeG1):
                     self._warned_keys.add(key)
                     logger.warning("unitree_g1_dit4dit: ignoring unknown action key %r", key)
                 continue
-            try:
+            with contextlib.suppress(TypeError, ValueError):  # else NaN: held and counted by the safety layer
                 target[index] = float(value)
-            except (TypeError, ValueError):
-                pass  # stays NaN: held by the safety layer, which counts it
         safe = self.safety(target, self.state_age_s())
         self.publish_lowcmd({f"{G1_29_JointIndex(i).name}.q": float(safe[i]) for i in range(NUM_JOINTS)})
         self.commands_sent += 1

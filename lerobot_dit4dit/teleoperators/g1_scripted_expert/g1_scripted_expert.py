@@ -12,7 +12,6 @@ import json
 import logging
 
 import numpy as np
-
 from lerobot.robots.unitree_g1.g1_utils import G1_29_JointArmIndex, G1_29_JointIndex
 from lerobot.teleoperators.teleoperator import Teleoperator
 from lerobot.utils.errors import DeviceAlreadyConnectedError, DeviceNotConnectedError
@@ -78,7 +77,11 @@ class G1ScriptedExpert(Teleoperator):
         self._scene_geometry = g1_scene
         self._ctx = zmq.Context()
         sub = self._ctx.socket(zmq.SUB)
-        for opt, value in ((zmq.CONFLATE, 1), (zmq.LINGER, 0), (zmq.RCVTIMEO, int(self.config.timeout_s * 1000))):
+        for opt, value in (
+            (zmq.CONFLATE, 1),
+            (zmq.LINGER, 0),
+            (zmq.RCVTIMEO, int(self.config.timeout_s * 1000)),
+        ):
             sub.setsockopt(opt, value)
         sub.setsockopt_string(zmq.SUBSCRIBE, "")
         sub.connect(f"tcp://{self.config.host}:{self.config.lowstate_port}")
@@ -151,7 +154,9 @@ class G1ScriptedExpert(Teleoperator):
         # Integrate on the command, but never more than 0.3 rad from the measured joints (no wind-up).
         arm = np.clip(arm, q[RIGHT_ARM] - 0.3, q[RIGHT_ARM] + 0.3)
         arm = np.clip(arm, model.jnt_range[RIGHT_ARM, 0] + 0.06, model.jnt_range[RIGHT_ARM, 1] - 0.06)
-        step = np.clip(arm - command[RIGHT_ARM], -self.config.max_joint_step_rad, self.config.max_joint_step_rad)
+        step = np.clip(
+            arm - command[RIGHT_ARM], -self.config.max_joint_step_rad, self.config.max_joint_step_rad
+        )
         command[RIGHT_ARM] += step
         return command
 

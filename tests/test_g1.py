@@ -1,0 +1,367 @@
+"""The Unitree G1 path: robot type, safety layer (fuzzed), LeRobot internals it relies on, the simulator, and
+record -> train -> rollout (sync and RTC) through LeRobot's own CLIs. `pytest -k g1` selects them all."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+from utils import BIN, ROOT, offline_env, run
+
+import lerobot_policy_dit4dit  # noqa: F401  (registers the robot and teleoperator types)
+from lerobot_dit4dit.robots.unitree_g1_dit4dit.config_unitree_g1_dit4dit import UnitreeG1Dit4ditConfig
+from lerobot_dit4dit.robots.unitree_g1_dit4dit.safety import G1_JOINT_LIMITS
+from lerobot_dit4dit.robots.unitree_g1_dit4dit.unitree_g1_dit4dit import ARM_JOINTS, UnitreeG1Dit4dit
+
+LIMITS = np.array(list(G1_JOINT_LIMITS.values()))
+START = np.zeros(29)
+START[[16, 23]] = [0.2, -0.2]
+
+
+class FakeBridge:
+    """`run_g1_server`'s two sockets on free ports, in threads: state at 250 Hz (pausable), commands kept."""
+
+    def __init__(self, q: np.ndarray = START):
+        self.ctx = zmq.Context()
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pull = self.ctx.socket(zmq.PULL)
+        for sock in (self.pub, self.pull):
+            sock.setsockopt(zmq.LINGER, 0)
+        self.state_port = self.pub.bind_to_random_port("tcp://127.0.0.1")
+        self.cmd_port = self.pull.bind_to_random_port("tcp://127.0.0.1")
+        self.pull.setsockopt(zmq.RCVTIMEO, 20)
+        self.q = q.copy()
+        self.publishing = threading.Event()
+        self.publishing.set()
+        self.stop = threading.Event()
+        self.received = 0
+        self.threads = [threading.Thread(target=f, daemon=True) for f in (self._publish, self._collect)]
+        for t in self.threads:
+            t.start()
+
+    def _publish(self):
+        motors = [{"q": float(q), "dq": 0.0, "tau_est": 0.0, "temperature": 30.0} for q in self.q]
+        motors += [{"q": 0.0, "dq": 0.0, "tau_est": 0.0, "temperature": 30.0}] * 6
+        payload = json.dumps({"topic": "rt/lowstate", "data": {"motor_state": motors}}).encode()
+        while not self.stop.is_set():
+            if self.publishing.is_set():
+                self.pub.send(payload)
+            time.sleep(0.004)
+
+    def _collect(self):
+        while not self.stop.is_set():
+            try:
+                self.pull.recv()
+                self.received += 1
+            except zmq.Again:
+                pass
+
+    def close(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=2)
+        self.pub.close()
+        self.pull.close()
+        self.ctx.term()
+
+
+@pytest.fixture
+def fake_bridge(monkeypatch):
+    from lerobot.robots.unitree_g1 import unitree_sdk2_socket
+
+    bridge = FakeBridge()
+    monkeypatch.setattr(unitree_sdk2_socket, "LOWSTATE_PORT", bridge.state_port)
+    monkeypatch.setattr(unitree_sdk2_socket, "LOWCMD_PORT", bridge.cmd_port)
+    yield bridge
+    bridge.close()
+
+
+def connected_robot(**overrides) -> UnitreeG1Dit4dit:
+    robot = UnitreeG1Dit4dit(UnitreeG1Dit4ditConfig(cameras={}, **overrides))
+    robot.connect()
+    return robot
+
+
+def tap_wire(robot: UnitreeG1Dit4dit) -> list[np.ndarray]:
+    """Every lowcmd the robot writes, as the (35, 6) [mode, q, dq, kp, kd, tau] array sent on the socket."""
+    from lerobot.robots.unitree_g1.unitree_sdk2_socket import lowcmd_to_dict
+
+    wire: list[np.ndarray] = []
+    write = robot.lowcmd_publisher.Write
+
+    def tapped(msg):
+        cmds = lowcmd_to_dict("rt/lowcmd", msg)["data"]["motor_cmd"]
+        wire.append(np.array([[c[k] for k in ("mode", "q", "dq", "kp", "kd", "tau")] for c in cmds]))
+        write(msg)
+
+    robot.lowcmd_publisher.Write = tapped
+    return wire
+
+
+def adversarial_actions(keys: list[str], n: int, seed: int = 0):
+    """`n` hostile action dicts over `keys` (`<Joint>.pos`): huge, NaN/Inf, alternating, partial, junk."""
+    rng = np.random.default_rng(seed)
+    kinds = [
+        "uniform",
+        "nan",
+        "inf",
+        "-inf",
+        "1e9",
+        "alternate",
+        "one_nan",
+        "missing",
+        "extra",
+        "q_names",
+        "junk",
+    ]
+    for i in range(n):
+        kind = kinds[i % len(kinds)]
+        values = rng.uniform(-10, 10, len(keys))
+        if kind == "nan":
+            values[:] = np.nan
+        elif kind == "inf":
+            values[:] = np.inf
+        elif kind == "-inf":
+            values[:] = -np.inf
+        elif kind == "1e9":
+            values[:] = 1e9 * rng.choice([-1, 1], len(keys))
+        elif kind == "alternate":
+            values[:] = 10.0 if (i // len(kinds)) % 2 else -10.0
+        elif kind == "one_nan":
+            values = rng.uniform(-0.05, 0.05, len(keys))
+            values[rng.integers(len(keys))] = np.nan
+        action = {k: float(v) for k, v in zip(keys, values, strict=True)}
+        if kind == "missing":
+            for k in rng.choice(keys, size=rng.integers(1, len(keys) + 1), replace=False):
+                del action[k]
+        elif kind == "extra":
+            action.update({"kBogus.pos": 1e9, "observation.state": np.nan, "kLeftKnee.vel": 3.0})
+        elif kind == "q_names":
+            action = {k.replace(".pos", ".q"): v for k, v in action.items()}
+        elif kind == "junk":
+            junk = ["nan", None, "1.0rad", [1, 2]]
+            action[keys[rng.integers(len(keys))]] = junk[rng.integers(len(junk))]
+        yield kind, action
+
+
+def check_wire(wire: list[np.ndarray], locked: np.ndarray, max_step: float, margin: float) -> dict:
+    """Every command on the wire: finite, inside the limits (with margin), within the step cap of the previous
+    one, locked joints at their start pose. Returns the figures."""
+    q = np.stack([w[:29, 1] for w in wire])
+    assert np.isfinite(np.stack(wire)).all(), "a non-finite value reached the wire"
+    assert (q >= LIMITS[:, 0] + margin - 1e-9).all() and (q <= LIMITS[:, 1] - margin + 1e-9).all()
+    steps = np.abs(np.diff(q, axis=0))
+    assert steps.max() <= max_step + 1e-9, f"step {steps.max()} rad above the cap {max_step}"
+    np.testing.assert_array_equal(q[:, locked], np.broadcast_to(START[locked], (len(q), locked.sum())))
+    return {
+        "commands": len(q),
+        "max_step_rad": float(steps.max()),
+        "min_distance_to_limit_rad": float(np.min([q - LIMITS[:, 0], LIMITS[:, 1] - q])),
+    }
+
+
+@pytest.mark.parametrize(("mode", "n"), [("full", 10_000), ("arm", 2_000)])
+def test_g1_safety_fuzz(fake_bridge, mode, n):
+    robot = connected_robot(mode=mode)
+    wire = tap_wire(robot)
+    keys = list(robot.action_features)
+    kinds: dict[str, int] = {}
+    try:
+        for i, (kind, action) in enumerate(adversarial_actions(keys, n)):
+            kinds[kind] = kinds.get(kind, 0) + 1
+            if i == n // 2:  # the watchdog: state stops arriving, commands must hold
+                fake_bridge.publishing.clear()
+                time.sleep(robot.config.max_state_age_s + 0.1)
+                for _, stale in adversarial_actions(keys, 50, seed=1):
+                    robot.send_action(stale)
+                held = np.stack(wire[-50:])[:, :29, 1]
+                assert (held == held[0]).all(), "a command moved while the robot state was stale"
+                fake_bridge.publishing.set()
+                time.sleep(0.05)
+            sent = robot.send_action(action)
+            assert set(sent) == set(keys)
+        safety = robot.safety
+        locked = np.ones(29, dtype=bool)
+        locked[list(robot.joints)] = False
+        figures = check_wire(wire, locked, robot.config.max_step_rad, robot.config.limit_margin_rad)
+    finally:
+        robot.disconnect()
+    assert safety.non_finite > 0 and safety.stale_holds >= 50 and safety.clipped > 0
+    assert figures["commands"] == n + 50
+    print(
+        f"\nG1 safety fuzz ({mode} mode): {n + 50} actions {kinds} -> {figures}, "
+        f"{safety.non_finite} NaN/Inf/missing values held, {safety.clipped} values clipped, "
+        f"{safety.stale_holds} commands held on stale state"
+    )
+
+
+def test_g1_limits_are_the_models():
+    from lerobot_dit4dit.sim import g1_scene
+
+    table = g1_scene.joint_table(g1_scene.build_model("capsules"))
+    np.testing.assert_allclose(LIMITS, np.stack([table.lower, table.upper], axis=1))
+
+
+def test_g1_stock_internals(monkeypatch):
+    """The LeRobot internals `unitree_g1_dit4dit` relies on (LeRobot is pinned <0.7). A failure here names
+    what changed upstream; update `robots/unitree_g1_dit4dit/unitree_g1_dit4dit.py` to match."""
+    from importlib.metadata import version
+
+    from lerobot.robots.unitree_g1 import unitree_g1, unitree_sdk2_socket
+    from lerobot.robots.unitree_g1.config_unitree_g1 import UnitreeG1Config
+    from lerobot.robots.utils import make_robot_from_config
+    from lerobot.teleoperators.utils import make_teleoperator_from_config
+
+    from lerobot_dit4dit.teleoperators.g1_scripted_expert import G1ScriptedExpertConfig
+
+    assert version("lerobot").startswith("0.6."), "re-check the G1 internals below against this LeRobot"
+    # Our constructor sets every attribute the stock one sets (it skips only the SDK check).
+    monkeypatch.setattr(unitree_g1, "require_package", lambda *a, **k: None)
+    stock = unitree_g1.UnitreeG1(UnitreeG1Config(is_simulation=False, robot_ip="127.0.0.1"))
+    ours = UnitreeG1Dit4dit(UnitreeG1Dit4ditConfig(cameras={}))
+    assert set(vars(stock)) <= set(vars(ours)), set(vars(stock)) - set(vars(ours))
+    # The ZMQ client module: the names and ports we use.
+    for name in ("ChannelFactoryInitialize", "ChannelPublisher", "ChannelSubscriber", "lowcmd_to_dict"):
+        assert callable(getattr(unitree_sdk2_socket, name)), name
+    assert hasattr(unitree_sdk2_socket, "_lowcmd_sock") and hasattr(unitree_sdk2_socket, "_lowstate_sock")
+    assert (unitree_sdk2_socket.LOWCMD_PORT, unitree_sdk2_socket.LOWSTATE_PORT) == (6000, 6001)
+    # LeRobot's device lookup finds our classes next to their configs.
+    assert type(make_robot_from_config(UnitreeG1Dit4ditConfig(cameras={}))) is UnitreeG1Dit4dit
+    expert = make_teleoperator_from_config(G1ScriptedExpertConfig())
+    assert type(expert).__name__ == "G1ScriptedExpert"
+    assert list(expert.action_features) == [
+        f"{n}.pos" for n in np.array(list(G1_JOINT_LIMITS))[list(ARM_JOINTS)]
+    ]
+
+
+def test_g1_connect_times_out_without_bridge(monkeypatch):
+    from lerobot.robots.unitree_g1 import unitree_sdk2_socket
+
+    with zmq.Context() as ctx, ctx.socket(zmq.PUB) as probe:  # a free port nobody publishes on
+        port = probe.bind_to_random_port("tcp://127.0.0.1")
+    monkeypatch.setattr(unitree_sdk2_socket, "LOWSTATE_PORT", port)
+    monkeypatch.setattr(unitree_sdk2_socket, "LOWCMD_PORT", port + 1)
+    robot = UnitreeG1Dit4dit(UnitreeG1Dit4ditConfig(cameras={}, connect_timeout_s=1.0))
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match="no robot state"):
+        robot.connect()
+    assert time.monotonic() - start < 5
+    assert not robot.is_connected and robot.subscribe_thread is None
+
+
+def test_g1_dead_bridge_stops_cleanly(fake_bridge):
+    robot = connected_robot(connect_timeout_s=1.0)
+    robot.get_observation()
+    fake_bridge.publishing.clear()  # the bridge goes away
+    time.sleep(1.2)
+    with pytest.raises(ConnectionError, match="no robot state"):
+        robot.get_observation()
+    start = time.monotonic()
+    robot.disconnect()
+    assert time.monotonic() - start < 5
+    assert not robot.is_connected
+
+
+def test_g1_config_errors():
+    with pytest.raises(ValueError, match="mode="):
+        UnitreeG1Dit4ditConfig(mode="legs")
+    with pytest.raises(ValueError, match="is_simulation=True"):
+        UnitreeG1Dit4ditConfig(is_simulation=True)
+    with pytest.raises(ValueError, match="max_step_rad"):
+        UnitreeG1Dit4ditConfig(max_step_rad=2.0)
+    with pytest.raises(ValueError, match="not supported"):
+        UnitreeG1Dit4dit(UnitreeG1Dit4ditConfig(cameras={}, gravity_compensation=True))
+
+
+# ---------------------------------------------------------------------------------------------- simulator
+def dataset_names(root) -> tuple[list[str], list[str]]:
+    features = json.loads((root / "meta" / "info.json").read_text())["features"]
+    return features["observation.state"]["names"], features["action"]["names"]
+
+
+def test_g1_record_train_rollout(tiny_base, tmp_path):
+    """The offline loop through LeRobot's CLIs: bridge (capsules, 64 px) -> lerobot-record 2 episodes with the
+    scripted expert -> lerobot-train 2 steps -> lerobot-rollout sync (recording) and RTC."""
+    from lerobot_dit4dit.sim.g1_loop import TASK, bridge, robot_flags
+    from lerobot_dit4dit.sim.scene_client import SceneClient
+
+    size, fps = 64, 15
+    env = offline_env(MUJOCO_GL="egl")
+    expected = [f"{n}.pos" for n in np.array(list(G1_JOINT_LIMITS))[list(ARM_JOINTS)]]
+    data, rollout_data, train = tmp_path / "data", tmp_path / "rollout_data", tmp_path / "train"
+    with bridge(size, log=tmp_path / "bridge.log"):
+        scene = SceneClient()
+        run(
+            [
+                BIN / "lerobot-record",
+                *robot_flags(size, fps),
+                "--teleop.type=g1_scripted_expert",
+                "--dataset.repo_id=local/g1_ci",
+                f"--dataset.root={data}",
+                "--dataset.num_episodes=2",
+                "--dataset.episode_time_s=3",
+                "--dataset.reset_time_s=0",
+                f"--dataset.fps={fps}",
+                f"--dataset.single_task={TASK}",
+                "--dataset.push_to_hub=false",
+                "--display_data=false",
+            ],
+            env=env,
+            timeout=180,
+        )
+        recorded = scene.scene()
+        assert dataset_names(data) == (expected, expected)
+        assert recorded["commands"] > 0 and recorded["presses"] > 0, recorded
+
+        run(
+            [
+                BIN / "lerobot-train",
+                f"--config_path={ROOT / 'configs' / 'unitree_g1_sim.json'}",
+                f"--policy.base_model={tiny_base}",
+                f"--dataset.root={data}",
+                "--dataset.repo_id=local/g1_ci",
+                f"--output_dir={train}",
+                "--steps=2",
+                "--save_freq=2",
+                "--batch_size=2",
+                "--log_freq=1",
+            ],
+            env=env,
+            timeout=300,
+        )
+        ckpt = train / "checkpoints" / "last" / "pretrained_model"
+        rollout = [
+            BIN / "lerobot-rollout",
+            f"--policy.path={ckpt}",
+            *robot_flags(size, fps),
+            f"--task={TASK}",
+            f"--fps={fps}",
+            "--duration=4",
+        ]
+        before = scene.scene()["commands"]
+        run(
+            [
+                *rollout,
+                "--strategy.type=sentry",
+                "--inference.type=sync",
+                "--dataset.repo_id=local/g1_rollout",
+                f"--dataset.root={rollout_data}",
+                "--dataset.push_to_hub=false",
+                f"--dataset.single_task={TASK}",
+            ],
+            env=env,
+            timeout=180,
+        )
+        after_sync = scene.scene()["commands"]
+        run([*rollout, "--strategy.type=base", "--inference.type=rtc"], env=env, timeout=180)
+        final = scene.scene()
+        scene.close()
+    assert dataset_names(rollout_data) == (expected, expected)
+    assert after_sync > before and final["commands"] > after_sync, (before, after_sync, final["commands"])
+    # Every position command that reached the simulator was inside the model's limits and the step cap.
+    assert final["commands_outside_limits"] == 0
+    assert final["max_command_step"] <= UnitreeG1Dit4ditConfig().max_step_rad + 1e-9
