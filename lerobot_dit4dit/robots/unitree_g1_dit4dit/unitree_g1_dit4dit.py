@@ -83,7 +83,7 @@ class UnitreeG1Dit4dit(UnitreeG1):
         if config.controller is not None or config.gravity_compensation:
             raise ValueError(
                 "unitree_g1_dit4dit: `controller` and `gravity_compensation` are not supported (legs are "
-                "held at their connect pose); use --robot.type=unitree_g1 for LeRobot's locomotion controllers."
+                "held at their connect pose); use --robot.type=unitree_g1 for its locomotion controllers."
             )
         # The stock constructor requires the Unitree SDK even on the ZMQ path; we set the same attributes it
         # sets (tests/test_g1.py::test_g1_stock_internals keeps the two in step) without that check.
