@@ -97,6 +97,10 @@ class DiT4DiTConfig(PreTrainedConfig):
     save_predicted_video: bool = False
     # Euler steps of the imagined-frame sampler (from the feature forward's noise level to data).
     predicted_video_steps: int = 4
+    # `from_pretrained` reads only the video-DiT blocks the action path runs (0..extract_layer) when
+    # `save_predicted_video` is off. The later blocks are read from the same checkpoint file the first time
+    # something needs them: training (`train()`, `get_optim_params`, `wrap_with_peft`), saving, or imagining.
+    defer_unused_blocks: bool = True
     # Run the feature forward under no_grad during training, so the action loss never reaches the video DiT
     # (official behaviour). False lets the action loss back-propagate into the video DiT, as in the paper.
     detach_video_features: bool = True

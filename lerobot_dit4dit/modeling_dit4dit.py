@@ -29,13 +29,14 @@ from typing import TypeVar
 
 import torch
 import torch.nn.functional as F  # noqa: N812
+from diffusers import CosmosTransformer3DModel
 from huggingface_hub import ModelCard
 from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
 from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot.policies.rtc.modeling_rtc import RTCProcessor
 from lerobot.utils.constants import ACTION, OBS_STATE
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from .action_head import FlowMatchingActionHead
@@ -150,6 +151,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
     def get_optim_params(self) -> list[dict]:
         """Two AdamW parameter groups: the video DiT at `optimizer_lr_video`, the action head at
         `optimizer_lr_action`. Frozen parameters are left out."""
+        self.restore_deferred_blocks()  # lerobot-train builds the optimizer before calling train()
         groups = [
             {
                 "params": [p for p in self.video.transformer.parameters() if p.requires_grad],
@@ -185,7 +187,56 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         self._inference_cast = True
         logger.info("DiT4DiT: trained weights cast to %s for inference", self.config.dtype)
 
+    def wrap_with_peft(self, *args, **kwargs):
+        self.restore_deferred_blocks()  # the adapters must reach every block
+        return super().wrap_with_peft(*args, **kwargs)
+
+    @property
+    def deferred_blocks(self) -> int:
+        """Number of video-DiT blocks not loaded yet (see `config.defer_unused_blocks`)."""
+        deferred = getattr(self, "_deferred", None)
+        return 0 if deferred is None else deferred[1] - len(self.video.transformer.transformer_blocks)
+
+    def restore_deferred_blocks(self) -> None:
+        """Read the video-DiT blocks after `extract_layer` from the checkpoint they were deferred from, in the
+        dtype and on the device of the loaded blocks. A no-op when nothing is deferred."""
+        deferred = getattr(self, "_deferred", None)
+        if deferred is None:
+            return
+        model_file, total = deferred
+        transformer = self.video.transformer
+        keep = len(transformer.transformer_blocks)
+        if not Path(model_file).is_file():
+            raise FileNotFoundError(
+                f"DiT4DiT: video-DiT blocks {keep}..{total - 1} were deferred at load and their checkpoint "
+                f"{model_file} is gone. Load with --policy.defer_unused_blocks=false to keep every block."
+            )
+        with torch.device("meta"):
+            blocks = list(CosmosTransformer3DModel.from_config(transformer.config).transformer_blocks)[
+                keep:total
+            ]
+        ref = next(transformer.transformer_blocks[0].parameters())
+        with safe_open(model_file, framework="pt") as f:
+            names = f.keys()  # a safe_open handle is not iterable
+            for index, block in enumerate(blocks, start=keep):
+                prefix = f"{BLOCKS_PREFIX}{index}."
+                state = {k[len(prefix) :]: f.get_tensor(k) for k in names if k.startswith(prefix)}
+                bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+                if bad:
+                    raise ValueError(f"DiT4DiT checkpoint {model_file} holds NaN/Inf in {prefix}{bad[0]}")
+                state = {k: v.to(ref.dtype) if v.is_floating_point() else v for k, v in state.items()}
+                block.load_state_dict(state, strict=True, assign=True)
+                block.to(ref.device)
+                block.train(self.training)
+                if self.config.compile_model:
+                    block.compile()
+        transformer.transformer_blocks.extend(blocks)
+        self._deferred = None
+        logger.info("DiT4DiT: loaded the deferred video-DiT blocks %d..%d", keep, total - 1)
+
     def train(self, mode: bool = True):
+        if mode:
+            self.restore_deferred_blocks()
         if mode and getattr(self, "_inference_cast", False):
             logger.warning(
                 "DiT4DiT: training a policy whose weights were cast to %s for inference; they go back to "
@@ -516,6 +567,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             )
         features = self.extract_features(cond_latent, context, noise=feature_noise, projected=True)
         if self.config.save_predicted_video:
+            self.restore_deferred_blocks()
             self.last_predicted_latents = self.video.imagine(
                 cond_latent,
                 feature_noise,
@@ -582,6 +634,9 @@ class DiT4DiTPolicy(PreTrainedPolicy):
     # ------------------------------------------------------------------ checkpoints
     def _save_pretrained(self, save_directory: Path, state_dict: dict[str, Tensor] | None = None) -> None:
         """config.json + model.safetensors holding the video DiT and the action head only."""
+        if self.deferred_blocks:
+            self.restore_deferred_blocks()
+            state_dict = None  # a state dict taken before the restore lacks the deferred blocks
         state_dict = self.state_dict() if state_dict is None else state_dict
         trained = {
             k: v.detach().contiguous() for k, v in state_dict.items() if k.startswith(TRAINED_PREFIXES)
@@ -647,7 +702,24 @@ class DiT4DiTPolicy(PreTrainedPolicy):
                 f"(tiled in that order), but this config has {model.config.cameras}. Set "
                 "--policy.camera_order to the trained cameras (rename env cameras with --rename_map)."
             )
-        state_dict = load_file(model_file, device="cpu")
+        # Lean inference loading: leave the blocks after `extract_layer` unread (see `defer_unused_blocks`).
+        # They are on the meta device (`load_base_transformer_weights=False`), so they hold no memory either.
+        total = len(model.video.transformer.transformer_blocks)
+        keep = model.config.extract_layer + 1
+        defer = model.config.defer_unused_blocks and not model.config.save_predicted_video and keep < total
+        if defer and any(
+            not p.is_meta for p in model.video.transformer.transformer_blocks[keep].parameters()
+        ):
+            defer = False  # built with the base's weights: nothing to save by deferring
+        with safe_open(model_file, framework="pt") as f:
+            names = f.keys()  # a safe_open handle is not iterable
+            if defer:
+                names = [k for k in names if (_block_index(k) if _block_index(k) is not None else -1) < keep]
+            state_dict = {k: f.get_tensor(k) for k in names}
+        if defer:
+            blocks = model.video.transformer.transformer_blocks
+            model.video.transformer.transformer_blocks = torch.nn.ModuleList(list(blocks)[:keep])
+            model._deferred = (str(model_file), total)
         bad = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise ValueError(
@@ -785,6 +857,16 @@ class ForwardNoise:
         ]
         if bad:
             raise ValueError(f"DiT4DiT: explicit noise of the wrong shape: {', '.join(bad)}.")
+
+
+BLOCKS_PREFIX = "video.transformer.transformer_blocks."
+
+
+def _block_index(key: str) -> int | None:
+    """Video-DiT block number of a checkpoint key, None for other keys."""
+    if not key.startswith(BLOCKS_PREFIX):
+        return None
+    return int(key[len(BLOCKS_PREFIX) :].split(".", 1)[0])
 
 
 def load_trained_state_dict(model: DiT4DiTPolicy, state_dict: dict[str, Tensor], source: str) -> None:

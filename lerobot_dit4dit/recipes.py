@@ -99,6 +99,11 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+# Presets that are not paper recipes: small offline recipes on the tiny random base
+# (`lerobot_dit4dit.testing.tiny_base`), for the quickstart, the sample-efficiency study and the simulated G1.
+OFFLINE_PRESETS = ("metaworld_quickstart", "metaworld_diffusion", "unitree_g1_sim")
+
+
 def recipe_for_data_mix(data_mix: str) -> Recipe | None:
     """The recipe an official config's `data_mix` names (case-insensitive substring match), or None."""
     data_mix = data_mix.lower()

@@ -16,7 +16,7 @@ from utils import BIN, ROOT, dataset_flags, offline_env, run
 
 from lerobot_dit4dit.benchmarks import libero_aggregate as aggregate
 from lerobot_dit4dit.benchmarks import libero_protocol as eval_protocol
-from lerobot_dit4dit.recipes import RECIPES, Recipe
+from lerobot_dit4dit.recipes import OFFLINE_PRESETS, RECIPES, Recipe
 from lerobot_dit4dit.testing.tiny_base import TINY_POLICY_OVERRIDES
 
 
@@ -123,9 +123,8 @@ def test_preset_parses_into_lerobot_train_config(name):
 
 
 def test_every_preset_has_a_recipe():
-    dit4dit_presets = {
-        p.stem for p in (ROOT / "configs").glob("*.json") if not p.stem.startswith("metaworld")
-    }
+    dit4dit_presets = {p.stem for p in (ROOT / "configs").glob("*.json")} - set(OFFLINE_PRESETS)
+    assert {p for p in OFFLINE_PRESETS if (ROOT / "configs" / f"{p}.json").exists()} == set(OFFLINE_PRESETS)
     assert dit4dit_presets == {r.preset for r in RECIPES.values()}
     assert {f.name for f in fields(Recipe)} >= {"cameras", "chunk_size", "state_encoding"}
 

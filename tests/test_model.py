@@ -8,7 +8,7 @@ import pytest
 import torch
 from utils import ACTION_DIM, CAMERAS, inference_batch, train_batch
 
-from lerobot_dit4dit import DiT4DiTPolicy
+from lerobot_dit4dit import DiT4DiTConfig, DiT4DiTPolicy
 
 
 def _cond_and_prompts(policy, batch):
@@ -242,6 +242,47 @@ def test_from_pretrained_round_trip(make_policy, tmp_path):
     assert torch.equal(
         policy.predict_action_chunk(batch, noise=noise), loaded.predict_action_chunk(batch, noise=noise)
     )
+
+
+def test_from_pretrained_defers_the_blocks_the_action_path_never_runs(make_policy, tmp_path):
+    """Inference loads blocks 0..extract_layer only; the rest come from the same file when training, saving or
+    imagining needs them, bit-identical to a full load."""
+    policy = make_policy()
+    with torch.no_grad():
+        for p in policy.video.transformer.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    policy.save_pretrained(tmp_path / "ckpt")
+    total = len(policy.video.transformer.transformer_blocks)
+    keep = policy.config.extract_layer + 1
+    assert keep < total
+
+    def load_full(path):
+        config = DiT4DiTConfig.from_pretrained(path)
+        config.defer_unused_blocks = False
+        return DiT4DiTPolicy.from_pretrained(path, config=config)
+
+    lean = DiT4DiTPolicy.from_pretrained(tmp_path / "ckpt")
+    full = load_full(tmp_path / "ckpt")
+    assert len(lean.video.transformer.transformer_blocks) == keep and lean.deferred_blocks == total - keep
+    assert len(full.video.transformer.transformer_blocks) == total and full.deferred_blocks == 0
+    batch = inference_batch()
+    noise = torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim)
+    assert torch.equal(
+        lean.predict_action_chunk(batch, noise=noise), full.predict_action_chunk(batch, noise=noise)
+    )
+
+    # Training (lerobot-train asks for the optimizer groups first) brings every block back, as saved.
+    n_full = sum(p.numel() for g in full.get_optim_params() for p in g["params"])
+    assert sum(p.numel() for g in lean.get_optim_params() for p in g["params"]) == n_full
+    assert lean.deferred_blocks == 0
+    lean_sd, full_sd = lean.state_dict(), full.state_dict()
+    assert lean_sd.keys() == full_sd.keys() and all(torch.equal(lean_sd[k], full_sd[k]) for k in full_sd)
+
+    # Saving a lean policy writes every block.
+    lean2 = DiT4DiTPolicy.from_pretrained(tmp_path / "ckpt")
+    lean2.save_pretrained(tmp_path / "again")
+    again = load_full(tmp_path / "again")
+    assert all(torch.equal(again.state_dict()[k], full_sd[k]) for k in full_sd)
 
 
 @pytest.mark.parametrize("camera_order", [list(CAMERAS), list(reversed(CAMERAS))])
