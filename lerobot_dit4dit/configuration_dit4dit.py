@@ -101,6 +101,9 @@ class DiT4DiTConfig(PreTrainedConfig):
     # `save_predicted_video` is off. The later blocks are read from the same checkpoint file the first time
     # something needs them: training (`train()`, `get_optim_params`, `wrap_with_peft`), saving, or imagining.
     defer_unused_blocks: bool = True
+    # Training reads the frozen VAE's latents from this file, by each sample's dataset `index`, instead of
+    # encoding the frames (build it with `python -m lerobot_dit4dit.latent_cache`). None encodes.
+    latent_cache: str | None = None
     # Run the feature forward under no_grad during training, so the action loss never reaches the video DiT
     # (official behaviour). False lets the action loss back-propagate into the video DiT, as in the paper.
     detach_video_features: bool = True

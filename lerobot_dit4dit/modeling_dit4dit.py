@@ -413,7 +413,10 @@ class DiT4DiTPolicy(PreTrainedPolicy):
 
         # One VAE pass over the clip: the causal Wan VAE gives latent frame 0 from pixel frame 0 alone, so it
         # is both the condition and the first frame of the video-loss target.
-        latents = self.video.encode_video(video if mode != "action" else video[:, :, :1])
+        if cfg.latent_cache is not None:
+            latents = self._cached_latents(batch, video.device, mode)
+        else:
+            latents = self.video.encode_video(video if mode != "action" else video[:, :, :1])
         cond_latent = latents[:, :, :1]
 
         info = {}
@@ -446,6 +449,18 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             info["video_loss"] = video_loss.item()
             self._check_finite(batch, "video_loss", info["video_loss"])
         return loss, info
+
+    def _cached_latents(self, batch: dict, device: torch.device, mode: str) -> Tensor:
+        """(B, 16, T_lat, h, w) latents of the batch from `config.latent_cache`, by dataset index."""
+        cache = getattr(self, "_latent_cache", None)
+        if cache is None:
+            from .latent_cache import LatentCache
+
+            cache = self._latent_cache = LatentCache(self.config.latent_cache, self.config)
+        if "index" not in batch:
+            raise KeyError("DiT4DiT: latent_cache needs each sample's dataset `index` in the batch.")
+        latents = cache.lookup(batch["index"]).to(device)
+        return latents if mode != "action" else latents[:, :, :1]
 
     def _future_latent_mask(self, batch: dict, num_latent_frames: int) -> Tensor | None:
         """(B, T_lat - 1) bool: True for future latent frames made only of real frames.

@@ -1,0 +1,159 @@
+"""An optional cache of the frozen VAE's latents for training.
+
+The Wan VAE is frozen, so the latents of a training clip never change; encoding them is about a quarter of a
+medium-width training step. This command encodes every clip of a dataset once, with exactly the preprocessing
+`lerobot-train` applies (same config, delta timestamps, processors and camera tiling):
+
+    python -m lerobot_dit4dit.latent_cache --output outputs/latents.safetensors \
+        --config_path=configs/metaworld_quickstart.json [any other lerobot-train flag]
+    lerobot-train --config_path=configs/metaworld_quickstart.json \
+        --policy.latent_cache=outputs/latents.safetensors
+
+Training then reads the latents of each sample by its dataset `index` instead of running the VAE. The file
+records what the latents depend on (cameras, resolution, frames, stride, base model, dataset); a policy with
+other settings refuses it, naming the difference. Frames are still decoded by the dataset (the processors
+check them); only the VAE is skipped. Image augmentations would make cached latents wrong, so they are
+refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+KEYS = (
+    "cameras",
+    "image_resolution",
+    "num_video_frames",
+    "video_frame_stride",
+    "base_model",
+    "base_model_revision",
+)
+
+
+def fingerprint(config) -> dict:
+    """What cached latents depend on, from a DiT4DiTConfig."""
+    out = {k: getattr(config, k) for k in KEYS}
+    out["cameras"] = list(out["cameras"])
+    out["image_resolution"] = list(out["image_resolution"])
+    return out
+
+
+class LatentCache:
+    """Cached latents, looked up by dataset index: `latents(index (B,)) -> (B, 16, T_lat, h, w)`."""
+
+    def __init__(self, path: str | Path, config):
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"DiT4DiT: latent_cache {path} does not exist; build it with "
+                "`python -m lerobot_dit4dit.latent_cache --output <file> <your lerobot-train flags>`."
+            )
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("dit4dit_latent_cache", "{}"))
+            index, latents = f.get_tensor("index"), f.get_tensor("latents")
+        expected = fingerprint(config)
+        diff = {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
+        if diff:
+            raise ValueError(
+                f"DiT4DiT: latent_cache {path} was built with other settings; (cache, policy): {diff}. "
+                "Rebuild it with this policy's config."
+            )
+        self.path = path
+        self.latents = latents
+        self.row = torch.full((int(index.max()) + 1,), -1, dtype=torch.long)
+        self.row[index] = torch.arange(len(index))
+
+    def lookup(self, index: Tensor) -> Tensor:
+        index = index.reshape(-1).long().cpu()
+        rows = torch.where(index < len(self.row), self.row[index.clamp(max=len(self.row) - 1)], -1)
+        if (rows < 0).any():
+            missing = index[rows < 0][:5].tolist()
+            raise KeyError(
+                f"DiT4DiT: dataset indices {missing} are not in latent_cache {self.path}: it was built for "
+                "another dataset (or part of one)."
+            )
+        return self.latents[rows]
+
+
+def build(cfg, output: Path, batch_size: int = 8) -> dict:
+    """Encode every sample of `cfg`'s dataset (a TrainPipelineConfig) into `output`; returns a summary."""
+    from lerobot.datasets.factory import make_dataset
+    from lerobot.policies.factory import make_policy, make_pre_post_processors
+    from safetensors.torch import save_file
+
+    if cfg.dataset.image_transforms.enable:
+        raise ValueError(
+            "DiT4DiT: image augmentations change every epoch's frames; cached latents cannot be used."
+        )
+    dataset = make_dataset(cfg)
+    policy = make_policy(cfg.policy, ds_meta=dataset.meta)
+    policy.eval()
+    preprocessor, _ = make_pre_post_processors(
+        cfg.policy, pretrained_path=cfg.policy.pretrained_path, dataset_stats=dataset.meta.stats
+    )
+    mode = cfg.policy.training_mode
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=cfg.num_workers
+    )
+    indices, latents = [], []
+    start, done = time.perf_counter(), 0
+    with torch.no_grad():
+        for batch in loader:
+            batch = preprocessor(batch)
+            video = policy.tile_cameras(batch, train=True)
+            latents.append(policy.video.encode_video(video if mode != "action" else video[:, :, :1]).cpu())
+            indices.append(batch["index"].reshape(-1).cpu())
+            done += len(indices[-1])
+            if len(indices) % 20 == 0 or done == len(dataset):
+                rate = done / (time.perf_counter() - start)
+                print(f"[latent_cache] {done}/{len(dataset)} samples ({rate:.1f}/s)", flush=True)
+    index, stacked = torch.cat(indices), torch.cat(latents).contiguous()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".partial")
+    meta = fingerprint(cfg.policy)
+    meta.update(dataset=cfg.dataset.repo_id, root=str(cfg.dataset.root), samples=len(index))
+    save_file(
+        {"index": index, "latents": stacked},
+        str(partial),
+        metadata={"dit4dit_latent_cache": json.dumps(meta)},
+    )
+    partial.replace(output)  # never a half-written cache under the real name
+    summary = {"samples": len(index), "shape": list(stacked.shape[1:]), "MiB": stacked.numel() * 4 / 2**20}
+    print(f"[latent_cache] wrote {output}: {summary}", flush=True)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    import draccus
+    from lerobot.configs.train import TrainPipelineConfig
+    from lerobot.utils.import_utils import register_third_party_plugins
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--output", type=Path, required=True, help="the .safetensors file to write")
+    parser.add_argument("--batch-size", type=int, default=8)
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    register_third_party_plugins()
+    config_path = next((a.split("=", 1)[1] for a in rest if a.startswith("--config_path=")), None)
+    rest = [a for a in rest if not a.startswith("--config_path=")]
+    cfg = draccus.parse(TrainPipelineConfig, config_path=config_path, args=rest)
+    cfg.output_dir = None  # nothing is trained here; validate() must not refuse an existing training folder
+    cfg.validate()
+    build(cfg, args.output, args.batch_size)
+
+
+if __name__ == "__main__":
+    main()
