@@ -56,7 +56,7 @@ _JOINT_ACTUATOR = {
 TABLE_TOP_Z = 0.80
 TABLE_CENTER = (0.42, -0.12)
 TABLE_HALF = (0.16, 0.26)
-BUTTON_RADIUS = 0.03
+BUTTON_RADIUS = 0.04
 BUTTON_HALF_HEIGHT = 0.008
 # Where the button may spawn: a region in front of the right arm that its fingertip reaches from the
 # head-camera view (checked by tests/test_g1.py with the scripted expert).
@@ -64,7 +64,7 @@ BUTTON_X = (0.30, 0.42)
 BUTTON_Y = (-0.30, -0.10)
 # A press: the fingertip within this horizontal distance of the button's centre and this height above
 # the table top.
-PRESS_RADIUS = 0.035
+PRESS_RADIUS = 0.04
 PRESS_HEIGHT = 0.055
 # The head camera, on the torso link: 50 degrees down, looking forward.
 HEAD_CAMERA = "head_camera"

@@ -27,7 +27,7 @@ class G1ScriptedExpertConfig(TeleoperatorConfig):
     # Largest change of one joint target per action (rad); below the robot's safety cap (0.1 rad).
     max_joint_step_rad: float = 0.08
     # Height above the table top of the hover point (m) before pressing.
-    hover_height_m: float = 0.09
+    hover_height_m: float = 0.07
     # Receive/reply timeout towards the simulator (s).
     timeout_s: float = 2.0
 

@@ -1,9 +1,10 @@
 """The scripted button-press expert for the simulated G1, as a LeRobot `Teleoperator`.
 
-Closed-loop damped-least-squares IK of the right fingertip: lift, hover above the button, press; when the
-simulator counts a press the button respawns and the cycle starts again. Targets are integrated on the
-commanded joints (not the measured ones), which removes the steady-state sag of the PD under gravity.
-The left arm and, in full mode, the legs and waist keep their first measured position.
+Closed-loop damped-least-squares IK of the right fingertip: travel at hover height, align, press; when the
+simulator counts a press the button respawns, the fingertip is now away from it, so it lifts and the cycle
+starts again. Every action is a function of the measured joints and the button position alone (no hidden
+phase or integrator), so that a policy seeing the joints and the camera can learn it; the PD sag under
+gravity is removed by adding the gravity torque / kp to each target. Other joints are held where they are.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 
 import numpy as np
+from lerobot.robots.unitree_g1.config_unitree_g1 import _DEFAULT_KP
 from lerobot.robots.unitree_g1.g1_utils import G1_29_JointArmIndex, G1_29_JointIndex
 from lerobot.teleoperators.teleoperator import Teleoperator
 from lerobot.utils.errors import DeviceAlreadyConnectedError, DeviceNotConnectedError
@@ -36,8 +38,6 @@ class G1ScriptedExpert(Teleoperator):
         self._sub = self._ctx = self.scene = None
         self._model = self._data = None
         self.command: np.ndarray | None = None
-        self.phase = "lift"
-        self.presses = None
 
     @property
     def action_features(self) -> dict[str, type]:
@@ -75,6 +75,7 @@ class G1ScriptedExpert(Teleoperator):
         self._data = mujoco.MjData(self._model)
         self._tip = self._model.site(g1_scene.FINGERTIP_SITE).id
         self._scene_geometry = g1_scene
+        self._kp = np.asarray(_DEFAULT_KP, dtype=np.float64)  # the robot's PD gains (LeRobot's defaults)
         self._ctx = zmq.Context()
         sub = self._ctx.socket(zmq.SUB)
         for opt, value in (
@@ -88,8 +89,6 @@ class G1ScriptedExpert(Teleoperator):
         self._sub = sub
         self.scene = SceneClient(self.config.host, self.config.scene_port, self.config.timeout_s)
         self.command = None
-        self.phase = "lift"
-        self.presses = None
 
     def _joint_state(self) -> np.ndarray:
         import zmq
@@ -108,35 +107,32 @@ class G1ScriptedExpert(Teleoperator):
         if not self.is_connected:
             raise DeviceNotConnectedError(f"{self} is not connected")
         q = self._joint_state()
-        scene = self.scene.scene()
-        if self.command is None:
-            self.command = q.copy()
-        button = np.asarray(scene["button"])
-        if self.presses is not None and scene["presses"] != self.presses:
-            self.phase = "lift"
-        self.presses = scene["presses"]
+        button = np.asarray(self.scene.scene()["button"])
         self.command = self._step(q, button)
         return {f"{G1_29_JointIndex(i).name}.pos": float(self.command[i]) for i in self.joints}
 
     def _step(self, q: np.ndarray, button: np.ndarray) -> np.ndarray:
-        """One IK step: (29,) measured joints, (3,) button -> (29,) new joint command."""
+        """One IK step: (29,) measured joints, (3,) button -> (29,) joint command.
+
+        A function of (q, button) only, so a policy can learn it from what it observes: the phase comes
+        from where the fingertip is relative to the button, and the command is the measured joints plus the
+        IK step plus the PD offset that holds them against gravity (gravity torque / kp)."""
         mj, model, data, g = self._mj, self._model, self._data, self._scene_geometry
         data.qpos[:NUM_JOINTS] = q
-        mj.mj_kinematics(model, data)
-        mj.mj_comPos(model, data)
+        data.qvel[:] = 0.0
+        mj.mj_forward(model, data)  # kinematics, and qfrc_bias = the gravity torques at rest
         tip = data.site_xpos[self._tip].copy()
         top = g.TABLE_TOP_Z
         hover = top + self.config.hover_height_m
-        if self.phase == "lift":
-            goal = np.array([tip[0], tip[1], hover])
-            if tip[2] > hover - 0.02:
-                self.phase = "hover"
-        if self.phase == "hover":
-            goal = np.array([button[0], button[1], hover])
-            if np.linalg.norm(tip[:2] - button[:2]) < 0.015:
-                self.phase = "press"
-        if self.phase == "press":
+        dxy = np.linalg.norm(tip[:2] - button[:2])
+        if dxy <= 0.02:  # on the button: press
             goal = np.array([button[0], button[1], top + 0.02])
+        elif dxy <= 0.03:  # nearly there: align at this height
+            goal = np.array([button[0], button[1], tip[2]])
+        elif tip[2] < hover - 0.02:  # low and away (after a press): lift in place first
+            goal = np.array([tip[0], tip[1], hover])
+        else:  # travel at hover height
+            goal = np.array([button[0], button[1], hover])
         err = goal - tip
         norm = np.linalg.norm(err)
         if norm > self.config.max_tip_step_m:
@@ -149,16 +145,10 @@ class G1ScriptedExpert(Teleoperator):
         # Null space: drift towards a relaxed wrist so the redundant joints do not wander.
         dq += (np.eye(len(RIGHT_ARM)) - pinv @ jac) @ (0.05 * (0.0 - q[RIGHT_ARM]))
         dq = np.clip(dq, -self.config.max_joint_step_rad, self.config.max_joint_step_rad)
-        command = self.command.copy()
-        arm = command[RIGHT_ARM] + dq
-        # Integrate on the command, but never more than 0.3 rad from the measured joints (no wind-up).
-        arm = np.clip(arm, q[RIGHT_ARM] - 0.3, q[RIGHT_ARM] + 0.3)
-        arm = np.clip(arm, model.jnt_range[RIGHT_ARM, 0] + 0.06, model.jnt_range[RIGHT_ARM, 1] - 0.06)
-        step = np.clip(
-            arm - command[RIGHT_ARM], -self.config.max_joint_step_rad, self.config.max_joint_step_rad
-        )
-        command[RIGHT_ARM] += step
-        return command
+        command = q + data.qfrc_bias[:NUM_JOINTS] / self._kp  # hold every joint where it is
+        command[RIGHT_ARM] += dq
+        lo, hi = model.jnt_range[:NUM_JOINTS, 0] + 0.06, model.jnt_range[:NUM_JOINTS, 1] - 0.06
+        return np.clip(command, lo, hi)
 
     def send_feedback(self, feedback: dict) -> None:
         pass
