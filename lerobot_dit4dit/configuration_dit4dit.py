@@ -74,6 +74,16 @@ class DiT4DiTConfig(PreTrainedConfig):
     # `binarize_gripper_dim` at 0.5 into the simulator's -1 (open, value >= 0.5) / +1 (close). The latter is
     # for datasets whose gripper action is 1 = open, 0 = close (the IPEC-COMMUNITY LIBERO sets); None: off.
     clip_normalized_actions: bool = False
+    # Relative actions, through LeRobot's own RelativeActionsProcessorStep (as pi0 and GR00T use it): the
+    # model predicts action - current state for every action dim whose name contains none of
+    # `relative_exclude_joints`, and the postprocessor adds the state back. The state must start with the
+    # same joints as the action. Recompute the dataset's action statistics in that space first:
+    # `lerobot-edit-dataset --operation.type=recompute_stats --operation.relative_action=true
+    # --operation.chunk_size=<chunk_size>`. `lerobot-rollout` runs such a policy with --inference.type=rtc.
+    use_relative_actions: bool = False
+    relative_exclude_joints: list[str] = field(default_factory=list)
+    # The dataset's action names, filled in by LeRobot's make_policy (used by relative_exclude_joints).
+    action_feature_names: list[str] | None = None
     binarize_gripper_dim: int | None = None
 
     # ---------------------------------------------------------------- video DiT features

@@ -30,6 +30,10 @@ from lerobot.processor import (
     TransitionKey,
 )
 from lerobot.processor.factory import make_default_policy_processor_steps, make_policy_processor_pipelines
+from lerobot.processor.relative_action_processor import (
+    AbsoluteActionsProcessorStep,
+    RelativeActionsProcessorStep,
+)
 from lerobot.utils.constants import ACTION, OBS_STATE
 
 from .configuration_dit4dit import DiT4DiTConfig
@@ -157,6 +161,24 @@ def _check_image(key: str, image) -> None:
             "(uint8 images are scaled by 1/255). Divide 0-255 images by 255, map [-1, 1] images with "
             "(x + 1) / 2."
         )
+
+
+@ProcessorStepRegistry.register("dit4dit_current_state_processor")
+@dataclass
+class CurrentStateProcessorStep(ObservationProcessorStep):
+    """(B, T, S) training states -> (B, S) current state: the model reads only frame 0 of the state, and
+    LeRobot's relative-action step subtracts a (B, S) state from the (B, H, A) action chunk."""
+
+    def observation(self, observation: dict) -> dict:
+        state = observation.get(OBS_STATE)
+        if isinstance(state, torch.Tensor) and state.ndim == 3:
+            observation = {**observation, OBS_STATE: state[:, 0]}
+        return observation
+
+    def transform_features(
+        self, features: dict[PipelineFeatureType, dict[str, PolicyFeature]]
+    ) -> dict[PipelineFeatureType, dict[str, PolicyFeature]]:
+        return features
 
 
 @ProcessorStepRegistry.register("dit4dit_observation_processor")
@@ -310,9 +332,23 @@ def make_dit4dit_pre_post_processors(
         resolution=tuple(config.image_resolution),
         state_encoding=config.state_encoding,
     )
-    output_steps = [s.unnormalize, s.to_cpu]
+    # LeRobot's relative-action pair (off unless `use_relative_actions`): action - state before normalising,
+    # + state after un-normalising. Always present, so lerobot-train's overrides find them by name.
+    has_dims = config.robot_state_feature is not None and config.action_feature is not None
+    if config.use_relative_actions and has_dims and config.state_dim < config.action_dim:
+        raise ValueError(
+            f"DiT4DiT: use_relative_actions subtracts the state from the action, dim by dim, but the "
+            f"state has {config.state_dim} dims and the action {config.action_dim}."
+        )
+    relative = RelativeActionsProcessorStep(
+        enabled=config.use_relative_actions,
+        exclude_joints=list(config.relative_exclude_joints),
+        action_names=config.action_feature_names,
+    )
+    absolute = AbsoluteActionsProcessorStep(enabled=config.use_relative_actions, relative_step=relative)
+    output_steps = [s.unnormalize, absolute, s.to_cpu]
     if config.binarize_gripper_dim is not None:
-        output_steps.insert(1, GripperBinarizeProcessorStep(dim=config.binarize_gripper_dim))
+        output_steps.insert(2, GripperBinarizeProcessorStep(dim=config.binarize_gripper_dim))
     if config.clip_normalized_actions:
         output_steps.insert(0, ActionClipProcessorStep(-1.0, 1.0))
     check = DiT4DiTInputCheckProcessorStep(
@@ -321,6 +357,15 @@ def make_dit4dit_pre_post_processors(
         action_dim=config.action_dim if config.action_feature is not None else None,
     )
     return make_policy_processor_pipelines(
-        input_steps=[s.rename_observations, s.add_batch_dim, check, s.to_device, s.normalize, observation],
+        input_steps=[
+            s.rename_observations,
+            s.add_batch_dim,
+            check,
+            s.to_device,
+            CurrentStateProcessorStep(),
+            relative,
+            s.normalize,
+            observation,
+        ],
         output_steps=output_steps,
     )

@@ -265,6 +265,13 @@ def time_policy(args) -> dict:
     results = {}
     if not args.inference_only:
         policy.train()
+        if args.latent_cache:  # what `--policy.latent_cache` saves: the step reads the clip's latents
+            with torch.no_grad():
+                latents = policy.video.encode_video(policy.tile_cameras(batch, train=True))
+            policy.config.latent_cache = "<in memory>"
+            policy._cached_latents = lambda _batch, _device, mode: (
+                latents if mode != "action" else latents[:, :, :1]
+            )
         results["train_step_ms"] = measure(train_step) * 1000
     obs = {c: batch[c][:1, 0].expand(args.inference_batch_size, -1, -1, -1) for c in cams}
     obs["observation.state"] = batch["observation.state"][:1, 0].expand(args.inference_batch_size, -1)
@@ -311,6 +318,7 @@ def time_policy(args) -> dict:
             "train_batch": b,
             "inference_batch": args.inference_batch_size,
             "caches": not args.no_caches,
+            "latent_cache": args.latent_cache,
         },
         "results": results,
     }
@@ -344,6 +352,9 @@ def main() -> None:
     parser.add_argument("--inference-only", action="store_true", help="skip the train step")
     parser.add_argument("--no-caches", action="store_true", help="disable the inference K/V caches (before)")
     parser.add_argument("--no-cast", action="store_true", help="keep fp32 weights under autocast (before)")
+    parser.add_argument(
+        "--latent-cache", action="store_true", help="train step with the VAE latents read, not encoded"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads, pinned (default 1)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)

@@ -221,6 +221,27 @@ def main(argv: list[str] | None = None) -> None:
             "--num_workers=0",
             "--wandb.enable=false",
         ]
+        if args.policy == "dit4dit" and preset["policy"].get("use_relative_actions"):
+            # The preset predicts actions relative to the current joints: LeRobot normalises them with action
+            # statistics computed in that space, on a copy of the recordings.
+            train_data = out / "data_relative"
+            shutil.rmtree(train_data, ignore_errors=True)
+            run_cli(
+                [
+                    "lerobot-edit-dataset",
+                    "--repo_id=local/g1_button",
+                    f"--root={data}",
+                    "--new_repo_id=local/g1_button",
+                    f"--new_root={train_data}",
+                    "--operation.type=recompute_stats",
+                    "--operation.relative_action=true",
+                    f"--operation.chunk_size={preset['policy']['chunk_size']}",
+                ],
+                logs / "relative_stats.log",
+            )
+            common = [
+                f"--dataset.root={train_data}" if a.startswith("--dataset.root=") else a for a in common
+            ]
         if args.policy == "dit4dit":
             base = out / "base"
             if not (base / "model_index.json").exists():
