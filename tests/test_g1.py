@@ -327,6 +327,9 @@ def test_g1_record_train_rollout(tiny_base, tmp_path):
                 f"--output_dir={train}",
                 "--steps=2",
                 "--save_freq=2",
+                # The preset predicts relative actions, which LeRobot's sync engine refuses; the sync run
+                # needs absolute ones (the relative path is tested in test_model.py and drives the RTC loop).
+                "--policy.use_relative_actions=false",
                 "--batch_size=2",
                 "--log_freq=1",
             ],

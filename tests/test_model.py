@@ -6,7 +6,7 @@ import time
 
 import pytest
 import torch
-from utils import ACTION_DIM, CAMERAS, inference_batch, train_batch
+from utils import ACTION_DIM, CAMERAS, inference_batch, tiny_config, train_batch
 
 from lerobot_dit4dit import DiT4DiTConfig, DiT4DiTPolicy
 
@@ -551,3 +551,28 @@ def test_bf16_weights_cast_once_for_inference(make_policy, caplog):
     with caplog.at_level(logging.WARNING):
         acting.train()
     assert acting.video.transformer.dtype == torch.float32 and "cast to bfloat16 for inference" in caplog.text
+
+
+def test_relative_actions_round_trip(tiny_base):
+    """`use_relative_actions`: LeRobot's relative step turns a training chunk into action - current state
+    (from (B, T, S) training states), and the postprocessor adds the state of the last observation back."""
+    from lerobot_dit4dit import make_dit4dit_pre_post_processors
+
+    stats = {
+        "observation.state": {"min": -torch.ones(ACTION_DIM) * 2, "max": torch.ones(ACTION_DIM) * 2},
+        "action": {"min": -torch.ones(ACTION_DIM), "max": torch.ones(ACTION_DIM)},
+    }
+    cfg = DiT4DiTConfig(**{**vars(tiny_config(tiny_base)), "use_relative_actions": True})
+    pre, post = make_dit4dit_pre_post_processors(cfg, dataset_stats=stats)
+    g = torch.Generator().manual_seed(0)
+    batch = {k: (v + 1) / 2 if k in CAMERAS else v for k, v in train_batch(cfg).items()}
+    batch["observation.state"] = torch.rand(2, cfg.num_video_frames, ACTION_DIM, generator=g) - 0.5
+    out = pre(batch)
+    expected = batch["action"] - batch["observation.state"][:, :1]  # MIN_MAX over [-1, 1] is the identity
+    torch.testing.assert_close(out["action"], expected)
+    assert out["observation.state"].shape == (2, ACTION_DIM)  # the current state only
+    torch.testing.assert_close(post(out["action"]), batch["action"])
+    with pytest.raises(ValueError, match="use_relative_actions"):
+        bad = DiT4DiTConfig(**{**vars(tiny_config(tiny_base)), "use_relative_actions": True})
+        bad.output_features = {"action": type(bad.output_features["action"])(bad.action_feature.type, (8,))}
+        make_dit4dit_pre_post_processors(bad, dataset_stats=stats)
