@@ -187,6 +187,10 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         self._inference_cast = True
         logger.info("DiT4DiT: trained weights cast to %s for inference", self.config.dtype)
 
+    def state_dict(self, *args, **kwargs):
+        self.restore_deferred_blocks()  # a state dict always holds every block
+        return super().state_dict(*args, **kwargs)
+
     def wrap_with_peft(self, *args, **kwargs):
         self.restore_deferred_blocks()  # the adapters must reach every block
         return super().wrap_with_peft(*args, **kwargs)
@@ -734,7 +738,6 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         if defer:
             blocks = model.video.transformer.transformer_blocks
             model.video.transformer.transformer_blocks = torch.nn.ModuleList(list(blocks)[:keep])
-            model._deferred = (str(model_file), total)
         bad = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise ValueError(
@@ -744,6 +747,8 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         if new_embodiment:
             state_dict = _reinit_embodiment_layers(model, state_dict, new_embodiment)
         load_trained_state_dict(model, state_dict, source=model_file)
+        if defer:  # set last: state_dict() restores deferred blocks, and loading itself reads it
+            model._deferred = (str(model_file), total)
         return model
 
     def generate_model_card(
