@@ -270,6 +270,7 @@ def test_from_pretrained_defers_the_blocks_the_action_path_never_runs(make_polic
     assert torch.equal(
         lean.predict_action_chunk(batch, noise=noise), full.predict_action_chunk(batch, noise=noise)
     )
+    assert lean.deferred_blocks == total - keep  # acting never needed them
 
     # Training (lerobot-train asks for the optimizer groups first) brings every block back, as saved.
     n_full = sum(p.numel() for g in full.get_optim_params() for p in g["params"])
