@@ -351,7 +351,7 @@ def test_g1_record_train_rollout(tiny_base, tmp_path):
                 *rollout,
                 "--strategy.type=sentry",
                 "--inference.type=sync",
-                "--dataset.repo_id=local/g1_rollout",
+                "--dataset.repo_id=local/rollout_g1",
                 f"--dataset.root={rollout_data}",
                 "--dataset.push_to_hub=false",
                 f"--dataset.single_task={TASK}",
