@@ -293,8 +293,7 @@ def test_g1_record_train_rollout(tiny_base, tmp_path):
     env = offline_env(MUJOCO_GL="egl")
     expected = [f"{n}.pos" for n in np.array(list(G1_JOINT_LIMITS))[list(ARM_JOINTS)]]
     data, rollout_data, train = tmp_path / "data", tmp_path / "rollout_data", tmp_path / "train"
-    with bridge(size, log=tmp_path / "bridge.log"):
-        scene = SceneClient()
+    with bridge(size, log=tmp_path / "bridge.log"), SceneClient() as scene:
         run(
             [
                 BIN / "lerobot-record",
@@ -362,7 +361,6 @@ def test_g1_record_train_rollout(tiny_base, tmp_path):
         after_sync = scene.scene()["commands"]
         run([*rollout, "--strategy.type=base", "--inference.type=rtc"], env=env, timeout=180)
         final = scene.scene()
-        scene.close()
     assert dataset_names(rollout_data) == (expected, expected)
     assert after_sync > before and final["commands"] > after_sync, (before, after_sync, final["commands"])
     # Every position command that reached the simulator was inside the model's limits and the step cap.

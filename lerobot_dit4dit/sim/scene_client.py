@@ -55,7 +55,11 @@ class SceneClient:
         return self.request("reset", seed=seed)
 
     def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close(linger=0)
-            self._sock = None
-        self._ctx.term()
+        self._sock = None
+        self._ctx.destroy(linger=0)  # closes the socket too; term() alone would wait for it forever
+
+    def __enter__(self) -> SceneClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
