@@ -403,6 +403,8 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         """
         if self.training:
             self.training_forwards += 1
+        if self.config.training_mode != "action":
+            self.restore_deferred_blocks()  # the video loss runs every block, in eval mode too
         video = self.tile_cameras(batch, train=True)
         noise = noise or ForwardNoise()
         noise.check(self.noise_shapes(video.shape[0]))
