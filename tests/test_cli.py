@@ -186,27 +186,31 @@ def test_lerobot_train_resumes_after_sigkill(tiny_base, reach_dataset, tmp_path)
         "--save_freq=2",
         f"--output_dir={out}",
     ]
-    first = out / "checkpoints" / "000002" / "training_state" / "training_step.json"
+    checkpoints = out / "checkpoints"
+    # LeRobot writes a checkpoint's files, then points `last` at it: `last` is the completion marker
+    # (training_state/training_step.json alone is written before the optimizer state).
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=offline_env())
     try:
         deadline = time.monotonic() + 300
-        while not first.is_file() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert first.is_file(), "no checkpoint was written"
+        while not (checkpoints / "last").is_symlink() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (checkpoints / "last").is_symlink(), "no checkpoint was completed"
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=60) == -signal.SIGKILL
     finally:
         if proc.poll() is None:
             proc.kill()
-    last = out / "checkpoints" / "last" / "pretrained_model"
-    killed_at = json.loads(
-        (out / "checkpoints" / "last" / "training_state" / "training_step.json").read_text()
-    )
+    if (checkpoints / "last").is_symlink():
+        resume_from = checkpoints / "last"
+    else:  # killed between LeRobot's unlink of `last` and its new link: the newest checkpoint is complete
+        resume_from = max(p for p in checkpoints.iterdir() if p.name.isdigit())
+    last = checkpoints / "last" / "pretrained_model"
+    killed_at = json.loads((resume_from / "training_state" / "training_step.json").read_text())
     assert killed_at["step"] % 2 == 0 and killed_at["step"] < 400  # the newest complete checkpoint
     run(
         [
             str(BIN / "lerobot-train"),
-            f"--config_path={last / 'train_config.json'}",
+            f"--config_path={resume_from / 'pretrained_model' / 'train_config.json'}",
             "--resume=true",
             f"--steps={killed_at['step'] + 4}",
         ]
