@@ -151,6 +151,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
     parser.add_argument("--rollout-minutes", type=float, default=3.0)
     parser.add_argument("--inference", choices=["rtc", "sync"], default=None, help="default: rtc for dit4dit")
+    parser.add_argument(
+        "--queue-threshold",
+        type=int,
+        default=None,
+        help="RTC: plan a new chunk when this many actions are left (default: chunk_size - n_action_steps, so "
+        "each chunk's first n_action_steps run as in training; LeRobot's own default, 30, re-plans every tick)",
+    )
     parser.add_argument("--variant", choices=["capsules", "meshes"], default="capsules")
     parser.add_argument("--seed", type=int, default=0, help="scene seed of the evaluation rollouts")
     args = parser.parse_args(argv)
@@ -160,6 +167,9 @@ def main(argv: list[str] | None = None) -> None:
     steps = args.steps or preset["steps"]
     batch_size = args.batch_size or preset["batch_size"]
     inference = args.inference or ("rtc" if args.policy == "dit4dit" else "sync")
+    queue_threshold = args.queue_threshold
+    if queue_threshold is None:
+        queue_threshold = preset["policy"]["chunk_size"] - preset["policy"]["n_action_steps"]
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
@@ -205,9 +215,14 @@ def main(argv: list[str] | None = None) -> None:
 
     run_dir = out / args.policy
     ckpt = run_dir / "train" / "checkpoints" / "last" / "pretrained_model"
+    # The preset is part of the settings: editing it retrains. The stamp also holds train_minutes, which is
+    # not a setting, so only the settings' keys are compared (a trained model is never thrown away for it).
     train_settings = {**data_settings, "steps": steps, "batch_size": batch_size}
+    if args.policy == "dit4dit":
+        train_settings["preset"] = preset
     train_stamp = run_dir / "train_settings.json"
-    if not (train_stamp.exists() and json.loads(train_stamp.read_text()) == train_settings):
+    stamped = json.loads(train_stamp.read_text()) if train_stamp.exists() else {}
+    if {k: stamped.get(k) for k in train_settings} != train_settings:
         train_stamp.unlink(missing_ok=True)
         shutil.rmtree(run_dir / "train", ignore_errors=True)
         common = [
@@ -291,6 +306,8 @@ def main(argv: list[str] | None = None) -> None:
             f"--duration={args.rollout_minutes * 60}",
             f"--inference.type={inference}",
         ]
+        if inference == "rtc":
+            rollout.append(f"--inference.queue_threshold={queue_threshold}")
         rate, metrics = presses_per_minute(
             scene,
             lambda: run_cli(rollout, logs / f"rollout_{args.policy}.log"),
@@ -300,6 +317,7 @@ def main(argv: list[str] | None = None) -> None:
         scene.close()
     result.update(
         inference=inference,
+        queue_threshold=queue_threshold if inference == "rtc" else None,
         presses_per_minute=rate,
         rollout_minutes=args.rollout_minutes,
         commands=metrics["commands"],
