@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         default=None,
         help="RTC: plan a new chunk when this many actions are left (default: chunk_size - n_action_steps, "
-        "so each chunk's first n_action_steps run as in training; LeRobot's default, 30, re-plans every tick)",
+        "so each chunk's first n_action_steps run as in training; LeRobot's default 30 re-plans every tick)",
     )
     parser.add_argument("--variant", choices=["capsules", "meshes"], default="capsules")
     parser.add_argument("--seed", type=int, default=0, help="scene seed of the evaluation rollouts")
