@@ -293,6 +293,7 @@ def convert_official(
 
     checked = 0
     if verify_frozen and frozen:
+        policy.video.load_vae_decoder()  # the official checkpoint holds the whole VAE
         references = {"backbone_interface.extractor.vae.": policy.video.vae.state_dict()}
         if any(k.startswith("backbone_interface.extractor.text_encoder.") for k in frozen):
             references["backbone_interface.extractor.text_encoder."] = (

@@ -86,6 +86,8 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             frozen_dtype=DTYPES[config.dtype],
             load_transformer_weights=load_base_transformer_weights,
             max_prompt_tokens=config.max_prompt_tokens,
+            # Otherwise the decoder is read on the first decode: acting and training only encode.
+            load_vae_decoder=config.save_predicted_video,
         )
         if config.extract_layer >= self.video.num_blocks:
             raise ValueError(

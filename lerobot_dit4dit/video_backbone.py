@@ -148,10 +148,52 @@ def resolve_base_model(
     return snapshot_download(base_model, revision=revision, allow_patterns=patterns)
 
 
-def _load_pipeline(base_model: str, revision: str | None, transformer: CosmosTransformer3DModel | None):
+# State-dict prefixes of the Wan VAE that only decoding runs (imagined frames); the action path never does.
+VAE_DECODER_PREFIXES = ("decoder.", "post_quant_conv.")
+VAE_WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+def load_vae_without_decoder(local: str) -> AutoencoderKLWan | None:
+    """The base's Wan VAE with only the encoder read: built on the meta device (no random initialisation), the
+    encoder and `quant_conv` tensors assigned from the file, `decoder` and `post_quant_conv` left as None.
+
+    diffusers' `AutoencoderKLWan` accepts a None decoder (its conv counts are cached at construction, and
+    only `decode` touches the decoder). Returns None when the VAE is not stored as one safetensors file (e.g. a
+    sharded or .bin VAE), so the caller loads it whole.
+    """
+    from safetensors import safe_open
+
+    file = Path(local) / "vae" / VAE_WEIGHTS
+    if not file.is_file():
+        return None
+    with torch.device("meta"):
+        vae = AutoencoderKLWan.from_config(AutoencoderKLWan.load_config(local, subfolder="vae"))
+    vae.decoder = None
+    vae.post_quant_conv = None
+    with safe_open(str(file), framework="pt") as f:
+        state = {
+            k: f.get_tensor(k).float() for k in f.keys() if not k.startswith(VAE_DECODER_PREFIXES)
+        }  # fp32 like the pipeline's torch_dtype; frozen_dtype is applied afterwards
+    missing, unexpected = vae.load_state_dict(state, strict=False, assign=True)
+    if missing or unexpected:
+        raise ValueError(
+            f"DiT4DiT: the VAE in {file} does not match its config: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    return vae.eval()
+
+
+def _load_pipeline(
+    base_model: str,
+    revision: str | None,
+    transformer: CosmosTransformer3DModel | None,
+    vae: AutoencoderKLWan | None = None,
+):
     kwargs = {"text_encoder": None, "safety_checker": NoSafetyChecker(), "torch_dtype": torch.float32}
     if transformer is not None:
         kwargs["transformer"] = transformer
+    if vae is not None:
+        kwargs["vae"] = vae
     pipeline_logger = logging.getLogger("diffusers.pipelines.pipeline_utils")
     level = pipeline_logger.level
     pipeline_logger.setLevel(logging.ERROR)  # silences the expected "Expected types for safety_checker"
@@ -171,6 +213,8 @@ class CosmosVideoBackbone(nn.Module):
         load_transformer_weights: False builds the video DiT from its config only (random weights), for when
             a checkpoint will overwrite them anyway.
         max_prompt_tokens: instruction length given to the text encoder.
+        load_vae_decoder: False leaves the VAE decoder unread until frames are decoded (`decode_latents`,
+            i.e. imagined video): training and acting only encode.
     """
 
     def __init__(
@@ -180,6 +224,7 @@ class CosmosVideoBackbone(nn.Module):
         frozen_dtype: torch.dtype = torch.float32,
         load_transformer_weights: bool = True,
         max_prompt_tokens: int = 512,
+        load_vae_decoder: bool = False,
     ):
         super().__init__()
         self.base_model = base_model
@@ -196,7 +241,9 @@ class CosmosVideoBackbone(nn.Module):
             cfg = CosmosTransformer3DModel.load_config(local, subfolder="transformer")
             with torch.device("meta"):
                 transformer = CosmosTransformer3DModel.from_config(cfg)
-        pipe = _load_pipeline(local, None, transformer)
+        vae = None if load_vae_decoder else load_vae_without_decoder(local)
+        pipe = _load_pipeline(local, None, transformer, vae)
+        self._base_dir = local
         # The pipeline object is kept for its helpers (prompt encoding, latent statistics, condition mask).
         # It is not an nn.Module, so its components are registered below explicitly.
         self._pipe = pipe
@@ -634,8 +681,25 @@ class CosmosVideoBackbone(nn.Module):
             x = x + (t_next - t) * v  # dx/dt = v = noise - x0, integrated from t down to t_next
         return torch.cat([cond_latent.float(), x], dim=2)
 
+    @property
+    def vae_decoder_loaded(self) -> bool:
+        return self.vae.decoder is not None
+
+    def load_vae_decoder(self) -> None:
+        """Read the VAE decoder (and `post_quant_conv`) from the base, in the dtype and on the device of the
+        encoder. A no-op when it is loaded."""
+        if self.vae_decoder_loaded:
+            return
+        full = AutoencoderKLWan.from_pretrained(self._base_dir, subfolder="vae", torch_dtype=torch.float32)
+        ref = next(self.vae.encoder.parameters())
+        for name in ("decoder", "post_quant_conv"):
+            part = getattr(full, name).to(device=ref.device, dtype=ref.dtype).requires_grad_(False).eval()
+            setattr(self.vae, name, part)
+        logger.info("DiT4DiT: loaded the VAE decoder (frames are being decoded)")
+
     def decode_latents(self, latents: Tensor) -> Tensor:
         """(B, 16, T_lat, h, w) normalised latents -> (B, 3, T, H, W) video in [-1, 1]."""
+        self.load_vae_decoder()
         z = latents / self.latents_inv_std + self.latents_mean
         with torch.no_grad():
             return self.vae.decode(z.to(self.vae.dtype), return_dict=False)[0].float()

@@ -286,6 +286,31 @@ def test_from_pretrained_defers_the_blocks_the_action_path_never_runs(make_polic
     assert all(torch.equal(again.state_dict()[k], full_sd[k]) for k in full_sd)
 
 
+def test_vae_decoder_is_read_only_when_frames_are_decoded(make_policy, tiny_base):
+    """Acting and training only encode: the VAE decoder stays unread until a decode, which reads it from the
+    base and decodes exactly as the whole VAE; the encoder is the whole VAE's."""
+    from diffusers import AutoencoderKLWan
+
+    policy = make_policy()
+    assert not policy.video.vae_decoder_loaded
+    noise = torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim)
+    policy.predict_action_chunk(inference_batch(), noise=noise)
+    policy.forward(train_batch(policy.config))
+    assert not policy.video.vae_decoder_loaded
+
+    whole = AutoencoderKLWan.from_pretrained(tiny_base, subfolder="vae").eval()
+    own, ref = policy.video.vae.state_dict(), whole.state_dict()
+    assert set(own) == {k for k in ref if not k.startswith(("decoder.", "post_quant_conv."))}
+    assert all(torch.equal(own[k], ref[k]) for k in own)
+    latents = torch.randn(1, policy.video.latent_channels, 2, 4, 8)
+    frames = policy.video.decode_latents(latents)
+    assert policy.video.vae_decoder_loaded
+    with torch.no_grad():
+        z = latents / policy.video.latents_inv_std + policy.video.latents_mean
+        assert torch.equal(frames, whole.decode(z, return_dict=False)[0])
+    assert make_policy(save_predicted_video=True).video.vae_decoder_loaded  # imagining asks for it up front
+
+
 @pytest.mark.parametrize("camera_order", [list(CAMERAS), list(reversed(CAMERAS))])
 def test_camera_order_sets_tiling(make_policy, camera_order):
     policy = make_policy(camera_order=camera_order)
@@ -508,6 +533,7 @@ def test_single_frame_vae_fast_path_matches_diffusers(make_policy):
 
     policy = make_policy()
     plain = AutoencoderKLWan.from_config(policy.video.vae.config)
+    policy.video.load_vae_decoder()
     plain.load_state_dict(copy.deepcopy(policy.video.vae.state_dict()))
     frame = torch.rand(2, 3, 1, 32, 64) * 2 - 1
     with torch.no_grad():
