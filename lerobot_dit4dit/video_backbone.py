@@ -116,6 +116,58 @@ def use_single_frame_convs(module: nn.Module) -> int:
     return count
 
 
+class LatentFrames:
+    """The latent frame count of the video-DiT call in progress; None outside `CosmosVideoBackbone.forward`."""
+
+    def __init__(self):
+        self.frames: int | None = None
+
+    @contextlib.contextmanager
+    def set(self, frames: int):
+        self.frames = frames
+        try:
+            yield
+        finally:
+            self.frames = None
+
+
+def use_per_frame_adaln(transformer: CosmosTransformer3DModel, latent_frames: LatentFrames) -> int:
+    """Compute the adaLN modulation of every Cosmos block once per latent frame instead of once per token.
+
+    diffusers expands the per-frame timestep embedding to every token of its frame before the blocks
+    ([B, T, C] -> [B, T*H*W, C]), so each `CosmosAdaLayerNormZero` runs its two linears on T*H*W equal rows
+    per frame (392 per frame at 224 x 448). The fast path takes one row per frame, modulates with a broadcast,
+    and returns the same (B, T*H*W, D) tensors as diffusers (equal up to float rounding). It is active only
+    while `latent_frames` is set, i.e. inside this backbone's forward, which always passes diffusers a (B, 1,
+    T, 1, 1) timestep. Installed on instances (state_dict keys unchanged); idempotent, so blocks loaded later
+    (`restore_deferred_blocks`) get it on the next forward. Returns the number of modules newly given it.
+    """
+    from diffusers.models.transformers.transformer_cosmos import CosmosAdaLayerNormZero
+
+    count = 0
+    for norm in transformer.transformer_blocks.modules():
+        if not isinstance(norm, CosmosAdaLayerNormZero) or getattr(norm, "_dit4dit_per_frame", False):
+            continue
+
+        def forward(hidden_states, embedded_timestep, temb=None, _norm=norm, _full=norm.forward):
+            t = latent_frames.frames
+            if t is None or embedded_timestep.ndim != 3 or hidden_states.shape[1] % t:
+                return _full(hidden_states, embedded_timestep, temb)
+            hw = hidden_states.shape[1] // t
+            emb = embedded_timestep.unflatten(1, (t, hw))[:, :, 0]  # (B, T, C): rows are equal within a frame
+            mod = _norm.linear_2(_norm.linear_1(_norm.activation(emb)))  # (B, T, 3D)
+            if temb is not None:
+                mod = mod + temb.unflatten(1, (t, hw))[:, :, 0]
+            shift, scale, gate = (x.unsqueeze(2) for x in mod.chunk(3, dim=-1))  # (B, T, 1, D)
+            out = _norm.norm(hidden_states).unflatten(1, (t, hw)) * (1 + scale) + shift
+            return out.flatten(1, 2), gate.expand(-1, -1, hw, -1).flatten(1, 2)
+
+        norm.forward = forward
+        norm._dit4dit_per_frame = True
+        count += 1
+    return count
+
+
 def looks_local(path: str) -> bool:
     """True when `path` can only be a local path (a hub id is exactly `<owner>/<name>`)."""
     return (
@@ -252,6 +304,8 @@ class CosmosVideoBackbone(nn.Module):
         self.vae.requires_grad_(False)
         self.vae.eval()
         use_single_frame_convs(self.vae.encoder)  # frame 0 (the condition) is encoded alone
+        self._latent_frames = LatentFrames()
+        self.per_frame_adaln = True  # see `use_per_frame_adaln`; False runs diffusers' per-token modulation
         # Not a registered submodule: it is frozen, loaded lazily, and must never enter state_dict().
         self._set_text_encoder(None)
         self._prompt_cache: dict[str, Tensor] = {}
@@ -542,7 +596,11 @@ class CosmosVideoBackbone(nn.Module):
             "padding_mask": padding_mask,
             "return_dict": False,
         }
-        with self._projection_skipped(projected):
+        frames = contextlib.nullcontext()
+        if self.per_frame_adaln:
+            use_per_frame_adaln(self.transformer, self._latent_frames)
+            frames = self._latent_frames.set(n_lat)
+        with self._projection_skipped(projected), frames:
             if stop_after_block is None:
                 return self.transformer(**kwargs)[0]
 

@@ -311,6 +311,40 @@ def test_vae_decoder_is_read_only_when_frames_are_decoded(make_policy, tiny_base
     assert make_policy(save_predicted_video=True).video.vae_decoder_loaded  # imagining asks for it up front
 
 
+def test_per_frame_adaln_matches_diffusers_per_token(make_policy):
+    """The adaLN linears run on one row per latent frame; actions, losses and gradients equal diffusers'
+    per-token modulation within float rounding."""
+    policy = make_policy()
+    batch, noise = inference_batch(), torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim)
+    train = train_batch(policy.config)
+    rows = []
+    linear = policy.video.transformer.transformer_blocks[0].norm1.linear_2
+    handle = linear.register_forward_hook(lambda _m, args, _o: rows.append(args[0].shape[:-1].numel()))
+
+    def run(per_frame: bool):
+        policy.video.per_frame_adaln = per_frame
+        policy.train()  # predict_action_chunk leaves it in eval mode
+        policy.zero_grad()
+        torch.manual_seed(1)
+        loss, _ = policy.forward(train)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
+        with torch.no_grad():
+            actions = policy.predict_action_chunk(batch, noise=noise)
+        return loss.detach(), grads, actions
+
+    ref_loss, ref_grads, ref_actions = run(False)
+    per_token_rows = rows[-1]
+    loss, grads, actions = run(True)
+    handle.remove()
+    assert rows[-1] < per_token_rows  # (B, T) rows instead of (B, T*h*w)
+    torch.testing.assert_close(actions, ref_actions, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=1e-5)
+    assert grads.keys() == ref_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
 @pytest.mark.parametrize("camera_order", [list(CAMERAS), list(reversed(CAMERAS))])
 def test_camera_order_sets_tiling(make_policy, camera_order):
     policy = make_policy(camera_order=camera_order)
