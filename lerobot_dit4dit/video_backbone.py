@@ -117,7 +117,7 @@ def use_single_frame_convs(module: nn.Module) -> int:
 
 
 class LatentFrames:
-    """The latent frame count of the video-DiT call in progress; None outside `CosmosVideoBackbone.forward`."""
+    """Latent frame count of the video-DiT call in progress; None outside `CosmosVideoBackbone.forward`."""
 
     def __init__(self):
         self.frames: int | None = None
@@ -210,7 +210,7 @@ def load_vae_without_decoder(local: str) -> AutoencoderKLWan | None:
     encoder and `quant_conv` tensors assigned from the file, `decoder` and `post_quant_conv` left as None.
 
     diffusers' `AutoencoderKLWan` accepts a None decoder (its conv counts are cached at construction, and
-    only `decode` touches the decoder). Returns None when the VAE is not stored as one safetensors file (e.g. a
+    only `decode` touches the decoder). Returns None when the VAE is not stored as one safetensors file (a
     sharded or .bin VAE), so the caller loads it whole.
     """
     from safetensors import safe_open
@@ -223,9 +223,9 @@ def load_vae_without_decoder(local: str) -> AutoencoderKLWan | None:
     vae.decoder = None
     vae.post_quant_conv = None
     with safe_open(str(file), framework="pt") as f:
-        state = {
-            k: f.get_tensor(k).float() for k in f.keys() if not k.startswith(VAE_DECODER_PREFIXES)
-        }  # fp32 like the pipeline's torch_dtype; frozen_dtype is applied afterwards
+        names = [k for k in f.keys() if not k.startswith(VAE_DECODER_PREFIXES)]  # noqa: SIM118 (not a dict)
+        # fp32 like the pipeline's torch_dtype; frozen_dtype is applied afterwards
+        state = {k: f.get_tensor(k).float() for k in names}
     missing, unexpected = vae.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
         raise ValueError(
