@@ -181,14 +181,11 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_policy(args) -> dict:
-    """Time a train step, a new action chunk and each inference stage; return the figures (also printed)."""
-    import contextlib
-
+def bench_config(args):
+    """The benchmarked policy's config: `--base-model`, or a base with random weights built at `--width`."""
     from lerobot.configs import FeatureType, PolicyFeature
 
     from ..configuration_dit4dit import DiT4DiTConfig
-    from ..modeling_dit4dit import DiT4DiTPolicy
     from ..testing.tiny_base import (
         MEDIUM_BASE,
         REAL_WIDTH_BASE,
@@ -220,6 +217,95 @@ def time_policy(args) -> dict:
         },
         output_features={"action": PolicyFeature(FeatureType.ACTION, (7,))},
     )
+    return cfg
+
+
+def random_observation(cfg, batch_size: int = 1) -> dict:
+    """One observation of the config's cameras and state, with random pixels, for acting."""
+    res = cfg.image_resolution[0]
+    obs = {c: torch.rand(batch_size, 3, res, res) * 2 - 1 for c in cfg.image_features}
+    obs["observation.state"] = torch.randn(batch_size, cfg.robot_state_feature.shape[0])
+    obs["task"] = ["pick up the black bowl and place it on the plate"] * batch_size
+    return obs
+
+
+def time_load(args) -> dict:
+    """Save a checkpoint of the benchmarked policy, then load it and act once in fresh processes, alternating
+    the lean load (the default: blocks after `extract_layer` and the VAE decoder left unread) with a full
+    one (`defer_unused_blocks=false`, the whole VAE). Each child reports its load time, first chunk and peak
+    RSS, so the figures are the load's alone."""
+    import subprocess
+    import sys
+
+    from ..modeling_dit4dit import DiT4DiTPolicy
+
+    cfg = bench_config(args)
+    ckpt = Path(tempfile.mkdtemp(prefix="dit4dit_ckpt_")) / "pretrained_model"
+    print(f"saving a checkpoint of the policy to {ckpt}", flush=True)
+    DiT4DiTPolicy(cfg).save_pretrained(ckpt)
+    runs: dict[str, list[dict]] = {"full": [], "lean": []}
+    for i in range(args.repeats):
+        for mode in runs:
+            cmd = [
+                sys.executable,
+                "-m",
+                __spec__.name,
+                "--load-child",
+                str(ckpt),
+                f"--threads={args.threads}",
+            ]
+            cmd += ["--full-load"] if mode == "full" else []
+            line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1]
+            runs[mode].append(json.loads(line))
+            print(f"[{i + 1}/{args.repeats}] {mode}: {runs[mode][-1]}", flush=True)
+    results = {
+        f"{mode}_{key}": statistics.median(r[key] for r in rows)
+        for mode, rows in runs.items()
+        for key in rows[0]
+    }
+    return {
+        "base_model": cfg.base_model,
+        "config": {"dtype": cfg.dtype, "checkpoint": str(ckpt)},
+        "results": results,
+    }
+
+
+def load_child(ckpt: str, full: bool) -> dict:
+    """In this (fresh) process: `from_pretrained` the checkpoint and act once; time both, report peak RSS."""
+    from .. import video_backbone
+    from ..configuration_dit4dit import DiT4DiTConfig
+    from ..modeling_dit4dit import DiT4DiTPolicy
+
+    config = DiT4DiTConfig.from_pretrained(ckpt)
+    if full:  # the "before": every block, and the pipeline's whole VAE
+        config.defer_unused_blocks = False
+        video_backbone.load_vae_without_decoder = lambda _local: None
+    start = time.perf_counter()
+    policy = DiT4DiTPolicy.from_pretrained(ckpt, config=config)
+    load_s = time.perf_counter() - start
+    policy.eval()
+    obs = random_observation(policy.config)
+    autocast = torch.autocast("cpu", dtype=DTYPES[config.dtype], enabled=config.dtype != "float32")
+    start = time.perf_counter()
+    with torch.no_grad(), autocast:
+        policy.select_action(obs)
+    return {
+        "load_s": load_s,
+        "first_chunk_ms": (time.perf_counter() - start) * 1000,
+        "peak_rss_mib": _peak_memory_mb(torch.device("cpu")),
+        "unread_blocks_after_acting": policy.deferred_blocks,
+        "vae_decoder_read": int(policy.video.vae_decoder_loaded),
+    }
+
+
+def time_policy(args) -> dict:
+    """Time a train step, a new action chunk and each inference stage; return the figures (also printed)."""
+    import contextlib
+
+    from ..modeling_dit4dit import DiT4DiTPolicy
+
+    cfg = bench_config(args)
+    base, res, cams = cfg.base_model, cfg.image_resolution[0], list(cfg.image_features)
     device = torch.device(cfg.device)
     policy = DiT4DiTPolicy(cfg).to(device)
     if (
@@ -359,7 +445,18 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--json", default=None, help="also write the figures and the machine here")
+    parser.add_argument(
+        "--load",
+        action="store_true",
+        help="time from_pretrained + the first chunk in fresh processes, lean vs full load (--repeats each)",
+    )
+    parser.add_argument("--load-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--full-load", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.load_child:
+        torch.set_num_threads(args.threads)
+        print(json.dumps(load_child(args.load_child, args.full_load)))
+        return
     if args.param_counts:
         for name, n in real_param_counts().items():
             print(f"{name:36s} {n:>15,}")
@@ -376,7 +473,7 @@ def main() -> None:
     print(f"torch threads: {torch.get_num_threads()} (pinned); 1-min load average before the run: {load:.2f}")
     if load >= 1.0:
         print("warning: other work is running on this machine; timings will be inflated")
-    out = time_policy(args)
+    out = time_load(args) if args.load else time_policy(args)
     out["threads"] = torch.get_num_threads()
     out["machine"] = machine_info()
     print(f"base model: {out['base_model']}  config: {out['config']}")
