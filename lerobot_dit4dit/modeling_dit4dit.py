@@ -117,9 +117,10 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             self.action_head.requires_grad_(False)
         self.init_rtc_processor()
         self.training_forwards = 0  # forward calls in train mode, named when a loss turns non-finite
-        self._inference_cast = (
-            False  # trained weights cast to `dtype` for inference (see _cast_for_inference)
-        )
+        # Trained weights cast to `dtype` for inference (see _cast_for_inference); `_master_file` is the
+        # checkpoint they were loaded from straight in that dtype, which holds their fp32 values.
+        self._inference_cast = False
+        self._master_file: str | None = None
         self.reset()
 
     # ------------------------------------------------------------------ LeRobot API
@@ -240,10 +241,38 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         self._deferred = None
         logger.info("DiT4DiT: loaded the deferred video-DiT blocks %d..%d", keep, total - 1)
 
+    def _master_weights(self) -> dict[str, Tensor] | None:
+        """The fp32 trained weights of a policy loaded straight into a reduced `dtype` (`from_pretrained`),
+        read again from its checkpoint; None when there is no such file (then the weights are the master)."""
+        master = getattr(self, "_master_file", None)
+        if master is None or not self._inference_cast:
+            return None
+        if not Path(master).is_file():
+            raise FileNotFoundError(
+                f"DiT4DiT: the policy was loaded in {self.config.dtype} from {master}, which is gone; its "
+                "fp32 weights cannot be read back to train or save. Load with --policy.dtype=float32."
+            )
+        with safe_open(master, framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a safe_open handle is no dict)
+        return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+
     def train(self, mode: bool = True):
         if mode:
             self.restore_deferred_blocks()
-        if mode and getattr(self, "_inference_cast", False):
+        if mode and getattr(self, "_inference_cast", False) and getattr(self, "_master_file", None):
+            # Loaded straight into bf16/fp16 for inference: the exact fp32 weights come back from the
+            # checkpoint, in place (an optimizer built from get_optim_params() keeps its parameters).
+            master = self._master_weights()
+            self.video.transformer.float()
+            self.action_head.float()
+            with torch.no_grad():
+                for name, tensor in self.state_dict(keep_vars=True).items():
+                    if name in master:
+                        tensor.data.copy_(master[name])
+            self._inference_cast = False
+            self._master_file = None
+            logger.info("DiT4DiT: fp32 weights read back from the checkpoint for training")
+        elif mode and getattr(self, "_inference_cast", False):
             logger.warning(
                 "DiT4DiT: training a policy whose weights were cast to %s for inference; they go back to "
                 "float32 with the %s rounding (load it afresh to train from the exact weights).",
@@ -660,7 +689,9 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         if self.deferred_blocks:
             self.restore_deferred_blocks()
             state_dict = None  # a state dict taken before the restore lacks the deferred blocks
-        state_dict = self.state_dict() if state_dict is None else state_dict
+        if state_dict is None:
+            # Loaded straight into bf16/fp16 and never trained: save the checkpoint's own fp32 weights.
+            state_dict = self._master_weights() or self.state_dict()
         trained = {
             k: v.detach().contiguous() for k, v in state_dict.items() if k.startswith(TRAINED_PREFIXES)
         }
@@ -750,7 +781,18 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             )
         if new_embodiment:
             state_dict = _reinit_embodiment_layers(model, state_dict, new_embodiment)
+        dtype = DTYPES[model.config.dtype]
+        direct = dtype != torch.float32 and not new_embodiment
+        if direct:
+            # Straight into the inference dtype: the video DiT is still on the meta device, so nothing is cast
+            # and no fp32 copy of it ever exists. train() and saving read the fp32 weights back from the file.
+            model.video.transformer.to(dtype)
+            model.action_head.to(dtype)
         load_trained_state_dict(model, state_dict, source=model_file)
+        del state_dict
+        if direct:
+            model._inference_cast = True
+            model._master_file = str(model_file)
         if defer:  # set last: state_dict() restores deferred blocks, and loading itself reads it
             model._deferred = (str(model_file), total)
         return model

@@ -614,6 +614,48 @@ def test_bf16_weights_cast_once_for_inference(make_policy, caplog):
     assert acting.video.transformer.dtype == torch.float32 and "cast to bfloat16 for inference" in caplog.text
 
 
+def test_bf16_checkpoint_loads_straight_into_bf16(make_policy, tmp_path, caplog):
+    """from_pretrained with dtype=bfloat16 assigns the weights in bf16 (no fp32 copy of the video DiT), acts as
+    the cast-once path does, and still trains and saves from the checkpoint's exact fp32 weights."""
+    import logging
+
+    from safetensors.torch import load_file
+
+    policy = make_policy()
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    policy.save_pretrained(tmp_path / "ckpt")
+    saved = load_file(tmp_path / "ckpt" / "model.safetensors")
+
+    def load(dtype):
+        config = DiT4DiTConfig.from_pretrained(tmp_path / "ckpt")
+        config.dtype = dtype
+        return DiT4DiTPolicy.from_pretrained(tmp_path / "ckpt", config=config)
+
+    lean = load("bfloat16")
+    assert lean.video.transformer.dtype == torch.bfloat16  # before any inference
+    assert next(lean.action_head.parameters()).dtype == torch.bfloat16
+    reference = make_policy(dtype="bfloat16")  # fp32 weights, cast once at its first inference
+    reference.load_state_dict(saved, strict=False)
+    batch, noise = inference_batch(), torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim)
+    assert torch.equal(
+        lean.predict_action_chunk(batch, noise=noise), reference.predict_action_chunk(batch, noise=noise)
+    )
+
+    lean.save_pretrained(tmp_path / "again")  # never trained: the checkpoint's fp32 weights, bit for bit
+    again = load_file(tmp_path / "again" / "model.safetensors")
+    assert again.keys() == saved.keys() and all(torch.equal(again[k], saved[k]) for k in saved)
+
+    params = [p for g in lean.get_optim_params() for p in g["params"]]
+    with caplog.at_level(logging.WARNING):
+        lean.train()
+    assert "rounding" not in caplog.text
+    assert all(p.dtype == torch.float32 for p in params)  # the optimizer's parameters, now fp32 in place
+    trained = {k: v for k, v in lean.state_dict().items() if k in saved}
+    assert trained.keys() == saved.keys() and all(torch.equal(trained[k], saved[k]) for k in saved)
+
+
 def test_relative_actions_round_trip(tiny_base):
     """`use_relative_actions`: LeRobot's relative step turns a training chunk into action - current state
     (from (B, T, S) training states), and the postprocessor adds the state of the last observation back."""
