@@ -615,8 +615,8 @@ def test_bf16_weights_cast_once_for_inference(make_policy, caplog):
 
 
 def test_bf16_checkpoint_loads_straight_into_bf16(make_policy, tmp_path, caplog):
-    """from_pretrained with dtype=bfloat16 assigns the weights in bf16 (no fp32 copy of the video DiT), acts as
-    the cast-once path does, and still trains and saves from the checkpoint's exact fp32 weights."""
+    """from_pretrained with dtype=bfloat16 assigns the weights in bf16 (no fp32 copy of the video DiT), acts
+    as the cast-once path does, and still trains and saves from the checkpoint's exact fp32 weights."""
     import logging
 
     from safetensors.torch import load_file
