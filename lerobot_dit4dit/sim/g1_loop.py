@@ -307,7 +307,12 @@ def main(argv: list[str] | None = None) -> None:
             f"--inference.type={inference}",
         ]
         if inference == "rtc":
-            rollout.append(f"--inference.queue_threshold={queue_threshold}")
+            # RTC guides the new chunk with what is left of the previous one: about `queue_threshold` steps.
+            horizon = max(1, queue_threshold)
+            rollout += [
+                f"--inference.queue_threshold={queue_threshold}",
+                f"--inference.rtc.execution_horizon={horizon}",
+            ]
         rate, metrics = presses_per_minute(
             scene,
             lambda: run_cli(rollout, logs / f"rollout_{args.policy}.log"),

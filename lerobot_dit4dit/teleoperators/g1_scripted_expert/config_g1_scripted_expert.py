@@ -22,10 +22,10 @@ class G1ScriptedExpertConfig(TeleoperatorConfig):
     scene_port: int = 6002
     # "arm" (14 arm joints) or "full" (29): must match --robot.mode.
     mode: str = "arm"
-    # Largest fingertip displacement asked of one action (m); sets the expert's speed with the fps.
-    max_tip_step_m: float = 0.015
-    # Largest change of one joint target per action (rad); below the robot's safety cap (0.1 rad).
-    max_joint_step_rad: float = 0.08
+    # Damped-least-squares iterations per action for the waypoint's joints, and the fingertip tolerance (m)
+    # that ends them early. The robot's step cap (0.1 rad per command) sets how fast the arm gets there.
+    ik_iterations: int = 50
+    ik_tolerance_m: float = 0.002
     # Height above the table top of the hover point (m) before pressing.
     hover_height_m: float = 0.07
     # Receive/reply timeout towards the simulator (s).
@@ -34,6 +34,6 @@ class G1ScriptedExpertConfig(TeleoperatorConfig):
     def __post_init__(self):
         if self.mode not in ("arm", "full"):
             raise ValueError(f"g1_scripted_expert: mode={self.mode!r}; expected 'arm' or 'full'")
-        for name in ("max_tip_step_m", "max_joint_step_rad", "hover_height_m", "timeout_s"):
+        for name in ("ik_iterations", "ik_tolerance_m", "hover_height_m", "timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"g1_scripted_expert: {name}={getattr(self, name)} must be positive")

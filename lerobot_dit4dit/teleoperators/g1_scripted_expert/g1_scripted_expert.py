@@ -1,10 +1,11 @@
 """The scripted button-press expert for the simulated G1, as a LeRobot `Teleoperator`.
 
-Closed-loop damped-least-squares IK of the right fingertip: travel at hover height, align, press; when the
-simulator counts a press the button respawns, the fingertip is now away from it, so it lifts and the cycle
-starts again. Every action is a function of the measured joints and the button position alone (no hidden
-phase or integrator), so that a policy seeing the joints and the camera can learn it; the PD sag under
-gravity is removed by adding the gravity torque / kp to each target. Other joints are held where they are.
+Waypoints of the right fingertip solved by damped-least-squares IK: travel at hover height, align, press;
+when the simulator counts a press the button respawns, the fingertip is now away from it, so it lifts and the
+cycle starts again. Every action is a function of the measured joints and the button position alone (no
+hidden phase or integrator), so that a policy seeing the joints and the camera can learn it. Each action is
+the waypoint's joint configuration plus the gravity torque there / kp (so the PD settles on it), not a step
+from the measured joints. Other joints are held where they are.
 """
 
 from __future__ import annotations
@@ -112,15 +113,19 @@ class G1ScriptedExpert(Teleoperator):
         return {f"{G1_29_JointIndex(i).name}.pos": float(self.command[i]) for i in self.joints}
 
     def _step(self, q: np.ndarray, button: np.ndarray) -> np.ndarray:
-        """One IK step: (29,) measured joints, (3,) button -> (29,) joint command.
+        """One action: (29,) measured joints, (3,) button -> (29,) joint command.
 
-        A function of (q, button) only, so a policy can learn it from what it observes: the phase comes
-        from where the fingertip is relative to the button, and the command is the measured joints plus the
-        IK step plus the PD offset that holds them against gravity (gravity torque / kp)."""
+        The command is the waypoint's joint configuration, not a small step from the measured joints: the
+        phase (lift, travel at hover height, align, press) picks a fingertip waypoint from where the fingertip
+        is relative to the button, damped-least-squares IK solves for it to convergence, and the gravity
+        torque at that configuration / kp is added so the PD settles on it. The robot's step cap turns the
+        jump into a ramp. An absolute target barely depends on the measured joints, so a policy's small errors
+        give small offsets; targets of the form "measured + step" integrate any bias (the first recipe's
+        policies drifted up and hovered). A function of (q, button) only: no hidden phase or integrator."""
         mj, model, data, g = self._mj, self._model, self._data, self._scene_geometry
         data.qpos[:NUM_JOINTS] = q
         data.qvel[:] = 0.0
-        mj.mj_forward(model, data)  # kinematics, and qfrc_bias = the gravity torques at rest
+        mj.mj_kinematics(model, data)
         tip = data.site_xpos[self._tip].copy()
         top = g.TABLE_TOP_Z
         hover = top + self.config.hover_height_m
@@ -133,22 +138,35 @@ class G1ScriptedExpert(Teleoperator):
             goal = np.array([tip[0], tip[1], hover])
         else:  # travel at hover height
             goal = np.array([button[0], button[1], hover])
-        err = goal - tip
-        norm = np.linalg.norm(err)
-        if norm > self.config.max_tip_step_m:
-            err *= self.config.max_tip_step_m / norm
-        jac = np.zeros((3, model.nv))
-        mj.mj_jacSite(model, data, jac, None, self._tip)
-        jac = jac[:, RIGHT_ARM]
-        pinv = jac.T @ np.linalg.inv(jac @ jac.T + 1e-3 * np.eye(3))
-        dq = pinv @ err
-        # Null space: drift towards a relaxed wrist so the redundant joints do not wander.
-        dq += (np.eye(len(RIGHT_ARM)) - pinv @ jac) @ (0.05 * (0.0 - q[RIGHT_ARM]))
-        dq = np.clip(dq, -self.config.max_joint_step_rad, self.config.max_joint_step_rad)
-        command = q + data.qfrc_bias[:NUM_JOINTS] / self._kp  # hold every joint where it is
-        command[RIGHT_ARM] += dq
+        target = self._solve_ik(q, goal)
+        data.qpos[:NUM_JOINTS] = target
+        mj.mj_forward(model, data)  # qfrc_bias = the gravity torques at the target, at rest
+        command = q.copy()  # joints other than the right arm hold where they are
+        command[RIGHT_ARM] = target[RIGHT_ARM]
+        command = command + data.qfrc_bias[:NUM_JOINTS] / self._kp
         lo, hi = model.jnt_range[:NUM_JOINTS, 0] + 0.06, model.jnt_range[:NUM_JOINTS, 1] - 0.06
         return np.clip(command, lo, hi)
+
+    def _solve_ik(self, q: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """Right-arm joints that put the fingertip on `goal`, by damped least squares from `q` (within the
+        joint limits; the redundant joints are pulled towards a relaxed wrist)."""
+        mj, model, data = self._mj, self._model, self._data
+        lo, hi = model.jnt_range[RIGHT_ARM, 0] + 0.06, model.jnt_range[RIGHT_ARM, 1] - 0.06
+        sol = q.copy()
+        jac = np.zeros((3, model.nv))
+        for _ in range(self.config.ik_iterations):
+            data.qpos[:NUM_JOINTS] = sol
+            mj.mj_kinematics(model, data)
+            mj.mj_comPos(model, data)
+            err = goal - data.site_xpos[self._tip]
+            if np.linalg.norm(err) < self.config.ik_tolerance_m:
+                break
+            mj.mj_jacSite(model, data, jac, None, self._tip)
+            j = jac[:, RIGHT_ARM]
+            pinv = j.T @ np.linalg.inv(j @ j.T + 1e-3 * np.eye(3))
+            dq = pinv @ err + (np.eye(len(RIGHT_ARM)) - pinv @ j) @ (0.05 * (0.0 - sol[RIGHT_ARM]))
+            sol[RIGHT_ARM] = np.clip(sol[RIGHT_ARM] + np.clip(dq, -0.2, 0.2), lo, hi)
+        return sol
 
     def send_feedback(self, feedback: dict) -> None:
         pass
