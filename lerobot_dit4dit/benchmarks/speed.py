@@ -312,6 +312,8 @@ def time_policy(args) -> dict:
         args.no_cast
     ):  # the "before" of the bf16 cast: fp32 weights under autocast, as a training process keeps
         policy.training_forwards = 1
+    if args.no_per_frame_adaln:  # the "before" of video_backbone.use_per_frame_adaln: diffusers' per token
+        policy.video.per_frame_adaln = False
     if args.no_caches:  # the "before" of the inference caches (lerobot_dit4dit.caching)
         policy.action_head.feature_kv_cached = contextlib.nullcontext
         policy.video.text_kv_cached = lambda n=None: contextlib.nullcontext()
@@ -404,6 +406,7 @@ def time_policy(args) -> dict:
             "train_batch": b,
             "inference_batch": args.inference_batch_size,
             "caches": not args.no_caches,
+            "per_frame_adaln": not args.no_per_frame_adaln,
             "latent_cache": args.latent_cache,
         },
         "results": results,
@@ -438,6 +441,9 @@ def main() -> None:
     parser.add_argument("--inference-only", action="store_true", help="skip the train step")
     parser.add_argument("--no-caches", action="store_true", help="disable the inference K/V caches (before)")
     parser.add_argument("--no-cast", action="store_true", help="keep fp32 weights under autocast (before)")
+    parser.add_argument(
+        "--no-per-frame-adaln", action="store_true", help="diffusers' per-token adaLN modulation (before)"
+    )
     parser.add_argument(
         "--latent-cache", action="store_true", help="train step with the VAE latents read, not encoded"
     )
