@@ -191,7 +191,11 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         logger.info("DiT4DiT: trained weights cast to %s for inference", self.config.dtype)
 
     def state_dict(self, *args, **kwargs):
-        self.restore_deferred_blocks()  # a state dict always holds every block
+        # A state dict always holds every block and the whole frozen VAE, whatever was left unread at load,
+        # so that policies loaded lean or full exchange state dicts. Saving and loading use the module's own
+        # state dict of the trained parts (`torch.nn.Module.state_dict`) and read nothing extra.
+        self.restore_deferred_blocks()
+        self.video.load_vae_decoder()
         return super().state_dict(*args, **kwargs)
 
     def wrap_with_peft(self, *args, **kwargs):
@@ -266,7 +270,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             self.video.transformer.float()
             self.action_head.float()
             with torch.no_grad():
-                for name, tensor in self.state_dict(keep_vars=True).items():
+                for name, tensor in torch.nn.Module.state_dict(self, keep_vars=True).items():
                     if name in master:
                         tensor.data.copy_(master[name])
             self._inference_cast = False
@@ -691,7 +695,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             state_dict = None  # a state dict taken before the restore lacks the deferred blocks
         if state_dict is None:
             # Loaded straight into bf16/fp16 and never trained: save the checkpoint's own fp32 weights.
-            state_dict = self._master_weights() or self.state_dict()
+            state_dict = self._master_weights() or torch.nn.Module.state_dict(self)
         trained = {
             k: v.detach().contiguous() for k, v in state_dict.items() if k.startswith(TRAINED_PREFIXES)
         }
@@ -835,7 +839,7 @@ def _reinit_embodiment_layers(model: DiT4DiTPolicy, state_dict: dict, changes: l
     weight (both DiTs) comes from the checkpoint. Fresh processors follow: `pretrained_path` is cleared so
     that `lerobot-train` builds them from this config and the new dataset's statistics instead of loading the
     old embodiment's."""
-    own = model.state_dict()
+    own = torch.nn.Module.state_dict(model)
     dropped = sorted(k for k in state_dict if k.startswith(EMBODIMENT_PREFIXES))
     for key in dropped:
         logger.warning("DiT4DiT: new embodiment (%s): re-initialising %s", ", ".join(changes), key)
@@ -941,7 +945,7 @@ def load_trained_state_dict(model: DiT4DiTPolicy, state_dict: dict[str, Tensor],
     Raises:
         ValueError naming the unexpected keys, the missing keys and the shape mismatches.
     """
-    own = {k: v for k, v in model.state_dict().items() if k.startswith(TRAINED_PREFIXES)}
+    own = {k: v for k, v in torch.nn.Module.state_dict(model).items() if k.startswith(TRAINED_PREFIXES)}
     unexpected = sorted(set(state_dict) - set(own))
     missing = sorted(set(own) - set(state_dict))
     mismatched = [
@@ -960,9 +964,9 @@ def load_trained_state_dict(model: DiT4DiTPolicy, state_dict: dict[str, Tensor],
         raise ValueError(f"DiT4DiT: cannot load {source}: " + "; ".join(problems))
     # assign: take the checkpoint's tensors as they are (a video DiT built on the meta device has none yet);
     # they are cast to each parameter's dtype first so that assigning never changes a module's precision.
-    own_dtypes = {k: v.dtype for k, v in model.state_dict().items()}
+    own_dtypes = {k: v.dtype for k, v in own.items()}
     state_dict = {k: v.to(own_dtypes[k]) if v.is_floating_point() else v for k, v in state_dict.items()}
     model.load_state_dict(state_dict, strict=False, assign=True)
-    meta = [k for k, v in model.state_dict().items() if v.is_meta]
+    meta = [k for k, v in torch.nn.Module.state_dict(model).items() if v.is_meta]
     if meta:
         raise ValueError(f"DiT4DiT: {source} left {len(meta)} tensors unset (first: {meta[:3]}).")

@@ -139,8 +139,9 @@ def use_per_frame_adaln(transformer: CosmosTransformer3DModel, latent_frames: La
     per frame (392 per frame at 224 x 448). The fast path takes one row per frame, modulates with a broadcast,
     and returns the same (B, T*H*W, D) tensors as diffusers (equal up to float rounding). It is active only
     while `latent_frames` is set, i.e. inside this backbone's forward, which always passes diffusers a (B, 1,
-    T, 1, 1) timestep. Installed on instances (state_dict keys unchanged); idempotent, so blocks loaded later
-    (`restore_deferred_blocks`) get it on the next forward. Returns the number of modules newly given it.
+    T, 1, 1) timestep, and not under gradient checkpointing. Installed on instances (state_dict keys
+    unchanged); idempotent, so blocks loaded later (`restore_deferred_blocks`) get it on the next forward.
+    Returns the number of modules newly given it.
     """
     from diffusers.models.transformers.transformer_cosmos import CosmosAdaLayerNormZero
 
@@ -151,7 +152,10 @@ def use_per_frame_adaln(transformer: CosmosTransformer3DModel, latent_frames: La
 
         def forward(hidden_states, embedded_timestep, temb=None, _norm=norm, _full=norm.forward):
             t = latent_frames.frames
-            if t is None or embedded_timestep.ndim != 3 or hidden_states.shape[1] % t:
+            # Gradient checkpointing recomputes the block in backward, after the forward has unset the frame
+            # count: both passes must take the same path, so it is diffusers' path under checkpointing.
+            checkpointed = torch.is_grad_enabled() and transformer.gradient_checkpointing
+            if t is None or checkpointed or embedded_timestep.ndim != 3 or hidden_states.shape[1] % t:
                 return _full(hidden_states, embedded_timestep, temb)
             hw = hidden_states.shape[1] // t
             emb = embedded_timestep.unflatten(1, (t, hw))[:, :, 0]  # (B, T, C): rows are equal within a frame
