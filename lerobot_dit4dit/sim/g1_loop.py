@@ -208,9 +208,9 @@ def main(argv: list[str] | None = None) -> None:
                     flush=True,
                 )
                 data_stamp.unlink(missing_ok=True)
-                # From the start pose, as every rollout starts: the robot locks the joints it does not drive at
-                # its connect pose, so recording where an earlier connect left it records another torso pose
-                # (another camera view) than the rollouts see.
+                # From the start pose, as every rollout starts: the robot locks the joints it does not drive
+                # at its connect pose, so recording where an earlier connect left it records another torso
+                # pose (another camera view) than the rollouts see.
                 scene.reset(args.seed + 1)
                 record(data, args.episodes, args.episode_s, args.fps, size, logs / "record.log")
                 data_stamp.write_text(json.dumps(data_settings))
