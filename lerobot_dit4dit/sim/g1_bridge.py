@@ -249,14 +249,13 @@ def run(args: argparse.Namespace) -> None:
     first_command: float | None = None
     try:
         while not stopping:
-            # Keep only the newest command, as the client's CONFLATE socket does.
-            payload = None
+            # Every command that arrived since the last physics step, in order: the newest one is what the
+            # motors get (as with the robot's conflated socket), and the metrics see each one as sent.
             while True:
                 try:
                     payload = lowcmd.recv(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-            if payload is not None:
                 try:
                     sim.command(json.loads(payload)["data"]["motor_cmd"])
                     first_command = first_command or time.monotonic() - t0
