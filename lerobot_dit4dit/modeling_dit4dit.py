@@ -769,21 +769,15 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             not p.is_meta for p in model.video.transformer.transformer_blocks[keep].parameters()
         ):
             defer = False  # built with the base's weights: nothing to save by deferring
-        dtype = DTYPES[model.config.dtype]
-        direct = dtype != torch.float32 and not new_embodiment
-        bad, state_dict = [], {}
         with safe_open(model_file, framework="pt") as f:
             names = f.keys()  # a safe_open handle is not iterable
             if defer:
                 names = [k for k in names if (_block_index(k) if _block_index(k) is not None else -1) < keep]
-            for k in names:  # one tensor at a time: checked as stored, then cast (no full fp32 copy)
-                v = f.get_tensor(k)
-                if v.is_floating_point() and not torch.isfinite(v).all():
-                    bad.append(k)
-                state_dict[k] = v.to(dtype) if direct and v.is_floating_point() else v
+            state_dict = {k: f.get_tensor(k) for k in names}
         if defer:
             blocks = model.video.transformer.transformer_blocks
             model.video.transformer.transformer_blocks = torch.nn.ModuleList(list(blocks)[:keep])
+        bad = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise ValueError(
                 f"DiT4DiT checkpoint {model_file} holds NaN/Inf in {len(bad)} tensors (first: {bad[:3]}): "
@@ -791,6 +785,8 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             )
         if new_embodiment:
             state_dict = _reinit_embodiment_layers(model, state_dict, new_embodiment)
+        dtype = DTYPES[model.config.dtype]
+        direct = dtype != torch.float32 and not new_embodiment
         if direct:
             # Straight into the inference dtype: the video DiT is still on the meta device, so nothing is cast
             # and no fp32 copy of it ever exists. train() and saving read the fp32 weights back from the file.
