@@ -309,6 +309,7 @@ class CosmosVideoBackbone(nn.Module):
         self.vae.eval()
         use_single_frame_convs(self.vae.encoder)  # frame 0 (the condition) is encoded alone
         self._latent_frames = LatentFrames()
+        self._per_frame_blocks = 0  # blocks given the per-frame adaLN path (not walked on every forward)
         self.per_frame_adaln = True  # see `use_per_frame_adaln`; False runs diffusers' per-token modulation
         # Not a registered submodule: it is frozen, loaded lazily, and must never enter state_dict().
         self._set_text_encoder(None)
@@ -602,7 +603,10 @@ class CosmosVideoBackbone(nn.Module):
         }
         frames = contextlib.nullcontext()
         if self.per_frame_adaln:
-            use_per_frame_adaln(self.transformer, self._latent_frames)
+            blocks = len(self.transformer.transformer_blocks)
+            if blocks != self._per_frame_blocks:  # first call, or blocks restored since: install once
+                use_per_frame_adaln(self.transformer, self._latent_frames)
+                self._per_frame_blocks = blocks
             frames = self._latent_frames.set(n_lat)
         with self._projection_skipped(projected), frames:
             if stop_after_block is None:
