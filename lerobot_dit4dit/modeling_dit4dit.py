@@ -773,10 +773,24 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             names = f.keys()  # a safe_open handle is not iterable
             if defer:
                 names = [k for k in names if (_block_index(k) if _block_index(k) is not None else -1) < keep]
-            state_dict = {k: f.get_tensor(k) for k in names}
         if defer:
             blocks = model.video.transformer.transformer_blocks
             model.video.transformer.transformer_blocks = torch.nn.ModuleList(list(blocks)[:keep])
+        dtype = DTYPES[model.config.dtype]
+        if dtype != torch.float32 and not new_embodiment:
+            # Straight into the inference dtype, one tensor at a time: the destinations are allocated first,
+            # then each fp32 tensor is read, cast into its place and freed, so the peak is the reduced-dtype
+            # model plus one tensor (reading every tensor first held fp32 and bf16 copies at once, and
+            # interleaving long-lived casts with freed reads fragmented the heap). train() and saving read
+            # the fp32 weights back from the file.
+            _stream_trained_state_dict(model, model_file, names, dtype)
+            model._inference_cast = True
+            model._master_file = str(model_file)
+            if defer:  # set last: state_dict() restores deferred blocks, and loading itself reads it
+                model._deferred = (str(model_file), total)
+            return model
+        with safe_open(model_file, framework="pt") as f:
+            state_dict = {k: f.get_tensor(k) for k in names}
         bad = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise ValueError(
@@ -785,18 +799,8 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             )
         if new_embodiment:
             state_dict = _reinit_embodiment_layers(model, state_dict, new_embodiment)
-        dtype = DTYPES[model.config.dtype]
-        direct = dtype != torch.float32 and not new_embodiment
-        if direct:
-            # Straight into the inference dtype: the video DiT is still on the meta device, so nothing is cast
-            # and no fp32 copy of it ever exists. train() and saving read the fp32 weights back from the file.
-            model.video.transformer.to(dtype)
-            model.action_head.to(dtype)
         load_trained_state_dict(model, state_dict, source=model_file)
         del state_dict
-        if direct:
-            model._inference_cast = True
-            model._master_file = str(model_file)
         if defer:  # set last: state_dict() restores deferred blocks, and loading itself reads it
             model._deferred = (str(model_file), total)
         return model
@@ -939,19 +943,15 @@ def _block_index(key: str) -> int | None:
     return int(key[len(BLOCKS_PREFIX) :].split(".", 1)[0])
 
 
-def load_trained_state_dict(model: DiT4DiTPolicy, state_dict: dict[str, Tensor], source: str) -> None:
-    """Load the trained video DiT + action head strictly: every key must match by name and shape.
-
-    Raises:
-        ValueError naming the unexpected keys, the missing keys and the shape mismatches.
-    """
-    own = {k: v for k, v in torch.nn.Module.state_dict(model).items() if k.startswith(TRAINED_PREFIXES)}
-    unexpected = sorted(set(state_dict) - set(own))
-    missing = sorted(set(own) - set(state_dict))
+def _check_trained_keys(own: dict[str, Tensor], shapes: dict[str, tuple], source: str) -> None:
+    """Raise a ValueError naming the unexpected keys, the missing keys and the shape mismatches between the
+    model's trained tensors `own` and a checkpoint's `shapes` (name -> shape)."""
+    unexpected = sorted(set(shapes) - set(own))
+    missing = sorted(set(own) - set(shapes))
     mismatched = [
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(state_dict) & set(own))
-        if state_dict[k].shape != own[k].shape
+        f"{k}: checkpoint {tuple(shapes[k])} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(shapes) & set(own))
+        if tuple(shapes[k]) != tuple(own[k].shape)
     ]
     problems = []
     if unexpected:
@@ -962,6 +962,50 @@ def load_trained_state_dict(model: DiT4DiTPolicy, state_dict: dict[str, Tensor],
         problems.append(f"shape mismatches {mismatched[:10]}")
     if problems:
         raise ValueError(f"DiT4DiT: cannot load {source}: " + "; ".join(problems))
+
+
+def _trained_tensors(model: DiT4DiTPolicy) -> dict[str, Tensor]:
+    return {k: v for k, v in torch.nn.Module.state_dict(model).items() if k.startswith(TRAINED_PREFIXES)}
+
+
+def _stream_trained_state_dict(model: DiT4DiTPolicy, model_file: str, names: list[str], dtype) -> None:
+    """Load the trained video DiT + action head from `model_file` in `dtype`, one tensor at a time.
+
+    The video DiT is on the meta device: its parameters are allocated in `dtype` (uninitialised) first, and
+    every one of them is then written from the file; the strict key and shape check runs before anything is
+    read, and a NaN/Inf tensor raises after the pass (the half-loaded policy is never returned)."""
+    model.video.transformer.to(dtype)
+    model.action_head.to(dtype)
+    with safe_open(model_file, framework="pt") as f:
+        shapes = {k: f.get_slice(k).get_shape() for k in names}
+        _check_trained_keys(_trained_tensors(model), shapes, source=model_file)
+        transformer = model.video.transformer
+        if any(t.is_meta for t in (*transformer.parameters(), *transformer.buffers())):
+            transformer.to_empty(device="cpu")  # every tensor it allocates is written below (keys checked)
+        own = _trained_tensors(model)  # views of the parameters and buffers, now allocated
+        bad = []
+        with torch.no_grad():
+            for k in names:
+                tensor = f.get_tensor(k)
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                    bad.append(k)
+                own[k].copy_(tensor)
+                del tensor
+    if bad:
+        raise ValueError(
+            f"DiT4DiT checkpoint {model_file} holds NaN/Inf in {len(bad)} tensors (first: {bad[:3]}): "
+            "the file is corrupted or the run diverged."
+        )
+
+
+def load_trained_state_dict(model: DiT4DiTPolicy, state_dict: dict[str, Tensor], source: str) -> None:
+    """Load the trained video DiT + action head strictly: every key must match by name and shape.
+
+    Raises:
+        ValueError naming the unexpected keys, the missing keys and the shape mismatches.
+    """
+    own = _trained_tensors(model)
+    _check_trained_keys(own, {k: tuple(v.shape) for k, v in state_dict.items()}, source)
     # assign: take the checkpoint's tensors as they are (a video DiT built on the meta device has none yet);
     # they are cast to each parameter's dtype first so that assigning never changes a module's precision.
     own_dtypes = {k: v.dtype for k, v in own.items()}

@@ -655,6 +655,19 @@ def test_bf16_checkpoint_loads_straight_into_bf16(make_policy, tmp_path, caplog)
     trained = {k: v for k, v in lean.state_dict().items() if k in saved}
     assert trained.keys() == saved.keys() and all(torch.equal(trained[k], saved[k]) for k in saved)
 
+    # The streamed bf16 load checks as strictly as the fp32 one: keys before reading, NaN/Inf per tensor.
+    from safetensors.torch import save_file
+
+    key = next(k for k in saved if k.startswith("video.transformer.transformer_blocks.0."))
+    for damaged, match in (
+        ({**saved, key: torch.full_like(saved[key], float("nan"))}, "NaN/Inf in 1 tensors"),
+        ({**saved, "video.transformer.bogus": torch.zeros(2)}, "unexpected keys"),
+        ({k: v for k, v in saved.items() if k != key}, "missing keys"),
+    ):
+        save_file(damaged, tmp_path / "ckpt" / "model.safetensors")
+        with pytest.raises(ValueError, match=match):
+            load("bfloat16")
+
 
 def test_relative_actions_round_trip(tiny_base):
     """`use_relative_actions`: LeRobot's relative step turns a training chunk into action - current state
