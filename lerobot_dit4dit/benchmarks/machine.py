@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -40,3 +41,16 @@ def machine_info() -> dict:
         except PackageNotFoundError:
             info[package] = None
     return info
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS so far. Linux: VmHWM of /proc/self/status, the high-water mark of this
+    process's own memory; `ru_maxrss` would not do, since a child spawned by subprocess (vfork + exec) starts
+    with its parent's high-water mark in it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import tempfile
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ..configuration_dit4dit import DTYPES
+from .machine import peak_rss_mib
 
 # Public configs of the real components (diffusers' Cosmos-2.5-Predict-Base-2B conversion table, Wan 2.1
 # VAE, Qwen2.5-VL-7B); used only to count parameters on the meta device.
@@ -178,7 +178,7 @@ def real_training_state_gib(lora_rank: int = 16) -> dict[str, dict[str, float]]:
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_mib()  # not ru_maxrss: a --load child would start with its parent's high-water mark
 
 
 def bench_config(args):
