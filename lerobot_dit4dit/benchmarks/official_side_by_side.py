@@ -917,7 +917,17 @@ def main() -> None:
     print(
         f"preparing the {args.width} base, the official checkpoint and its conversion in {work}", flush=True
     )
-    meta, _ = _child(args, [f"--prepare={work}"])
+    # A work dir prepared with the same settings is reused (at real width the preparation writes ~26 GiB).
+    stamp = {k: getattr(args, k) for k in ("width", "real_size", "resolution", "batch_size", "seed", "dtype")}
+    stamp["official_src"] = str(Path(args.official_src).resolve())
+    stamp_file = work / "prepared_with.json"
+    if stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
+        meta = json.loads((work / "meta.json").read_text())
+        print("reusing that preparation (same settings)")
+    else:
+        stamp_file.unlink(missing_ok=True)
+        meta, _ = _child(args, [f"--prepare={work}"])
+        stamp_file.write_text(json.dumps(stamp))
     print(f"official action_model_type {meta['official_action_model_type']}; parameters {meta['parameters']}")
 
     runs: dict[str, list[dict]] = {"official": [], "dit4dit": []}
