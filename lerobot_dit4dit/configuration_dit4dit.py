@@ -8,6 +8,7 @@ with `lerobot_dit4dit.testing.tiny_base`).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -74,6 +75,12 @@ class DiT4DiTConfig(PreTrainedConfig):
     # `binarize_gripper_dim` at 0.5 into the simulator's -1 (open, value >= 0.5) / +1 (close). The latter is
     # for datasets whose gripper action is 1 = open, 0 = close (the IPEC-COMMUNITY LIBERO sets); None: off.
     clip_normalized_actions: bool = False
+    # Smallest range, in the dimension's own units, over which a state or action dimension is normalised:
+    # min/max (and q01/q99) narrower than this are widened to it around their centre, and std is raised to
+    # at least half of it. A dimension that barely moves in the data (a held joint) otherwise has its
+    # measurement jitter stretched over the whole [-1, 1] range: noise that dominates the action loss and
+    # that the policy can fit as if it were signal. 0 keeps the dataset's statistics as they are.
+    min_normalization_range: float = 0.0
     # Relative actions, through LeRobot's own RelativeActionsProcessorStep (as pi0 and GR00T use it): the
     # model predicts action - current state for every action dim whose name contains none of
     # `relative_exclude_joints`, and the postprocessor adds the state back. The state must start with the
@@ -217,6 +224,10 @@ class DiT4DiTConfig(PreTrainedConfig):
 
     def _validate(self) -> None:
         """Raise ValueError naming the first field whose value is meaningless."""
+        if not (math.isfinite(self.min_normalization_range) and self.min_normalization_range >= 0):
+            raise ValueError(
+                f"min_normalization_range={self.min_normalization_range}; expected a finite value >= 0."
+            )
         if self.training_mode not in TRAINING_MODES:
             raise ValueError(f"training_mode={self.training_mode!r}; expected one of {TRAINING_MODES}.")
         if self.video_time_distribution not in VIDEO_TIME_DISTRIBUTIONS:

@@ -318,6 +318,27 @@ def encode_state(state: torch.Tensor, encoding: str) -> torch.Tensor:
     raise ValueError(f"Unknown state_encoding {encoding!r}.")
 
 
+def widen_narrow_stats(stats: dict[str, dict], keys, min_range: float) -> dict[str, dict]:
+    """A copy of `stats` where, for each of `keys`, every dimension's min/max and q01/q99 span at least
+    `min_range` (widened around their centre) and its std is at least `min_range / 2`.
+
+    Per-dimension ranges: (D,) tensors or arrays; other entries and keys are returned unchanged."""
+    out = dict(stats)
+    for key in keys:
+        if key not in stats:
+            continue
+        entry = {k: torch.as_tensor(v, dtype=torch.float32).clone() for k, v in stats[key].items()}
+        for low, high in (("min", "max"), ("q01", "q99")):
+            if low in entry and high in entry:
+                centre = (entry[low] + entry[high]) / 2
+                half = torch.clamp((entry[high] - entry[low]) / 2, min=min_range / 2)
+                entry[low], entry[high] = centre - half, centre + half
+        if "std" in entry:
+            entry["std"] = torch.clamp(entry["std"], min=min_range / 2)
+        out[key] = {**stats[key], **{k: entry[k] for k in ("min", "max", "q01", "q99", "std") if k in entry}}
+    return out
+
+
 def make_dit4dit_pre_post_processors(
     config: DiT4DiTConfig,
     dataset_stats: dict[str, dict[str, torch.Tensor]] | None = None,
@@ -326,6 +347,8 @@ def make_dit4dit_pre_post_processors(
     PolicyProcessorPipeline[PolicyAction, PolicyAction],
 ]:
     """Build the DiT4DiT pre/post pipelines from the policy config and the dataset statistics."""
+    if dataset_stats is not None and config.min_normalization_range > 0:
+        dataset_stats = widen_narrow_stats(dataset_stats, (OBS_STATE, ACTION), config.min_normalization_range)
     s = make_default_policy_processor_steps(config, dataset_stats)
     observation = DiT4DiTObservationProcessorStep(
         cameras=config.cameras,

@@ -155,6 +155,12 @@ ERRORS: list[tuple[str, Callable[[Ctx], object], type[BaseException], str]] = [
     ),
     ("duplicate_camera", lambda c: DiT4DiTConfig(camera_order=[FRONT, FRONT]), ValueError, "more than once"),
     (
+        "negative_normalization_range",
+        lambda c: DiT4DiTConfig(min_normalization_range=-0.1),
+        ValueError,
+        "min_normalization_range=-0.1",
+    ),
+    (
         "negative_video_loss_weight",
         lambda c: DiT4DiTConfig(video_loss_weight=-1.0),
         ValueError,

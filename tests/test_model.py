@@ -669,6 +669,31 @@ def test_bf16_checkpoint_loads_straight_into_bf16(make_policy, tmp_path, caplog)
             load("bfloat16")
 
 
+def test_min_normalization_range_widens_only_narrow_dims(tiny_base):
+    """`min_normalization_range`: a dimension whose min/max span less than it is normalised over that range
+    (around its centre), so its jitter stays small in [-1, 1]; wider dimensions keep the dataset's stats, and
+    the postprocessor inverts the same widened stats."""
+    from lerobot_dit4dit import make_dit4dit_pre_post_processors
+
+    low, high = -torch.ones(ACTION_DIM), torch.ones(ACTION_DIM)
+    low[0], high[0] = 0.50, 0.502  # a held joint: 0.002 of jitter
+    stats = {k: {"min": low, "max": high} for k in ("observation.state", "action")}
+    base = vars(tiny_config(tiny_base))
+    plain, _ = make_dit4dit_pre_post_processors(DiT4DiTConfig(**base), dataset_stats=stats)
+    pre, post = make_dit4dit_pre_post_processors(
+        DiT4DiTConfig(**{**base, "min_normalization_range": 0.1}), dataset_stats=stats
+    )
+    batch = {k: (v + 1) / 2 if k in CAMERAS else v for k, v in train_batch(tiny_config(tiny_base)).items()}
+    batch["action"][..., 0] = 0.502
+    batch["observation.state"][..., 0] = 0.502
+    out, ref = pre(dict(batch)), plain(dict(batch))
+    torch.testing.assert_close(ref["action"][..., 0], torch.ones_like(ref["action"][..., 0]))  # stretched
+    torch.testing.assert_close(out["action"][..., 0], torch.full_like(out["action"][..., 0], 0.02))
+    torch.testing.assert_close(out["observation.state"][..., 0], torch.full_like(out["action"][:, 0, 0], 0.02))
+    torch.testing.assert_close(out["action"][..., 1:], ref["action"][..., 1:])  # wide dims untouched
+    torch.testing.assert_close(post(out["action"]), batch["action"])
+
+
 def test_relative_actions_round_trip(tiny_base):
     """`use_relative_actions`: LeRobot's relative step turns a training chunk into action - current state
     (from (B, T, S) training states), and the postprocessor adds the state of the last observation back."""
