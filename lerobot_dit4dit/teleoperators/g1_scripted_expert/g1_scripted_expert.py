@@ -5,9 +5,7 @@ when the simulator counts a press the button respawns, the fingertip is now away
 cycle starts again. Every action is a function of the measured joints and the button position alone (no
 hidden phase or integrator), so that a policy seeing the joints and the camera can learn it. Each action is
 the waypoint's joint configuration plus the gravity torque there / kp (so the PD settles on it), not a step
-from the measured joints. Every other joint is held at the configuration of the expert's first action (plus
-its gravity torque / kp), a constant: commanding "where it is" let the left arm drift by up to 0.13 rad over
-a recording and made those dimensions jitter that min-max normalisation stretched over [-1, 1].
+from the measured joints. Other joints are held where they are.
 """
 
 from __future__ import annotations
@@ -41,7 +39,6 @@ class G1ScriptedExpert(Teleoperator):
         self._sub = self._ctx = self.scene = None
         self._model = self._data = None
         self.command: np.ndarray | None = None
-        self._hold: np.ndarray | None = None  # (29,) joints held by every action, set by the first one
 
     @property
     def action_features(self) -> dict[str, type]:
@@ -93,7 +90,6 @@ class G1ScriptedExpert(Teleoperator):
         self._sub = sub
         self.scene = SceneClient(self.config.host, self.config.scene_port, self.config.timeout_s)
         self.command = None
-        self._hold = None
 
     def _joint_state(self) -> np.ndarray:
         import zmq
@@ -142,13 +138,12 @@ class G1ScriptedExpert(Teleoperator):
             goal = np.array([tip[0], tip[1], hover])
         else:  # travel at hover height
             goal = np.array([button[0], button[1], hover])
-        if self._hold is None:
-            self._hold = q.copy()
-        target = self._hold.copy()  # joints other than the right arm: the first action's configuration
-        target[RIGHT_ARM] = self._solve_ik(q, goal)[RIGHT_ARM]
+        target = self._solve_ik(q, goal)
         data.qpos[:NUM_JOINTS] = target
         mj.mj_forward(model, data)  # qfrc_bias = the gravity torques at the target, at rest
-        command = target + data.qfrc_bias[:NUM_JOINTS] / self._kp
+        command = q.copy()  # joints other than the right arm hold where they are
+        command[RIGHT_ARM] = target[RIGHT_ARM]
+        command = command + data.qfrc_bias[:NUM_JOINTS] / self._kp
         lo, hi = model.jnt_range[:NUM_JOINTS, 0] + 0.06, model.jnt_range[:NUM_JOINTS, 1] - 0.06
         return np.clip(command, lo, hi)
 
