@@ -786,21 +786,17 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             _stream_trained_state_dict(model, model_file, names, dtype)
             model._inference_cast = True
             model._master_file = str(model_file)
-            if defer:  # set last: state_dict() restores deferred blocks, and loading itself reads it
-                model._deferred = (str(model_file), total)
-            return model
-        with safe_open(model_file, framework="pt") as f:
-            state_dict = {k: f.get_tensor(k) for k in names}
-        bad = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-        if bad:
-            raise ValueError(
-                f"DiT4DiT checkpoint {model_file} holds NaN/Inf in {len(bad)} tensors (first: {bad[:3]}): "
-                "the file is corrupted or the run diverged."
+        else:
+            with safe_open(model_file, framework="pt") as f:
+                state_dict = {k: f.get_tensor(k) for k in names}
+            _refuse_non_finite(
+                model_file,
+                [k for k, v in state_dict.items() if v.is_floating_point() and not v.isfinite().all()],
             )
-        if new_embodiment:
-            state_dict = _reinit_embodiment_layers(model, state_dict, new_embodiment)
-        load_trained_state_dict(model, state_dict, source=model_file)
-        del state_dict
+            if new_embodiment:
+                state_dict = _reinit_embodiment_layers(model, state_dict, new_embodiment)
+            load_trained_state_dict(model, state_dict, source=model_file)
+            del state_dict
         if defer:  # set last: state_dict() restores deferred blocks, and loading itself reads it
             model._deferred = (str(model_file), total)
         return model
@@ -991,6 +987,11 @@ def _stream_trained_state_dict(model: DiT4DiTPolicy, model_file: str, names: lis
                     bad.append(k)
                 own[k].copy_(tensor)
                 del tensor
+    _refuse_non_finite(model_file, bad)
+
+
+def _refuse_non_finite(model_file: str, bad: list[str]) -> None:
+    """Raise naming the checkpoint tensors `bad` that hold NaN/Inf (none: nothing to do)."""
     if bad:
         raise ValueError(
             f"DiT4DiT checkpoint {model_file} holds NaN/Inf in {len(bad)} tensors (first: {bad[:3]}): "

@@ -327,15 +327,15 @@ def widen_narrow_stats(stats: dict[str, dict], keys, min_range: float) -> dict[s
     for key in keys:
         if key not in stats:
             continue
-        entry = {k: torch.as_tensor(v, dtype=torch.float32).clone() for k, v in stats[key].items()}
+        entry = dict(stats[key])
         for low, high in (("min", "max"), ("q01", "q99")):
             if low in entry and high in entry:
-                centre = (entry[low] + entry[high]) / 2
-                half = torch.clamp((entry[high] - entry[low]) / 2, min=min_range / 2)
+                lo, hi = (torch.as_tensor(entry[k], dtype=torch.float32) for k in (low, high))
+                centre, half = (lo + hi) / 2, torch.clamp((hi - lo) / 2, min=min_range / 2)
                 entry[low], entry[high] = centre - half, centre + half
         if "std" in entry:
-            entry["std"] = torch.clamp(entry["std"], min=min_range / 2)
-        out[key] = {**stats[key], **{k: entry[k] for k in ("min", "max", "q01", "q99", "std") if k in entry}}
+            entry["std"] = torch.clamp(torch.as_tensor(entry["std"], dtype=torch.float32), min=min_range / 2)
+        out[key] = entry
     return out
 
 

@@ -505,13 +505,11 @@ def _timed(fn, warmup: int, repeats: int, sync) -> list[float]:
     return times
 
 
-def run_official(args, work: Path, meta: dict) -> dict:
-    """Load the official checkpoint with the official loader and time it (this process runs nothing else)."""
-    import yaml
+def _child_setup(args, work: Path):
+    """What both children start with: the shared inputs and draws, the device, a device sync, and the model
+    classes imported (so that the load timer measures reading checkpoints, not imports)."""
     from safetensors.torch import load_file
 
-    config = yaml.safe_load((work / "official_run" / "config.yaml").read_text())
-    official = import_official(args.official_src, dit_types_of(config))
     inputs = load_file(str(work / "inputs.safetensors"))
     device = torch.device(args.device)
 
@@ -520,6 +518,16 @@ def run_official(args, work: Path, meta: dict) -> dict:
             torch.cuda.synchronize(device)
 
     _import_model_classes()
+    return inputs, device, sync
+
+
+def run_official(args, work: Path, meta: dict) -> dict:
+    """Load the official checkpoint with the official loader and time it (this process runs nothing else)."""
+    import yaml
+
+    config = yaml.safe_load((work / "official_run" / "config.yaml").read_text())
+    official = import_official(args.official_src, dit_types_of(config))
+    inputs, device, sync = _child_setup(args, work)
     out: dict = {"rss_before_load_mib": peak_rss_mib()}
     start = time.perf_counter()
     model = official["baseframework"].from_pretrained(meta["official_checkpoint"])
@@ -582,19 +590,11 @@ def _autocast_device(args) -> str | None:
 
 def run_dit4dit(args, work: Path, meta: dict) -> dict:
     """Load the converted checkpoint with `DiT4DiTPolicy.from_pretrained` and time it."""
-    from safetensors.torch import load_file
 
     from ..configuration_dit4dit import DTYPES, DiT4DiTConfig
     from ..modeling_dit4dit import DiT4DiTPolicy
 
-    inputs = load_file(str(work / "inputs.safetensors"))
-    device = torch.device(args.device)
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    _import_model_classes()
+    inputs, device, sync = _child_setup(args, work)
     out: dict = {"rss_before_load_mib": peak_rss_mib()}
     ckpt = meta["dit4dit_checkpoint"]
     start = time.perf_counter()
