@@ -79,7 +79,9 @@ class DiT4DiTConfig(PreTrainedConfig):
     # min/max (and q01/q99) narrower than this are widened to it around their centre, and std is raised to
     # at least half of it. A dimension that barely moves in the data (a held joint) otherwise has its
     # measurement jitter stretched over the whole [-1, 1] range: noise that dominates the action loss and
-    # that the policy can fit as if it were signal. 0 keeps the dataset's statistics as they are.
+    # that the policy can fit as if it were signal. 0 keeps the dataset's statistics as they are. Applied
+    # where the processors are built from dataset statistics (a new policy); when lerobot-train fine-tunes a
+    # `--policy.path`, it hands the dataset's raw statistics to the loaded normaliser, which skips it.
     min_normalization_range: float = 0.0
     # Relative actions, through LeRobot's own RelativeActionsProcessorStep (as pi0 and GR00T use it): the
     # model predicts action - current state for every action dim whose name contains none of
