@@ -4,7 +4,8 @@ The transformer is LeRobot's GR00T `DiT` (`lerobot.policies.groot.action_head.cr
 flow-time embedding LeRobot's GR00T N1.7 `SinusoidalPositionalEncoding`; the encoders around them are ours.
 
 Parameter names match the official DiT4DiT `action_model.*` checkpoints (without that prefix): `model.*`
-is LeRobot's GR00T `DiT`, plus `state_encoder`, `action_encoder`, `action_decoder`, `position_embedding`.
+is LeRobot's GR00T `DiT`, plus `state_encoder`, `action_encoder`, `action_decoder`, `position_embedding`,
+and, when configured, `feature_position_embedding` (ours, not in official checkpoints).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class FlowMatchingActionHead(nn.Module):
         dropout: float = 0.2,
         max_seq_len: int = 1024,
         num_timestep_buckets: int = 1000,
+        feature_position_embedding_size: int = 0,
     ):
         super().__init__()
         width = num_heads * head_dim
@@ -98,6 +100,13 @@ class FlowMatchingActionHead(nn.Module):
         self.action_encoder = ActionEncoder(action_dim, width)
         self.action_decoder = MLP(dit_output_dim, hidden_size, action_dim)
         self.position_embedding = nn.Embedding(max_seq_len, width)
+        # The video DiT's hidden states carry no absolute position (RoPE only) and GR00T's cross-attention
+        # adds none, so without this table the head cannot tell which image region a feature came from.
+        self.feature_position_embedding = (
+            nn.Embedding(feature_position_embedding_size, cross_attention_dim)
+            if feature_position_embedding_size
+            else None
+        )
 
     @classmethod
     def from_config(cls, config: DiT4DiTConfig, cross_attention_dim: int) -> FlowMatchingActionHead:
@@ -114,7 +123,21 @@ class FlowMatchingActionHead(nn.Module):
             dropout=config.action_dropout,
             max_seq_len=config.action_max_seq_len,
             num_timestep_buckets=config.num_timestep_buckets,
+            feature_position_embedding_size=config.feature_position_embedding_size,
         )
+
+    def with_feature_positions(self, features: Tensor) -> Tensor:
+        """features (B, S, D) plus the learned position of each token (unchanged without the table)."""
+        table = self.feature_position_embedding
+        if table is None:
+            return features
+        s = features.shape[1]
+        if s > table.num_embeddings:
+            raise ValueError(
+                f"the video features have {s} tokens but feature_position_embedding_size is "
+                f"{table.num_embeddings}; set it to at least {s}."
+            )
+        return features + table.weight[:s].to(features.dtype).unsqueeze(0)
 
     def velocity(
         self, noisy_actions: Tensor, buckets: Tensor, state_tokens: Tensor, features: Tensor
@@ -151,6 +174,7 @@ class FlowMatchingActionHead(nn.Module):
         """
         noisy = interpolate(actions, noise, t)
         buckets = time_to_bucket(t, self.num_timestep_buckets)
+        features = self.with_feature_positions(features)
         pred = self.velocity(noisy, buckets, self.state_encoder(state).unsqueeze(1), features)
         return pred, velocity_target(actions, noise)
 
@@ -200,7 +224,8 @@ class FlowMatchingActionHead(nn.Module):
             (B, H, A) normalised actions.
         """
         state_tokens = self.state_encoder(state).unsqueeze(1)  # computed once for all steps
-        features = features.contiguous()  # the DiT calls .contiguous(): keep it the same tensor every step
+        # Positions added once; the DiT calls .contiguous(): keep it the same tensor every step (K/V cache).
+        features = self.with_feature_positions(features).contiguous()
 
         def velocity(x_t: Tensor, t: Tensor) -> Tensor:
             buckets = sampling_time_to_bucket(t, self.num_timestep_buckets, num_steps)

@@ -158,6 +158,13 @@ class DiT4DiTConfig(PreTrainedConfig):
     action_dropout: float = 0.2
     # Size of the learned position embedding table of the action tokens.
     action_max_seq_len: int = 1024
+    # Rows of a learned absolute position embedding added to the video features before the action head
+    # attends to them; 0: none (the official model). Cosmos-Predict2.5 encodes position with RoPE only
+    # (`extra_pos_embed_type=None`), so its hidden states carry no absolute position and the head's
+    # cross-attention, which has no position encoding either, sees the features as an unordered set: a base
+    # trained from scratch cannot tell it where in the image something is (the G1 preset's button). Must be
+    # at least the feature token count S = T_lat * (H / 16) * (W_total / 16).
+    feature_position_embedding_size: int = 0
 
     # ---------------------------------------------------------------- action flow matching
     # tau = Beta(alpha, beta) / s (the official GR00T/DiT4DiT form; tau may slightly exceed 1): with
@@ -278,6 +285,11 @@ class DiT4DiTConfig(PreTrainedConfig):
             raise ValueError(f"num_timestep_buckets={self.num_timestep_buckets} must be >= 1.")
         if self.max_prompt_tokens < 1:
             raise ValueError(f"max_prompt_tokens={self.max_prompt_tokens} must be >= 1.")
+        if self.feature_position_embedding_size < 0:
+            raise ValueError(
+                f"feature_position_embedding_size={self.feature_position_embedding_size} must be >= 0 "
+                "(0: no feature position embedding)."
+            )
         if not 0.0 <= self.action_dropout < 1.0:
             raise ValueError(f"action_dropout={self.action_dropout} must be in [0, 1).")
 

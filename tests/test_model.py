@@ -718,3 +718,45 @@ def test_relative_actions_round_trip(tiny_base):
         bad = DiT4DiTConfig(**{**vars(tiny_config(tiny_base)), "use_relative_actions": True})
         bad.output_features = {"action": type(bad.output_features["action"])(bad.action_feature.type, (8,))}
         make_dit4dit_pre_post_processors(bad, dataset_stats=stats)
+
+
+def test_feature_position_embedding_tells_the_head_where_each_feature_is(make_policy, tmp_path):
+    """Cosmos features carry no absolute position (RoPE only) and the head's cross-attention adds none:
+    without the table, shuffling the feature tokens leaves the velocity unchanged; with it, it does not."""
+    batch = inference_batch()
+    tokens = 16  # 2 latent frames x (32 / 16) x (2 * 32 / 16) for two 32-px cameras
+    features = torch.randn(2, tokens, 64)
+    perm = torch.randperm(tokens)
+    actions, buckets = torch.randn(2, 8, 8), torch.tensor([100, 900])
+
+    def shuffle_effect(policy) -> float:
+        head = policy.action_head.eval()
+        state_tokens = head.state_encoder(torch.randn(2, head.state_encoder.layer1.in_features)).unsqueeze(1)
+        v = head.velocity(actions, buckets, state_tokens, head.with_feature_positions(features))
+        v_perm = head.velocity(actions, buckets, state_tokens, head.with_feature_positions(features[:, perm]))
+        return (v - v_perm).abs().max().item()
+
+    plain, positioned = make_policy(), make_policy(feature_position_embedding_size=32)
+    assert "action_head.feature_position_embedding.weight" not in plain.state_dict()  # the official layout
+    assert positioned.action_head.feature_position_embedding.weight.shape == (32, 64)
+    assert shuffle_effect(plain) < 1e-5
+    assert shuffle_effect(positioned) > 1e-3
+
+    # Trained with the rest of the head, saved and loaded back through from_pretrained.
+    with torch.no_grad():
+        positioned.action_head.feature_position_embedding.weight.add_(1.0)
+    positioned.save_pretrained(tmp_path)
+    loaded = DiT4DiTPolicy.from_pretrained(tmp_path)
+    assert torch.equal(
+        loaded.action_head.feature_position_embedding.weight,
+        positioned.action_head.feature_position_embedding.weight,
+    )
+    noise = torch.randn(2, positioned.config.chunk_size, positioned.config.max_action_dim)
+    assert torch.equal(
+        positioned.predict_action_chunk(batch, noise=noise), loaded.predict_action_chunk(batch, noise=noise)
+    )
+
+    with pytest.raises(ValueError, match=r"16 tokens but feature_position_embedding_size is 4; .* least 16"):
+        make_policy(feature_position_embedding_size=4).predict_action_chunk(batch)
+    with pytest.raises(ValueError, match="feature_position_embedding_size=-1"):
+        make_policy(feature_position_embedding_size=-1)

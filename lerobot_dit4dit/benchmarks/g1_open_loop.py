@@ -1,0 +1,120 @@
+"""Open-loop fit of a trained policy on its own G1 recordings, and how much of it comes from the image.
+
+    python -m lerobot_dit4dit.benchmarks.g1_open_loop \\
+        --policy outputs/g1/dit4dit/train/checkpoints/last/pretrained_model --data outputs/g1/data
+
+On `--frames` random recorded frames it compares the policy's action chunk with the recorded (expert) chunk,
+three ways: the policy as recorded; the policy given another random frame's image with its own joints ("image
+swapped": what the policy gains from the image is lost); and holding the current joints for the whole chunk
+("hold": a policy that learned nothing). Errors are in radians, over the chunk's un-padded steps and every
+action joint. Prints a table and writes a JSON next to it with `--json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def load_policy(path: Path, device: str = "cpu"):
+    """A trained LeRobot policy and its pre/post processors, from a `pretrained_model` folder."""
+    from lerobot.configs.policies import PreTrainedConfig
+    from lerobot.policies.factory import get_policy_class, make_pre_post_processors
+
+    cfg = PreTrainedConfig.from_pretrained(path)
+    cfg.device = device
+    policy = get_policy_class(cfg.type).from_pretrained(path, config=cfg).eval()
+    pre, post = make_pre_post_processors(cfg, pretrained_path=str(path))
+    return policy, pre, post
+
+
+def _chunk(policy, pre, post, obs: dict) -> np.ndarray:
+    """(H, A) unnormalised action chunk the policy predicts for one unbatched observation."""
+    policy.reset()
+    batch = pre(obs)
+    with torch.no_grad():
+        chunk = policy.predict_action_chunk(batch)  # (1, H, A) normalised
+    return post(chunk)[0].float().cpu().numpy()
+
+
+def open_loop(
+    policy_path: Path, data: Path, frames: int = 60, seed: int = 0, repo_id: str = "local/g1_button"
+) -> dict:
+    """Mean and first-steps errors of the policy, image-swapped policy and hold baseline (see module doc)."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    policy, pre, post = load_policy(policy_path)
+    horizon = policy.config.chunk_size
+    meta_fps = LeRobotDataset(repo_id, root=data, video_backend="pyav").meta.fps
+    ds = LeRobotDataset(
+        repo_id,
+        root=data,
+        video_backend="pyav",
+        delta_timestamps={"action": [i / meta_fps for i in range(horizon)]},
+    )
+    state_names = ds.meta.features["observation.state"]["names"]
+    action_names = ds.meta.features["action"]["names"]
+    # Hold baseline: each action joint stays at its measured position (`.pos` names on both sides).
+    hold_index = [state_names.index(n) for n in action_names]
+    image_keys = [k for k in ds.meta.features if k.startswith("observation.images.")]
+
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(ds), size=min(frames, len(ds)), replace=False)
+    donors = rng.permutation(picks)
+    errors = {"policy": [], "image swapped": [], "hold": []}
+    first = {k: [] for k in errors}
+    for n, (i, j) in enumerate(zip(picks, donors, strict=True)):
+        item, donor = ds[int(i)], ds[int(j)]
+        target = item["action"].numpy()  # (H, A)
+        valid = ~item["action_is_pad"].numpy()
+        obs = {k: v for k, v in item.items() if k.startswith("observation.")}
+        obs["task"] = item["task"]
+        swapped = {**obs, **{k: donor[k] for k in image_keys}}
+        hold = np.repeat(item["observation.state"].numpy()[hold_index][None], horizon, axis=0)
+        for name, pred in (
+            ("policy", _chunk(policy, pre, post, obs)),
+            ("image swapped", _chunk(policy, pre, post, swapped)),
+            ("hold", hold),
+        ):
+            err = np.abs(pred[:horizon] - target)[valid]
+            errors[name].append(float(err.mean()))
+            first[name].append(float(err[:2].max()))
+        if (n + 1) % 10 == 0:
+            print(f"[open loop] {n + 1}/{len(picks)} frames", flush=True)
+    return {
+        "frames": len(picks),
+        "seed": seed,
+        "chunk_mae_rad": {k: float(np.mean(v)) for k, v in errors.items()},
+        "first_2_max_joint_error_median_rad": {k: float(np.median(v)) for k, v in first.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--policy", type=Path, required=True, help="a pretrained_model folder")
+    parser.add_argument("--data", type=Path, required=True, help="the LeRobot dataset root it was trained on")
+    parser.add_argument("--repo-id", default="local/g1_button")
+    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"[open loop] torch threads: {torch.get_num_threads()}", flush=True)
+    result = open_loop(args.policy, args.data, args.frames, args.seed, args.repo_id)
+    head = f"{result['frames']} frames, seed {args.seed}"
+    print(f"| {head} | chunk error (rad) | first 2 actions, median max (rad) |")
+    print("|---|---|---|")
+    for k, v in result["chunk_mae_rad"].items():
+        print(f"| {k} | {v:.4f} | {result['first_2_max_joint_error_median_rad'][k]:.3f} |")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
