@@ -285,7 +285,9 @@ def dataset_names(root) -> tuple[list[str], list[str]]:
 
 def test_g1_record_train_rollout(tiny_base, tmp_path):
     """The offline loop through LeRobot's CLIs: bridge (capsules, 64 px) -> lerobot-record 2 episodes with the
-    scripted expert -> lerobot-train 2 steps -> lerobot-rollout sync (recording) and RTC."""
+    scripted expert -> lerobot-train 2 steps -> the open-loop diagnostic -> lerobot-rollout sync (recording)
+    and RTC."""
+    from lerobot_dit4dit.benchmarks.g1_open_loop import open_loop
     from lerobot_dit4dit.sim.g1_loop import TASK, bridge, robot_flags
     from lerobot_dit4dit.sim.scene_client import SceneClient
 
@@ -336,6 +338,12 @@ def test_g1_record_train_rollout(tiny_base, tmp_path):
             timeout=300,
         )
         ckpt = train / "checkpoints" / "last" / "pretrained_model"
+        # The open-loop diagnostic of docs/unitree_g1_sim.md on the trained policy and its recordings.
+        fit = open_loop(ckpt, data, frames=3, repo_id="local/g1_ci")
+        assert fit["frames"] == 3
+        for table in (fit["chunk_mae_rad"], fit["first_2_max_joint_error_median_rad"]):
+            assert set(table) == {"policy", "image swapped", "hold"}
+            assert all(np.isfinite(v) and v >= 0 for v in table.values()), fit
         rollout = [
             BIN / "lerobot-rollout",
             f"--policy.path={ckpt}",
