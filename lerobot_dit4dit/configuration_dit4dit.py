@@ -121,7 +121,8 @@ class DiT4DiTConfig(PreTrainedConfig):
     # something needs them: training (`train()`, `get_optim_params`, `wrap_with_peft`), saving, or imagining.
     defer_unused_blocks: bool = True
     # Training reads the frozen VAE's latents from this file, by each sample's dataset `index`, instead of
-    # encoding the frames (build it with `python -m lerobot_dit4dit.latent_cache`). None encodes.
+    # decoding and encoding the clip: the dataset then loads only the current frame (build the file with
+    # `python -m lerobot_dit4dit.latent_cache`). None encodes.
     latent_cache: str | None = None
     # Run the feature forward under no_grad during training, so the action loss never reaches the video DiT
     # (official behaviour). False lets the action loss back-propagate into the video DiT, as in the paper.
@@ -363,8 +364,9 @@ class DiT4DiTConfig(PreTrainedConfig):
 
     @property
     def observation_delta_indices(self) -> list[int] | None:
-        # Only the video loss needs future frames; an action-only model loads just the current frame.
-        if self.training_mode == "action" or self.num_video_frames == 1:
+        # Only the video loss needs future frames; an action-only model loads just the current frame, and so
+        # does training on a latent cache, which holds each clip's latents and which of its frames are real.
+        if self.training_mode == "action" or self.num_video_frames == 1 or self.latent_cache is not None:
             return None
         return self.video_frame_indices
 

@@ -9,11 +9,12 @@ medium-width training step. This command encodes every clip of a dataset once, w
     lerobot-train --config_path=configs/metaworld_quickstart.json \
         --policy.latent_cache=outputs/latents.safetensors
 
-Training then reads the latents of each sample by its dataset `index` instead of running the VAE. The file
-records what the latents depend on (cameras, resolution, frames, stride, base model, dataset); a policy with
-other settings refuses it, naming the difference. Frames are still decoded by the dataset (the processors
-check them); only the VAE is skipped. Image augmentations would make cached latents wrong, so they are
-refused.
+Training then reads the latents of each sample by its dataset `index` instead of running the VAE, and the
+dataset decodes only the current frame instead of the whole clip (`observation_delta_indices`). The file also
+holds which future latent frames of each clip are real (not padding past the episode end), which the video
+loss needs, and records what the latents depend on (cameras, resolution, frames, stride, base model,
+dataset); a policy with other settings refuses it, naming the difference. Image augmentations would make
+cached latents wrong, so they are refused.
 """
 
 from __future__ import annotations
@@ -62,6 +63,13 @@ class LatentCache:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get("dit4dit_latent_cache", "{}"))
             index, latents = f.get_tensor("index"), f.get_tensor("latents")
+            keys = set(f.keys())
+            future_mask = f.get_tensor("future_mask") if "future_mask" in keys else None
+        if future_mask is None and latents.shape[2] > 1 and config.training_mode != "action":
+            raise ValueError(
+                f"DiT4DiT: latent_cache {path} holds no future_mask (it was built by an older version); "
+                "rebuild it with `python -m lerobot_dit4dit.latent_cache`."
+            )
         expected = fingerprint(config)
         diff = {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
         if diff:
@@ -71,10 +79,12 @@ class LatentCache:
             )
         self.path = path
         self.latents = latents
+        self.future_mask = future_mask
         self.row = torch.full((int(index.max()) + 1,), -1, dtype=torch.long)
         self.row[index] = torch.arange(len(index))
 
-    def lookup(self, index: Tensor) -> Tensor:
+    def lookup(self, index: Tensor) -> tuple[Tensor, Tensor | None]:
+        """index (B,) -> latents (B, 16, T_lat, h, w), future mask (B, T_lat - 1) bool (None: no future)."""
         index = index.reshape(-1).long().cpu()
         rows = torch.where(index < len(self.row), self.row[index.clamp(max=len(self.row) - 1)], -1)
         if (rows < 0).any():
@@ -83,7 +93,7 @@ class LatentCache:
                 f"DiT4DiT: dataset indices {missing} are not in latent_cache {self.path}: it was built for "
                 "another dataset (or part of one)."
             )
-        return self.latents[rows]
+        return self.latents[rows], None if self.future_mask is None else self.future_mask[rows]
 
 
 def build(cfg, output: Path, batch_size: int = 8) -> dict:
@@ -96,6 +106,7 @@ def build(cfg, output: Path, batch_size: int = 8) -> dict:
         raise ValueError(
             "DiT4DiT: image augmentations change every epoch's frames; cached latents cannot be used."
         )
+    cfg.policy.latent_cache = None  # the clips themselves are loaded and encoded here
     dataset = make_dataset(cfg)
     policy = make_policy(cfg.policy, ds_meta=dataset.meta)
     policy.eval()
@@ -106,13 +117,18 @@ def build(cfg, output: Path, batch_size: int = 8) -> dict:
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=cfg.num_workers
     )
-    indices, latents = [], []
+    indices, latents, masks = [], [], []
     start, done = time.perf_counter(), 0
     with torch.no_grad():
         for batch in loader:
             batch = preprocessor(batch)
             video = policy.tile_cameras(batch, train=True)
-            latents.append(policy.video.encode_video(video if mode != "action" else video[:, :, :1]).cpu())
+            latent = policy.video.encode_video(video if mode != "action" else video[:, :, :1]).cpu()
+            mask = policy._future_latent_mask(batch, latent.shape[2])
+            if mask is None:  # no padding flags: every future latent frame is real
+                mask = torch.ones(latent.shape[0], max(latent.shape[2] - 1, 0), dtype=torch.bool)
+            latents.append(latent)
+            masks.append(mask.cpu())
             indices.append(batch["index"].reshape(-1).cpu())
             done += len(indices[-1])
             if len(indices) % 20 == 0 or done == len(dataset):
@@ -124,7 +140,7 @@ def build(cfg, output: Path, batch_size: int = 8) -> dict:
     meta = fingerprint(cfg.policy)
     meta.update(dataset=cfg.dataset.repo_id, root=str(cfg.dataset.root), samples=len(index))
     save_file(
-        {"index": index, "latents": stacked},
+        {"index": index, "latents": stacked, "future_mask": torch.cat(masks).contiguous()},
         str(partial),
         metadata={"dit4dit_latent_cache": json.dumps(meta)},
     )

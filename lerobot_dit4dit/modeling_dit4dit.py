@@ -440,7 +440,9 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             self.training_forwards += 1
         if self.config.training_mode != "action":
             self.restore_deferred_blocks()  # the video loss runs every block, in eval mode too
-        video = self.tile_cameras(batch, train=True)
+        # On a latent cache the dataset loads only the current frame (`observation_delta_indices`): the cache
+        # holds the clip's latents, so the frame count is not checked.
+        video = self.tile_cameras(batch, train=self.config.latent_cache is None)
         noise = noise or ForwardNoise()
         noise.check(self.noise_shapes(video.shape[0]))
         with self._autocast(video.device):
@@ -455,9 +457,10 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         # One VAE pass over the clip: the causal Wan VAE gives latent frame 0 from pixel frame 0 alone, so it
         # is both the condition and the first frame of the video-loss target.
         if cfg.latent_cache is not None:
-            latents = self._cached_latents(batch, video.device, mode)
+            latents, future_mask = self._cached_latents(batch, video.device, mode)
         else:
             latents = self.video.encode_video(video if mode != "action" else video[:, :, :1])
+            future_mask = self._future_latent_mask(batch, latents.shape[2])
         cond_latent = latents[:, :, :1]
 
         info = {}
@@ -484,15 +487,16 @@ class DiT4DiTPolicy(PreTrainedPolicy):
                     "high_sigma_ratio": cfg.video_high_sigma_ratio,
                     "high_sigma_min": cfg.video_high_sigma_min,
                 },
-                future_mask=self._future_latent_mask(batch, latents.shape[2]),
+                future_mask=future_mask,
             )
             loss = loss + cfg.video_loss_weight * video_loss
             info["video_loss"] = video_loss.item()
             self._check_finite(batch, "video_loss", info["video_loss"])
         return loss, info
 
-    def _cached_latents(self, batch: dict, device: torch.device, mode: str) -> Tensor:
-        """(B, 16, T_lat, h, w) latents of the batch from `config.latent_cache`, by dataset index."""
+    def _cached_latents(self, batch: dict, device: torch.device, mode: str) -> tuple[Tensor, Tensor | None]:
+        """The batch's latents (B, 16, T_lat, h, w) and future-frame mask (B, T_lat - 1) or None, from
+        `config.latent_cache`, by dataset index (see `_future_latent_mask`)."""
         cache = getattr(self, "_latent_cache", None)
         if cache is None:
             from .latent_cache import LatentCache
@@ -500,8 +504,10 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             cache = self._latent_cache = LatentCache(self.config.latent_cache, self.config)
         if "index" not in batch:
             raise KeyError("DiT4DiT: latent_cache needs each sample's dataset `index` in the batch.")
-        latents = cache.lookup(batch["index"]).to(device)
-        return latents if mode != "action" else latents[:, :, :1]
+        latents, future_mask = cache.lookup(batch["index"])
+        if mode == "action":
+            return latents[:, :, :1].to(device), None
+        return latents.to(device), None if future_mask is None else future_mask.to(device)
 
     def _future_latent_mask(self, batch: dict, num_latent_frames: int) -> Tensor | None:
         """(B, T_lat - 1) bool: True for future latent frames made only of real frames.
