@@ -79,11 +79,13 @@ class FlowMatchingActionHead(nn.Module):
         max_seq_len: int = 1024,
         num_timestep_buckets: int = 1000,
         feature_position_embedding_size: int = 0,
+        state_dropout_prob: float = 0.0,
     ):
         super().__init__()
         width = num_heads * head_dim
         dit_output_dim = dit_output_dim or hidden_size
         self.num_timestep_buckets = num_timestep_buckets
+        self.state_dropout_prob = state_dropout_prob
         self.model = DiT(
             num_attention_heads=num_heads,
             attention_head_dim=head_dim,
@@ -124,6 +126,7 @@ class FlowMatchingActionHead(nn.Module):
             max_seq_len=config.action_max_seq_len,
             num_timestep_buckets=config.num_timestep_buckets,
             feature_position_embedding_size=config.feature_position_embedding_size,
+            state_dropout_prob=config.state_dropout_prob,
         )
 
     def with_feature_positions(self, features: Tensor) -> Tensor:
@@ -175,7 +178,13 @@ class FlowMatchingActionHead(nn.Module):
         noisy = interpolate(actions, noise, t)
         buckets = time_to_bucket(t, self.num_timestep_buckets)
         features = self.with_feature_positions(features)
-        pred = self.velocity(noisy, buckets, self.state_encoder(state).unsqueeze(1), features)
+        state_tokens = self.state_encoder(state).unsqueeze(1)
+        if self.training and self.state_dropout_prob > 0:
+            # As GR00T N1.7: zero the state token of a random fraction of the rows, so that the head cannot
+            # predict from the joints alone and must also read the video features.
+            keep = torch.rand(state_tokens.shape[0], device=state_tokens.device) >= self.state_dropout_prob
+            state_tokens = state_tokens * keep[:, None, None].to(state_tokens.dtype)
+        pred = self.velocity(noisy, buckets, state_tokens, features)
         return pred, velocity_target(actions, noise)
 
     def enable_gradient_checkpointing(self) -> None:

@@ -166,6 +166,10 @@ class DiT4DiTConfig(PreTrainedConfig):
     # trained from scratch cannot tell it where in the image something is (the G1 preset's button). Must be
     # at least the feature token count S = T_lat * (H / 16) * (W_total / 16).
     feature_position_embedding_size: int = 0
+    # Training only: the fraction of rows whose state token is zeroed (GR00T N1.7's `state_dropout_prob`,
+    # default 0.2 there; 0 here, as the official model). When the joints alone predict most of the next
+    # action, a head trained with the state always present learns little from the video features.
+    state_dropout_prob: float = 0.0
 
     # ---------------------------------------------------------------- action flow matching
     # tau = Beta(alpha, beta) / s (the official GR00T/DiT4DiT form; tau may slightly exceed 1): with
@@ -291,6 +295,8 @@ class DiT4DiTConfig(PreTrainedConfig):
                 f"feature_position_embedding_size={self.feature_position_embedding_size} must be >= 0 "
                 "(0: no feature position embedding)."
             )
+        if not 0.0 <= self.state_dropout_prob < 1.0:
+            raise ValueError(f"state_dropout_prob={self.state_dropout_prob} must be in [0, 1).")
         if not 0.0 <= self.action_dropout < 1.0:
             raise ValueError(f"action_dropout={self.action_dropout} must be in [0, 1).")
 

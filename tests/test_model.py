@@ -760,3 +760,30 @@ def test_feature_position_embedding_tells_the_head_where_each_feature_is(make_po
         make_policy(feature_position_embedding_size=4).predict_action_chunk(batch)
     with pytest.raises(ValueError, match="feature_position_embedding_size=-1"):
         make_policy(feature_position_embedding_size=-1)
+
+
+def test_state_dropout_zeroes_the_state_token_in_training_only(make_policy):
+    """With state_dropout_prob close to 1 the training loss no longer depends on the state; in eval, and with
+    the default 0, it does."""
+    cfg_batch = train_batch(make_policy().config)
+    other_state = {**cfg_batch, "observation.state": cfg_batch["observation.state"] + 3.0}
+
+    def losses(policy, train: bool) -> tuple[float, float]:
+        policy.train(train)
+        out = []
+        for batch in (cfg_batch, other_state):
+            noise = policy.draw_noise(2, torch.Generator().manual_seed(0))
+            torch.manual_seed(0)  # the same dropout draws for both states
+            with torch.no_grad():
+                out.append(policy.forward(batch, noise=noise)[1]["action_loss"])
+        return out[0], out[1]
+
+    dropped = make_policy(state_dropout_prob=0.999999)
+    a, b = losses(dropped, train=True)
+    assert a == b
+    a, b = losses(dropped, train=False)
+    assert a != b
+    a, b = losses(make_policy(), train=True)
+    assert a != b
+    with pytest.raises(ValueError, match="state_dropout_prob=1.0"):
+        make_policy(state_dropout_prob=1.0)
