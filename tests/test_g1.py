@@ -287,7 +287,7 @@ def test_g1_record_train_rollout(tiny_base, tmp_path):
     """The offline loop through LeRobot's CLIs: bridge (capsules, 64 px) -> lerobot-record 2 episodes with the
     scripted expert -> lerobot-train 2 steps -> the open-loop diagnostic -> lerobot-rollout sync (recording)
     and RTC."""
-    from lerobot_dit4dit.benchmarks.g1_open_loop import open_loop
+    from lerobot_dit4dit.benchmarks.g1_open_loop import button_probe, open_loop
     from lerobot_dit4dit.sim.g1_loop import TASK, bridge, robot_flags
     from lerobot_dit4dit.sim.scene_client import SceneClient
 
@@ -344,6 +344,10 @@ def test_g1_record_train_rollout(tiny_base, tmp_path):
         for table in (fit["chunk_mae_rad"], fit["first_2_max_joint_error_median_rad"]):
             assert set(table) == {"policy", "image swapped", "hold"}
             assert all(np.isfinite(v) and v >= 0 for v in table.values()), fit
+        probe = button_probe(ckpt, data, frames=12, repo_id="local/g1_ci")
+        assert probe["frames"] >= 4, probe  # frames where the red button is in view
+        assert set(probe["probes"]) == {"pixels", "VAE latent", "features, current-frame tokens"}
+        assert all(np.isfinite(p["mae_px"]).all() for p in probe["probes"].values()), probe
         rollout = [
             BIN / "lerobot-rollout",
             f"--policy.path={ckpt}",
