@@ -164,8 +164,13 @@ class DiT4DiTConfig(PreTrainedConfig):
     # (`extra_pos_embed_type=None`), so its hidden states carry no absolute position and the head's
     # cross-attention, which has no position encoding either, sees the features as an unordered set: a base
     # trained from scratch cannot tell it where in the image something is (the G1 preset's button). Must be
-    # at least the feature token count S = T_lat * (H / 16) * (W_total / 16).
+    # at least the feature token count S = T_lat * (H / 16) * (W_total / 16) (with `action_feature_frames`
+    # "current": (H / 16) * (W_total / 16)).
     feature_position_embedding_size: int = 0
+    # Which of block `extract_layer`'s tokens the action head attends to: "all" latent frames (the paper and
+    # the official code) or only the "current" (conditioning) frame's. The future frames' tokens come from
+    # pure-noise latents drawn afresh at every training step; the current frame's carry the observation.
+    action_feature_frames: str = "all"
     # Training only: the fraction of rows whose state token is zeroed (GR00T N1.7's `state_dropout_prob`,
     # default 0.2 there; 0 here, as the official model). When the joints alone predict most of the next
     # action, a head trained with the state always present learns little from the video features.
@@ -294,6 +299,10 @@ class DiT4DiTConfig(PreTrainedConfig):
             raise ValueError(
                 f"feature_position_embedding_size={self.feature_position_embedding_size} must be >= 0 "
                 "(0: no feature position embedding)."
+            )
+        if self.action_feature_frames not in ("all", "current"):
+            raise ValueError(
+                f"action_feature_frames={self.action_feature_frames!r} must be 'all' or 'current'."
             )
         if not 0.0 <= self.state_dropout_prob < 1.0:
             raise ValueError(f"state_dropout_prob={self.state_dropout_prob} must be in [0, 1).")

@@ -48,10 +48,19 @@ def fingerprint(config) -> dict:
     return out
 
 
+def dataset_identity(meta) -> dict:
+    """Which dataset cached latents belong to, from a LeRobotDatasetMetadata: repo id, resolved root and
+    frame count. Indices alone cannot tell: another (or a larger) dataset may have every cached index."""
+    root = str(Path(meta.root).resolve())
+    return {"dataset": meta.repo_id, "root": root, "dataset_frames": meta.total_frames}
+
+
 class LatentCache:
     """Cached latents, looked up by dataset index: `latents(index (B,)) -> (B, 16, T_lat, h, w)`."""
 
-    def __init__(self, path: str | Path, config):
+    def __init__(self, path: str | Path, config, dataset: dict | None = None):
+        """`dataset`: the training dataset's `dataset_identity`; when given, a cache built for another one
+        is refused (a checkpoint's config keeps its cache path when fine-tuned elsewhere)."""
         from safetensors import safe_open
 
         path = Path(path)
@@ -77,6 +86,13 @@ class LatentCache:
                 f"DiT4DiT: latent_cache {path} was built with other settings; (cache, policy): {diff}. "
                 "Rebuild it with this policy's config."
             )
+        if dataset is not None:
+            diff = {k: (meta.get(k), v) for k, v in dataset.items() if meta.get(k) != v}
+            if diff:
+                raise ValueError(
+                    f"DiT4DiT: latent_cache {path} was built for another dataset; (cache, training): {diff}. "
+                    "Rebuild it for this dataset, or drop --policy.latent_cache."
+                )
         self.path = path
         self.latents = latents
         self.future_mask = future_mask
@@ -138,7 +154,7 @@ def build(cfg, output: Path, batch_size: int = 8) -> dict:
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")
     meta = fingerprint(cfg.policy)
-    meta.update(dataset=cfg.dataset.repo_id, root=str(cfg.dataset.root), samples=len(index))
+    meta.update(dataset_identity(dataset.meta), samples=len(index))
     save_file(
         {"index": index, "latents": stacked, "future_mask": torch.cat(masks).contiguous()},
         str(partial),

@@ -115,6 +115,13 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             self.video.transformer.requires_grad_(False)
         if config.training_mode == "video":
             self.action_head.requires_grad_(False)
+        # The dataset LeRobot's make_policy builds this policy for. A latent cache is read by index, so one
+        # built for another dataset (a checkpoint's config keeps its path) would be read silently: refuse it.
+        self._dataset_identity = None
+        if dataset_meta is not None and config.latent_cache:
+            from .latent_cache import dataset_identity
+
+            self._dataset_identity = dataset_identity(dataset_meta)
         self.init_rtc_processor()
         self.training_forwards = 0  # forward calls in train mode, named when a loss turns non-finite
         # Trained weights cast to `dtype` for inference (see _cast_for_inference); `_master_file` is the
@@ -373,8 +380,11 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             prompt_embeds: (B, L, E) from `video.encode_prompts`, or with `projected` the (B, L, D) context
                 from `video.text_context`.
             noise: (B, 16, T_lat, h, w) pure-noise latents of the feature forward; global RNG when None.
+        Returns:
+            (B, S, D) with S = T_lat * (h / 2) * (w / 2), or (h / 2) * (w / 2) with `action_feature_frames`
+            "current" (the DiT's tokens are frame-major, so the current frame's come first).
         """
-        return self.video.extract_features(
+        features = self.video.extract_features(
             cond_latent,
             self.num_latent_frames,
             prompt_embeds,
@@ -384,6 +394,10 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             noise=noise,
             projected=projected,
         )
+        if self.config.action_feature_frames == "current":
+            frames = self.num_latent_frames // self.video.patch_size[0]  # token frames (temporal patch 1)
+            features = features[:, : features.shape[1] // frames]
+        return features
 
     # ------------------------------------------------------------------ training
     def noise_shapes(self, batch_size: int) -> dict[str, tuple[int, ...]]:
@@ -501,7 +515,9 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         if cache is None:
             from .latent_cache import LatentCache
 
-            cache = self._latent_cache = LatentCache(self.config.latent_cache, self.config)
+            cache = self._latent_cache = LatentCache(
+                self.config.latent_cache, self.config, dataset=self._dataset_identity
+            )
         if "index" not in batch:
             raise KeyError("DiT4DiT: latent_cache needs each sample's dataset `index` in the batch.")
         latents, future_mask = cache.lookup(batch["index"])

@@ -65,3 +65,15 @@ def test_latent_cache_gives_the_losses_of_the_vae(tiny_base, reach_dataset, tmp_
         LatentCache(cache, other)
     with pytest.raises(KeyError, match="not in latent_cache"):
         LatentCache(cache, cfg.policy).lookup(torch.tensor([10_000]))
+
+    # Training on another dataset with a checkpoint's stale cache path is refused, naming what differs, even
+    # when every sampled index is in the cache.
+    cfg.policy.latent_cache = str(cache)
+    policy = make_policy(cfg.policy, ds_meta=dataset.meta)
+    with torch.no_grad():
+        policy.forward(single_batch, noise=noise)  # its own dataset: accepted
+    renamed = copy.copy(dataset.meta)
+    renamed.repo_id = "someone/other_dataset"
+    stale = make_policy(cfg.policy, ds_meta=renamed)
+    with pytest.raises(ValueError, match="built for another dataset.*someone/other_dataset"), torch.no_grad():
+        stale.forward(single_batch, noise=noise)

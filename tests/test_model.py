@@ -762,6 +762,35 @@ def test_feature_position_embedding_tells_the_head_where_each_feature_is(make_po
         make_policy(feature_position_embedding_size=-1)
 
 
+def test_action_feature_frames_current_keeps_only_the_current_frames_tokens(make_policy):
+    """ "current" hands the head the conditioning frame's tokens of the same feature forward (the first
+    h * w of the frame-major sequence), in training and at inference; anything else is refused by name."""
+    every, current = make_policy(), make_policy(action_feature_frames="current")
+    current.load_state_dict(every.state_dict())
+    batch = inference_batch()
+    cond = torch.randn(2, 16, 1, 4, 8)  # two 32-px cameras side by side: a 4 x 8 latent
+    prompts = every.video.encode_prompts(["pick", "place"])
+    noise = torch.randn(2, 16, every.num_latent_frames, 4, 8)
+    with torch.no_grad():
+        all_tokens = every.extract_features(cond, prompts, noise=noise)
+        own = current.extract_features(cond, prompts, noise=noise)
+    per_frame = all_tokens.shape[1] // every.num_latent_frames
+    assert every.num_latent_frames > 1 and own.shape == (2, per_frame, all_tokens.shape[2])
+    torch.testing.assert_close(own, all_tokens[:, :per_frame])
+
+    # The whole policy runs on the shorter sequence (a position table sized for it is enough).
+    sized = make_policy(action_feature_frames="current", feature_position_embedding_size=per_frame)
+    assert sized.predict_action_chunk(batch).shape == (2, sized.config.chunk_size, ACTION_DIM)
+    loss, parts = sized.forward(train_batch(sized.config))
+    assert torch.isfinite(loss) and parts["action_loss"] > 0
+    noise = torch.randn(2, every.config.chunk_size, every.config.max_action_dim)
+    assert not torch.equal(
+        every.predict_action_chunk(batch, noise=noise), current.predict_action_chunk(batch, noise=noise)
+    )
+    with pytest.raises(ValueError, match="action_feature_frames='future'"):
+        make_policy(action_feature_frames="future")
+
+
 def test_state_dropout_zeroes_the_state_token_in_training_only(make_policy):
     """With state_dropout_prob close to 1 the training loss no longer depends on the state; in eval, and with
     the default 0, it does."""

@@ -84,16 +84,19 @@ def bridge(image_size: int, variant: str = "capsules", seed: int = 0, log: Path 
             out.close()
 
 
-def run_cli(cmd: list[str], log: Path, timeout_s: float | None = None) -> float:
+def run_cli(cmd: list[str], log: Path, timeout_s: float | None = None, threads: int | None = None) -> float:
     """Run a LeRobot CLI with its output in `log`; returns the wall time; raises with the log's tail.
 
-    `lerobot-*` names resolve next to this interpreter first, so a virtual environment need not be active."""
+    `lerobot-*` names resolve next to this interpreter first, so a virtual environment need not be active.
+    `threads` pins the CLI's torch/OpenMP threads (OMP_NUM_THREADS)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     script = Path(sys.executable).parent / cmd[0]
     if cmd[0].startswith("lerobot-") and script.exists():
         cmd = [str(script), *cmd[1:]]
     start = time.perf_counter()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     with open(log, "w") as f:
         proc = subprocess.run(
             cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, timeout=timeout_s
@@ -157,6 +160,20 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="RTC: plan a new chunk when this many actions are left (default: chunk_size - n_action_steps, "
         "so each chunk's first n_action_steps run as in training; LeRobot's default 30 re-plans every tick)",
+    )
+    parser.add_argument(
+        "--rtc-execution-horizon",
+        type=int,
+        default=None,
+        help="RTC: how many leading actions of a new chunk are guided towards what is left of the previous "
+        "one (default: the preset's n_action_steps; see docs/unitree_g1_sim.md, run 10)",
+    )
+    parser.add_argument(
+        "--rollout-threads",
+        type=int,
+        default=1,
+        help="torch threads of the rollout process (default 1: the simulator shares this machine's cores; "
+        "with two threads a chunk took 2-5 control ticks, with one 2-3)",
     )
     parser.add_argument(
         "--latent-cache",
@@ -340,16 +357,22 @@ def main(argv: list[str] | None = None) -> None:
             f"--duration={args.rollout_minutes * 60}",
             f"--inference.type={inference}",
         ]
+        horizon = None
         if inference == "rtc":
-            # RTC guides the new chunk with what is left of the previous one: about `queue_threshold` steps.
-            horizon = max(1, queue_threshold)
+            # RTC pulls a new chunk's first `execution_horizon` actions towards what is left of the previous
+            # one, those before the inference delay with full weight. LeRobot's delay is the largest latency
+            # seen so far, so one slow chunk freezes every later chunk's first actions; guiding the whole
+            # overlap (6 of 8 steps) then replays the old plan for about a press cycle after the button
+            # moves. Guiding only the steps that run while the next chunk is computed keeps the seam smooth
+            # and lets each chunk act on its own observation.
+            horizon = args.rtc_execution_horizon or preset["policy"]["n_action_steps"]
             rollout += [
                 f"--inference.queue_threshold={queue_threshold}",
                 f"--inference.rtc.execution_horizon={horizon}",
             ]
         rate, metrics = presses_per_minute(
             scene,
-            lambda: run_cli(rollout, logs / f"rollout_{args.policy}.log"),
+            lambda: run_cli(rollout, logs / f"rollout_{args.policy}.log", threads=args.rollout_threads),
             args.seed,
             args.rollout_minutes * 60,
         )
@@ -357,6 +380,8 @@ def main(argv: list[str] | None = None) -> None:
     result.update(
         inference=inference,
         queue_threshold=queue_threshold if inference == "rtc" else None,
+        rtc_execution_horizon=horizon,
+        rollout_threads=args.rollout_threads,
         presses_per_minute=rate,
         rollout_minutes=args.rollout_minutes,
         commands=metrics["commands"],
