@@ -37,8 +37,11 @@ class FakeBridge:
         self.q = q.copy()
         self.publishing = threading.Event()
         self.publishing.set()
+        self.reading = threading.Event()  # cleared: the robot side stops taking commands
+        self.reading.set()
         self.stop = threading.Event()
         self.received = 0
+        self.wire: list[np.ndarray] = []  # the q of every command received, in order
         self.threads = [threading.Thread(target=f, daemon=True) for f in (self._publish, self._collect)]
         for t in self.threads:
             t.start()
@@ -54,8 +57,12 @@ class FakeBridge:
 
     def _collect(self):
         while not self.stop.is_set():
+            if not self.reading.is_set():
+                time.sleep(0.005)
+                continue
             try:
-                self.pull.recv()
+                motors = json.loads(self.pull.recv())["data"]["motor_cmd"]
+                self.wire.append(np.array([m["q"] for m in motors[:29]]))
                 self.received += 1
             except zmq.Again:
                 pass
@@ -197,6 +204,43 @@ def test_g1_safety_fuzz(fake_bridge, mode, n):
         f"{safety.non_finite} NaN/Inf/missing values held, {safety.clipped} values clipped, "
         f"{safety.stale_holds} commands held on stale state"
     )
+
+
+def test_g1_every_command_reaches_the_robot_in_order(fake_bridge):
+    """The step cap holds for what the robot receives: LeRobot's own lowcmd socket conflates (an unsent
+    command is replaced by the next), which let a loaded simulator see a 0.115-rad step. Commands sent in a
+    tight loop, each a full step of a ramp, must all arrive, in order, each within the cap of the last."""
+    robot = connected_robot()
+    keys = list(robot.action_features)
+    n = 400
+    try:
+        for i in range(n):
+            target = 10.0 if (i // 20) % 2 == 0 else -10.0  # ramps of 20 full steps up and down
+            robot.send_action(dict.fromkeys(keys, target))
+        deadline = time.monotonic() + 10
+        while fake_bridge.received < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        robot.disconnect()
+    time.sleep(0.1)
+    wire = np.stack(fake_bridge.wire[:n])
+    assert fake_bridge.received >= n, f"{n - fake_bridge.received} of {n} commands never reached the robot"
+    steps = np.abs(np.diff(wire, axis=0)).max(axis=1)
+    cap = robot.config.max_step_rad
+    assert steps.max() <= cap + 1e-9, f"received commands {np.flatnonzero(steps > cap + 1e-9)[:5]} jump"
+    assert (steps > cap - 1e-6).mean() > 0.5  # the ramps really moved at the cap
+
+
+def test_g1_send_action_raises_when_the_robot_takes_no_commands(fake_bridge):
+    robot = connected_robot(receive_timeout_s=0.3)
+    fake_bridge.reading.clear()  # the robot side stops taking commands; the state keeps coming
+    action = dict.fromkeys(robot.action_features, 0.0)
+    start = time.monotonic()
+    with pytest.raises(ConnectionError, match="took no command"):
+        for _ in range(100_000):
+            robot.send_action(action)
+    assert time.monotonic() - start < 10
+    robot.disconnect()
 
 
 def test_g1_limits_are_the_models():

@@ -44,7 +44,8 @@ class UnitreeG1Dit4ditConfig(UnitreeG1Config):
     limit_margin_rad: float = 0.05
     # Commands are held when the newest robot state is older than this (s).
     max_state_age_s: float = 0.25
-    # Receive timeout of the state socket (s): a dead bridge cannot block a thread forever.
+    # Receive timeout of the state socket and send timeout of the command socket (s): a dead bridge cannot
+    # block a thread forever.
     receive_timeout_s: float = 0.5
     # How long connect() waits for the first robot state (s).
     connect_timeout_s: float = 10.0

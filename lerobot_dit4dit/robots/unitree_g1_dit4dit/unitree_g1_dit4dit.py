@@ -39,6 +39,9 @@ NUM_MOTORS = 35  # the LowCmd/LowState messages carry 35 motor slots; the G1 use
 LOWCMD_TOPIC = "rt/lowcmd"  # the topic `run_g1_server` forwards to DDS
 LOWSTATE_TOPIC = "rt/lowstate"
 ARM_JOINTS = tuple(int(j) for j in G1_29_JointArmIndex)
+# Commands the lowcmd socket holds while the robot is slow to take them; past that send_action waits up to
+# receive_timeout_s, then raises. A longer queue would deliver old targets late.
+LOWCMD_QUEUE = 4
 
 
 class _MotorCmd:
@@ -141,8 +144,21 @@ class UnitreeG1Dit4dit(UnitreeG1):
 
         sockets.ChannelFactoryInitialize(0, config=self.config)
         self._sockets = sockets
-        for sock in (sockets._lowcmd_sock, sockets._lowstate_sock):
-            sock.setsockopt(zmq.LINGER, 0)  # never block process exit on unsent commands
+        # LeRobot's lowcmd socket conflates: an unsent command is replaced by the next one. Under load a
+        # dropped command made the simulator's target jump by 0.115 rad (cap 0.1) between the commands it
+        # received, so the step cap held only for what was sent. This socket keeps every command, in order,
+        # and raises instead of blocking when the robot stops taking them (send timeout).
+        sockets._lowcmd_sock.close(linger=0)
+        lowcmd = sockets._ctx.socket(zmq.PUSH)
+        for opt, value in (
+            (zmq.LINGER, 0),
+            (zmq.SNDHWM, LOWCMD_QUEUE),
+            (zmq.SNDTIMEO, int(self.config.receive_timeout_s * 1000)),
+        ):
+            lowcmd.setsockopt(opt, value)
+        lowcmd.connect(f"tcp://{self.config.robot_ip}:{sockets.LOWCMD_PORT}")
+        sockets._lowcmd_sock = lowcmd
+        sockets._lowstate_sock.setsockopt(zmq.LINGER, 0)  # never block process exit
         sockets._lowstate_sock.setsockopt(zmq.RCVTIMEO, int(self.config.receive_timeout_s * 1000))
         self.lowcmd_publisher = sockets.ChannelPublisher(LOWCMD_TOPIC, None)
         self.lowstate_subscriber = sockets.ChannelSubscriber(LOWSTATE_TOPIC, None)
@@ -298,7 +314,15 @@ class UnitreeG1Dit4dit(UnitreeG1):
             with contextlib.suppress(TypeError, ValueError):  # else NaN: held and counted by the safety layer
                 target[index] = float(value)
         safe = self.safety(target, self.state_age_s())
-        self.publish_lowcmd({f"{G1_29_JointIndex(i).name}.q": float(safe[i]) for i in range(NUM_JOINTS)})
+        import zmq
+
+        try:
+            self.publish_lowcmd({f"{G1_29_JointIndex(i).name}.q": float(safe[i]) for i in range(NUM_JOINTS)})
+        except zmq.Again as e:
+            raise ConnectionError(
+                f"unitree_g1_dit4dit: the robot at {self.config.robot_ip}:{self._sockets.LOWCMD_PORT} took "
+                f"no command for {self.config.receive_timeout_s} s ({LOWCMD_QUEUE} queued)."
+            ) from e
         self.commands_sent += 1
         return {f"{G1_29_JointIndex(i).name}.pos": float(safe[i]) for i in self.joints}
 
