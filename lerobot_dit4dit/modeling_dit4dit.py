@@ -395,9 +395,14 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             projected=projected,
         )
         if self.config.action_feature_frames == "current":
-            frames = self.num_latent_frames // self.video.patch_size[0]  # token frames (temporal patch 1)
-            features = features[:, : features.shape[1] // frames]
+            features = self.current_frame_tokens(features, cond_latent)
         return features
+
+    def current_frame_tokens(self, features: Tensor, cond_latent: Tensor) -> Tensor:
+        """(B, S, D) features -> (B, (h / 2) * (w / 2), D): the tokens of the current frame, whose latent is
+        `cond_latent` (B, 16, 1, h, w). The DiT's tokens are frame-major, so they come first."""
+        _, p_h, p_w = self.video.patch_size
+        return features[:, : (cond_latent.shape[-2] // p_h) * (cond_latent.shape[-1] // p_w)]
 
     # ------------------------------------------------------------------ training
     def noise_shapes(self, batch_size: int) -> dict[str, tuple[int, ...]]:

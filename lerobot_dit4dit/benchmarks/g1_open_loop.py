@@ -146,10 +146,10 @@ def button_probe(policy_path: Path, data: Path, frames: int = 600, seed: int = 0
             batch = pre(obs)
             latent = policy.video.encode_video(policy.tile_cameras(batch)[:, :, :1])  # (1, 16, 1, h, w)
             features = policy.extract_features(latent, policy.video.encode_prompts(batch["task"]))
-            tokens = latent.shape[-2] * latent.shape[-1] // 4  # the current frame's patches (2 x 2)
             inputs["pixels"].append(item[camera].flatten().numpy())
             inputs["VAE latent"].append(latent.flatten().numpy())
-            inputs["features, current-frame tokens"].append(features[0, :tokens].flatten().float().numpy())
+            current = policy.current_frame_tokens(features, latent)[0]
+            inputs["features, current-frame tokens"].append(current.flatten().float().numpy())
     y = np.array(centroids)
     return {
         "frames": len(y),

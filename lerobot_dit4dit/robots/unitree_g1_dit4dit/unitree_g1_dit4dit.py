@@ -158,6 +158,7 @@ class UnitreeG1Dit4dit(UnitreeG1):
             lowcmd.setsockopt(opt, value)
         lowcmd.connect(f"tcp://{self.config.robot_ip}:{sockets.LOWCMD_PORT}")
         sockets._lowcmd_sock = lowcmd
+        self._send_timeout = zmq.Again  # zmq is imported here, not at module import (plugin discovery)
         sockets._lowstate_sock.setsockopt(zmq.LINGER, 0)  # never block process exit
         sockets._lowstate_sock.setsockopt(zmq.RCVTIMEO, int(self.config.receive_timeout_s * 1000))
         self.lowcmd_publisher = sockets.ChannelPublisher(LOWCMD_TOPIC, None)
@@ -314,11 +315,9 @@ class UnitreeG1Dit4dit(UnitreeG1):
             with contextlib.suppress(TypeError, ValueError):  # else NaN: held and counted by the safety layer
                 target[index] = float(value)
         safe = self.safety(target, self.state_age_s())
-        import zmq
-
         try:
             self.publish_lowcmd({f"{G1_29_JointIndex(i).name}.q": float(safe[i]) for i in range(NUM_JOINTS)})
-        except zmq.Again as e:
+        except self._send_timeout as e:
             raise ConnectionError(
                 f"unitree_g1_dit4dit: the robot at {self.config.robot_ip}:{self._sockets.LOWCMD_PORT} took "
                 f"no command for {self.config.receive_timeout_s} s ({LOWCMD_QUEUE} queued)."
