@@ -145,6 +145,17 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         it)."""
         rtc = self.config.rtc_config
         self.rtc_processor = RTCProcessor(rtc) if rtc is not None and rtc.enabled else None
+        if self.rtc_processor is not None and rtc.execution_horizon > self.config.n_action_steps:
+            # LeRobot 0.6.1's engine passes the largest delay seen so far, and RTC pulls the first
+            # `execution_horizon` actions towards the previous chunk: beyond the executed steps this pins
+            # what runs to stale plans (docs/unitree_g1_sim.md, run 10: 18.0 -> 41.7 presses/min).
+            logger.warning(
+                "RTC execution_horizon=%d is above n_action_steps=%d: the executed actions of each chunk "
+                "will follow the previous chunk's plan; pass --inference.rtc.execution_horizon=%d",
+                rtc.execution_horizon,
+                self.config.n_action_steps,
+                self.config.n_action_steps,
+            )
 
     def _get_default_peft_targets(self) -> dict:
         """LoRA targets for `lerobot-train --peft.method_type=lora`: the attention projections of both DiTs

@@ -319,6 +319,12 @@ def test_g1_config_errors():
         UnitreeG1Dit4ditConfig(max_step_rad=2.0)
     with pytest.raises(ValueError, match="not supported"):
         UnitreeG1Dit4dit(UnitreeG1Dit4ditConfig(cameras={}, gravity_compensation=True))
+    from lerobot_dit4dit.teleoperators.g1_scripted_expert import G1ScriptedExpertConfig
+
+    with pytest.raises(ValueError, match="press_radius_m=0.05 must be below descend_radius_m=0.05"):
+        G1ScriptedExpertConfig(press_radius_m=0.05, descend_radius_m=0.05)
+    with pytest.raises(ValueError, match="descend_radius_m=0"):
+        G1ScriptedExpertConfig(descend_radius_m=0)
 
 
 # ---------------------------------------------------------------------------------------------- simulator
@@ -376,6 +382,7 @@ def test_g1_record_train_rollout(tiny_base, tmp_path):
                 # needs absolute ones (the relative path is tested in test_model.py and drives the RTC loop).
                 "--policy.use_relative_actions=false",
                 "--batch_size=2",
+                "--num_workers=0",  # the preset's data worker is a second process importing everything
                 "--log_freq=1",
             ],
             env=env,

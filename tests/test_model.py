@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -495,6 +496,23 @@ def test_real_time_chunking_steers_the_prefix(make_policy):
         batch, noise=noise, inference_delay=3, prev_chunk_left_over=None
     )
     torch.testing.assert_close(first_chunk, plain)
+
+
+def test_rtc_horizon_beyond_the_executed_steps_is_named(make_policy, caplog):
+    """An RTC execution horizon above n_action_steps pins the executed actions to the previous chunk's plan
+    (LeRobot passes the largest delay so far): the policy says so, naming both values; within it, nothing."""
+    from lerobot.policies.rtc.configuration_rtc import RTCConfig
+
+    policy = make_policy(n_action_steps=2)
+    with caplog.at_level(logging.WARNING, logger="lerobot_dit4dit.modeling_dit4dit"):
+        policy.config.rtc_config = RTCConfig(execution_horizon=2)
+        policy.init_rtc_processor()
+        assert not caplog.records
+        policy.config.rtc_config = RTCConfig()  # LeRobot's default horizon, 10
+        policy.init_rtc_processor()
+    (record,) = caplog.records
+    assert "execution_horizon=10" in record.getMessage() and "n_action_steps=2" in record.getMessage()
+    assert "--inference.rtc.execution_horizon=2" in record.getMessage()
 
 
 def test_feature_kv_once_per_chunk_and_text_kv_once_per_instruction(make_policy, monkeypatch):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -23,6 +24,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from lerobot_dit4dit.teleoperators.g1_scripted_expert import G1ScriptedExpertConfig
 
 from .scene_client import SceneClient
 
@@ -201,7 +204,10 @@ def main(argv: list[str] | None = None) -> None:
     data = out / "data"
     result: dict = {"policy": args.policy, "episodes": args.episodes, "image_size": size, "fps": args.fps}
 
+    # The expert's settings are part of the recordings' (a changed expert records again).
+    expert = dataclasses.asdict(G1ScriptedExpertConfig())
     data_settings = {"episodes": args.episodes, "episode_s": args.episode_s, "fps": args.fps, "size": size}
+    data_settings["expert"] = expert
     data_stamp = out / "data_settings.json"
     have_data = data_stamp.exists() and json.loads(data_stamp.read_text()) == data_settings
     expert_file = out / "expert.json"

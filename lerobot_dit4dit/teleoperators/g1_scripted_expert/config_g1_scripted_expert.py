@@ -28,12 +28,29 @@ class G1ScriptedExpertConfig(TeleoperatorConfig):
     ik_tolerance_m: float = 0.002
     # Height above the table top of the hover point (m) before pressing.
     hover_height_m: float = 0.07
+    # The descent: at hover height from this horizontal distance to the button's centre (m) inwards, down to
+    # the press depth within press_radius_m, linearly in between. The simulator counts a press within
+    # 0.04 m of the centre, so a fingertip a few cm off still comes down far enough to press.
+    descend_radius_m: float = 0.05
+    press_radius_m: float = 0.02
     # Receive/reply timeout towards the simulator (s).
     timeout_s: float = 2.0
 
     def __post_init__(self):
         if self.mode not in ("arm", "full"):
             raise ValueError(f"g1_scripted_expert: mode={self.mode!r}; expected 'arm' or 'full'")
-        for name in ("ik_iterations", "ik_tolerance_m", "hover_height_m", "timeout_s"):
+        for name in (
+            "ik_iterations",
+            "ik_tolerance_m",
+            "hover_height_m",
+            "descend_radius_m",
+            "press_radius_m",
+            "timeout_s",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"g1_scripted_expert: {name}={getattr(self, name)} must be positive")
+        if not self.press_radius_m < self.descend_radius_m:
+            raise ValueError(
+                f"g1_scripted_expert: press_radius_m={self.press_radius_m} must be below "
+                f"descend_radius_m={self.descend_radius_m}"
+            )

@@ -1,11 +1,12 @@
 """The scripted button-press expert for the simulated G1, as a LeRobot `Teleoperator`.
 
-Waypoints of the right fingertip solved by damped-least-squares IK: travel at hover height, align, press;
-when the simulator counts a press the button respawns, the fingertip is now away from it, so it lifts and the
-cycle starts again. Every action is a function of the measured joints and the button position alone (no
-hidden phase or integrator), so that a policy seeing the joints and the camera can learn it. Each action is
-the waypoint's joint configuration plus the gravity torque there / kp (so the PD settles on it), not a step
-from the measured joints. Other joints are held where they are.
+Waypoints of the right fingertip solved by damped-least-squares IK: travel at hover height, descending on a
+cone over the button as the fingertip closes in, so it presses; when the simulator counts a press the button
+respawns, the fingertip is now away from it, so it lifts and the cycle starts again. Every action is a
+function of the measured joints and the button position alone (no hidden phase or integrator), so that a
+policy seeing the joints and the camera can learn it. Each action is the waypoint's joint configuration plus
+the gravity torque there / kp (so the PD settles on it), not a step from the measured joints. Other joints are
+held where they are.
 """
 
 from __future__ import annotations
@@ -115,10 +116,11 @@ class G1ScriptedExpert(Teleoperator):
     def _step(self, q: np.ndarray, button: np.ndarray) -> np.ndarray:
         """One action: (29,) measured joints, (3,) button -> (29,) joint command.
 
-        The command is the waypoint's joint configuration, not a small step from the measured joints: the
-        phase (lift, travel at hover height, align, press) picks a fingertip waypoint from where the fingertip
-        is relative to the button, damped-least-squares IK solves for it to convergence, and the gravity
-        torque at that configuration / kp is added so the PD settles on it. The robot's step cap turns the
+        The command is the waypoint's joint configuration, not a small step from the measured joints: where
+        the fingertip is relative to the button picks the waypoint (lift in place after a press, else the
+        point above the button on a cone from hover height down to the press depth), damped-least-squares
+        IK solves for it to convergence, and the gravity torque at that configuration / kp is added so the PD
+        settles on it. The robot's step cap turns the
         jump into a ramp. An absolute target barely depends on the measured joints, so a policy's small errors
         give small offsets; targets of the form "measured + step" integrate any bias (the first recipe's
         policies drifted up and hovered). A function of (q, button) only: no hidden phase or integrator."""
@@ -127,17 +129,18 @@ class G1ScriptedExpert(Teleoperator):
         data.qvel[:] = 0.0
         mj.mj_kinematics(model, data)
         tip = data.site_xpos[self._tip].copy()
+        cfg = self.config
         top = g.TABLE_TOP_Z
-        hover = top + self.config.hover_height_m
+        hover = top + cfg.hover_height_m
         dxy = np.linalg.norm(tip[:2] - button[:2])
-        if dxy <= 0.02:  # on the button: press
-            goal = np.array([button[0], button[1], top + 0.02])
-        elif dxy <= 0.03:  # nearly there: align at this height
-            goal = np.array([button[0], button[1], tip[2]])
-        elif tip[2] < hover - 0.02:  # low and away (after a press): lift in place first
+        if dxy > cfg.descend_radius_m and tip[2] < hover - 0.02:  # low and away (after a press): lift first
             goal = np.array([tip[0], tip[1], hover])
-        else:  # travel at hover height
-            goal = np.array([button[0], button[1], hover])
+        else:
+            # A cone over the button: full depth within press_radius_m, hover height from descend_radius_m
+            # out, linear in between. A step between "hover" and "press" at one radius made the target a
+            # discontinuous function of the fingertip's offset, which a policy regresses to a half-descent.
+            depth = np.clip((cfg.descend_radius_m - dxy) / (cfg.descend_radius_m - cfg.press_radius_m), 0, 1)
+            goal = np.array([button[0], button[1], hover - depth * (hover - top - 0.02)])
         target = self._solve_ik(q, goal)
         data.qpos[:NUM_JOINTS] = target
         mj.mj_forward(model, data)  # qfrc_bias = the gravity torques at the target, at rest
