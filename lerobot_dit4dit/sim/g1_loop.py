@@ -205,9 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     result: dict = {"policy": args.policy, "episodes": args.episodes, "image_size": size, "fps": args.fps}
 
     # The expert's settings are part of the recordings' (a changed expert records again).
-    expert = dataclasses.asdict(G1ScriptedExpertConfig())
     data_settings = {"episodes": args.episodes, "episode_s": args.episode_s, "fps": args.fps, "size": size}
-    data_settings["expert"] = expert
+    data_settings["expert"] = dataclasses.asdict(G1ScriptedExpertConfig())
     data_stamp = out / "data_settings.json"
     have_data = data_stamp.exists() and json.loads(data_stamp.read_text()) == data_settings
     expert_file = out / "expert.json"

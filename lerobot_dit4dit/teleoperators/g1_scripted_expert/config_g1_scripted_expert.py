@@ -30,7 +30,7 @@ class G1ScriptedExpertConfig(TeleoperatorConfig):
     hover_height_m: float = 0.07
     # The descent: at hover height from this horizontal distance to the button's centre (m) inwards, down to
     # the press depth within press_radius_m, linearly in between. The simulator counts a press within
-    # 0.04 m of the centre, so a fingertip a few cm off still comes down far enough to press.
+    # g1_scene.PRESS_RADIUS (0.04 m) of the centre, so a fingertip a few cm off still comes down far enough.
     descend_radius_m: float = 0.05
     press_radius_m: float = 0.02
     # Receive/reply timeout towards the simulator (s).

@@ -118,12 +118,12 @@ class G1ScriptedExpert(Teleoperator):
 
         The command is the waypoint's joint configuration, not a small step from the measured joints: where
         the fingertip is relative to the button picks the waypoint (lift in place after a press, else the
-        point above the button on a cone from hover height down to the press depth), damped-least-squares
-        IK solves for it to convergence, and the gravity torque at that configuration / kp is added so the PD
-        settles on it. The robot's step cap turns the
-        jump into a ramp. An absolute target barely depends on the measured joints, so a policy's small errors
-        give small offsets; targets of the form "measured + step" integrate any bias (the first recipe's
-        policies drifted up and hovered). A function of (q, button) only: no hidden phase or integrator."""
+        point above the button on a cone from hover height down to the press depth), damped-least-squares IK
+        solves for it to convergence, and the gravity torque at that configuration / kp is added so the PD
+        settles on it. The robot's step cap turns the jump into a ramp. An absolute target barely depends on
+        the measured joints, so a policy's small errors give small offsets; targets of the form "measured +
+        step" integrate any bias (the first recipe's policies drifted up and hovered). A function of (q,
+        button) only: no hidden phase or integrator."""
         mj, model, data, g = self._mj, self._model, self._data, self._scene_geometry
         data.qpos[:NUM_JOINTS] = q
         data.qvel[:] = 0.0
