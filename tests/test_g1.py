@@ -321,8 +321,8 @@ def test_g1_config_errors():
         UnitreeG1Dit4dit(UnitreeG1Dit4ditConfig(cameras={}, gravity_compensation=True))
     from lerobot_dit4dit.teleoperators.g1_scripted_expert import G1ScriptedExpertConfig
 
-    with pytest.raises(ValueError, match="press_radius_m=0.05 must be below descend_radius_m=0.05"):
-        G1ScriptedExpertConfig(press_radius_m=0.05, descend_radius_m=0.05)
+    with pytest.raises(ValueError, match="full_depth_radius_m=0.05 must be below descend_radius_m=0.05"):
+        G1ScriptedExpertConfig(full_depth_radius_m=0.05, descend_radius_m=0.05)
     with pytest.raises(ValueError, match="descend_radius_m=0"):
         G1ScriptedExpertConfig(descend_radius_m=0)
 

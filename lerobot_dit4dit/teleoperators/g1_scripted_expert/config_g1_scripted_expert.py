@@ -29,10 +29,10 @@ class G1ScriptedExpertConfig(TeleoperatorConfig):
     # Height above the table top of the hover point (m) before pressing.
     hover_height_m: float = 0.07
     # The descent: at hover height from this horizontal distance to the button's centre (m) inwards, down to
-    # the press depth within press_radius_m, linearly in between. The simulator counts a press within
+    # the press depth within full_depth_radius_m, linearly in between. The simulator counts a press within
     # g1_scene.PRESS_RADIUS (0.04 m) of the centre, so a fingertip a few cm off still comes down far enough.
     descend_radius_m: float = 0.05
-    press_radius_m: float = 0.02
+    full_depth_radius_m: float = 0.02
     # Receive/reply timeout towards the simulator (s).
     timeout_s: float = 2.0
 
@@ -44,13 +44,13 @@ class G1ScriptedExpertConfig(TeleoperatorConfig):
             "ik_tolerance_m",
             "hover_height_m",
             "descend_radius_m",
-            "press_radius_m",
+            "full_depth_radius_m",
             "timeout_s",
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"g1_scripted_expert: {name}={getattr(self, name)} must be positive")
-        if not self.press_radius_m < self.descend_radius_m:
+        if not self.full_depth_radius_m < self.descend_radius_m:
             raise ValueError(
-                f"g1_scripted_expert: press_radius_m={self.press_radius_m} must be below "
+                f"g1_scripted_expert: full_depth_radius_m={self.full_depth_radius_m} must be below "
                 f"descend_radius_m={self.descend_radius_m}"
             )

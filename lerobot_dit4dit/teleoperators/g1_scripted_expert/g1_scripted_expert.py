@@ -136,10 +136,13 @@ class G1ScriptedExpert(Teleoperator):
         if dxy > cfg.descend_radius_m and tip[2] < hover - 0.02:  # low and away (after a press): lift first
             goal = np.array([tip[0], tip[1], hover])
         else:
-            # A cone over the button: full depth within press_radius_m, hover height from descend_radius_m
-            # out, linear in between. A step between "hover" and "press" at one radius made the target a
-            # discontinuous function of the fingertip's offset, which a policy regresses to a half-descent.
-            depth = np.clip((cfg.descend_radius_m - dxy) / (cfg.descend_radius_m - cfg.press_radius_m), 0, 1)
+            # A cone over the button: full depth within full_depth_radius_m, hover height from
+            # descend_radius_m out, linear in between. A step between "hover" and "press" at one radius
+            # made the target a discontinuous function of the fingertip's offset, which a policy regresses
+            # to a half-descent.
+            depth = np.clip(
+                (cfg.descend_radius_m - dxy) / (cfg.descend_radius_m - cfg.full_depth_radius_m), 0, 1
+            )
             goal = np.array([button[0], button[1], hover - depth * (hover - top - 0.02)])
         target = self._solve_ik(q, goal)
         data.qpos[:NUM_JOINTS] = target
