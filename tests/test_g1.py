@@ -327,6 +327,18 @@ def test_g1_config_errors():
         G1ScriptedExpertConfig(descend_radius_m=0)
 
 
+def test_g1_probe_ridge_forms_agree():
+    """The button probe's ridge solve takes the (N, N) dual form when features outnumber frames; it must give
+    the primal (F, F) solution."""
+    from lerobot_dit4dit.benchmarks.g1_open_loop import ridge_weights
+
+    rng = np.random.default_rng(0)
+    for n, f in ((9, 300), (40, 12)):
+        a, b = rng.normal(size=(n, f)), rng.normal(size=(n, 2))
+        primal = np.linalg.solve(a.T @ a + 10.0 * np.eye(f), a.T @ b)
+        np.testing.assert_allclose(ridge_weights(a, b, 10.0), primal, rtol=1e-8, atol=1e-10)
+
+
 # ---------------------------------------------------------------------------------------------- simulator
 def dataset_names(root) -> tuple[list[str], list[str]]:
     features = json.loads((root / "meta" / "info.json").read_text())["features"]
