@@ -281,8 +281,9 @@ def _free_port() -> int:
     os.environ.get("DIT4DIT_MULTIPROCESS_TESTS") != "1",
     reason="opt-in (DIT4DIT_MULTIPROCESS_TESTS=1): on this 2-core machine the two-rank run hung in a "
     "collective in 2 of about 6 runs under heavy load (one rank exited, the other waited); it then passed "
-    "11 of 11 runs (8 alone, 3 beside a 2-process CPU hog), but it stays out of the default suite until "
-    "the hang is understood",
+    "11 of 11 runs (8 alone, 3 beside a 2-process CPU hog), and 8 of 8 on 2026-12-03 (2 alone, 6 beside the "
+    "hog), but it stays out of the default suite until the hang is understood; a hung rank now prints its "
+    "stack after 200 s (tests/fixtures/rank_dump)",
 )
 def test_two_process_accelerate_training_keeps_ranks_identical(tiny_base, reach_dataset, tmp_path):
     """Two-process CPU training on LeRobot's engine: `accelerate launch --multi_gpu --num_processes 2

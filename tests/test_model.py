@@ -632,6 +632,32 @@ def test_bf16_weights_cast_once_for_inference(make_policy, caplog):
     assert acting.video.transformer.dtype == torch.float32 and "cast to bfloat16 for inference" in caplog.text
 
 
+def test_read_checkpoint_reopens_the_file_and_keeps_the_order(tmp_path, monkeypatch):
+    """Checkpoints are read through `read_checkpoint`, which closes and reopens the safetensors handle after
+    every `reopen_bytes` (read pages stay mapped, in RSS, while a handle is open): every requested tensor
+    comes back exactly, in the order asked, and a small budget opens the file again."""
+    from safetensors.torch import save_file
+
+    import lerobot_dit4dit.modeling_dit4dit as modeling
+
+    tensors = {f"t{i}": torch.randn(64, 16) for i in range(6)}  # 4 KiB each
+    tensors["n"] = torch.arange(5)
+    path = str(tmp_path / "m.safetensors")
+    save_file(tensors, path)
+    opened = []
+    real_open = modeling.safe_open
+    monkeypatch.setattr(modeling, "safe_open", lambda *a, **k: opened.append(1) or real_open(*a, **k))
+
+    names = ["t3", "n", "t0", "t5"]
+    got = list(modeling.read_checkpoint(path, names, reopen_bytes=8192))
+    assert [k for k, _ in got] == names
+    assert all(torch.equal(v, tensors[k]) for k, v in got)
+    assert len(opened) == 2  # the first handle reads up to 8 KiB (t3, n, t0), the second t5
+    opened.clear()
+    assert dict(modeling.read_checkpoint(path)).keys() == tensors.keys()
+    assert len(opened) == 2  # the key listing, then one handle under the default budget
+
+
 def test_bf16_checkpoint_loads_straight_into_bf16(make_policy, tmp_path, caplog):
     """from_pretrained with dtype=bfloat16 assigns the weights in bf16 (no fp32 copy of the video DiT), acts
     as the cast-once path does, and still trains and saves from the checkpoint's exact fp32 weights."""
