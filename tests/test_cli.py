@@ -379,3 +379,24 @@ def test_lora_fine_tuning_through_lerobot_peft(trained, reach_dataset, tmp_path)
     policy.eval()
     batch = inference_batch()
     assert policy.predict_action_chunk(batch).shape == (2, 8, 4)
+
+
+@pytest.mark.parametrize("mode", [[], ["--latent-cache"]], ids=["vae", "latent_cache"])
+def test_speed_benchmark_prints_and_writes_every_stage(tmp_path, mode):
+    """`python -m lerobot_dit4dit.benchmarks.speed` at tiny width (its CI-size run): it pins the thread count,
+    times the train step, the chunk and each inference stage, and writes them with the machine to its JSON.
+    No figure is compared with a bound: a benchmark prints figures, the test only checks they are there."""
+    out = tmp_path / "speed.json"
+    proc = run(
+        [sys.executable, "-m", "lerobot_dit4dit.benchmarks.speed", "--threads", "1", "--batch-size", "2"]
+        + ["--warmup", "0", "--repeats", "1", "--json", str(out), *mode],
+        timeout=300,
+    )
+    assert "torch threads: 1" in proc.stdout, proc.stdout
+    figures = json.loads(out.read_text())
+    assert figures["config"]["latent_cache"] == bool(mode)
+    assert figures["threads"] == 1 and figures["machine"]["cpu_count"] >= 1
+    stages = ("train_step_ms", "chunk_ms", "stage_vae_encode_frame0_ms", "stage_feature_forward_ms")
+    for key in (*stages, "stage_action_sampling_ms", "peak_memory_mib"):
+        assert figures["results"][key] > 0, (key, figures["results"])
+        assert key in proc.stdout

@@ -9,9 +9,9 @@
     python -m lerobot_dit4dit.benchmarks.official_side_by_side --official-src /path/to/DiT4DiT \
         --check-fixture                                         # the shims reproduce tests/fixtures/parity
 
-The official code is imported from the `--official-src` checkout (nothing of it is copied here). One base
-with random weights at `--width` (speed.py's tiny / medium / real) is written with `save_pretrained`; the
-official framework is built on it from an official-style config, and its `state_dict()` is saved where the
+The official code is imported from the `--official-src` checkout (nothing of it is copied here). One base with
+random weights at `--width` (speed.py's tiny / medium / medium-wan / real) is written with `save_pretrained`;
+the official framework is built on it from an official-style config, and its `state_dict()` is saved where the
 official trainer saves it (`<run>/checkpoints/steps_0_pytorch_model.pt`, next to `<run>/config.yaml`). That
 file is converted with `convert_official` into a dit4dit checkpoint, so both sides hold the same weights.
 
@@ -379,7 +379,7 @@ def prepare(args, work: Path) -> dict:
     from safetensors.torch import save_file
 
     from ..convert_official import convert_official
-    from ..testing.tiny_base import MEDIUM_BASE, REAL_WIDTH_BASE, TINY_BASE
+    from ..testing.tiny_base import BENCH_BASES
     from .speed import bench_config
 
     bench_args = argparse.Namespace(
@@ -394,7 +394,7 @@ def prepare(args, work: Path) -> dict:
     )
     cfg = bench_config(bench_args)  # builds the base with random weights at --width
     base = Path(cfg.base_model)
-    sizes = {"tiny": TINY_BASE, "medium": MEDIUM_BASE, "real": REAL_WIDTH_BASE}[args.width]
+    sizes = BENCH_BASES[args.width]
     video_width = sizes.num_attention_heads * sizes.attention_head_dim
     state_dim, action_dim = cfg.robot_state_feature.shape[0], cfg.action_feature.shape[0]
 
@@ -846,16 +846,17 @@ def print_report(args, meta: dict, runs: dict[str, list[dict]], parity: dict[str
 
 
 def main() -> None:
+    from ..testing.tiny_base import BENCH_BASES, BENCH_WIDTH_HELP
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--official-src", required=True, help="checkout of github Mondo-Robotics/DiT4DiT")
     parser.add_argument(
         "--width",
-        choices=("tiny", "medium", "real"),
+        choices=list(BENCH_BASES),
         default="tiny",
-        help="random base of speed.py: tiny (4 x 64 DiT), medium (8 x 1024) or real (28 x 2048 + real Wan "
-        "VAE); the text encoder stays tiny",
+        help=f"speed.py's {BENCH_WIDTH_HELP}",
     )
     parser.add_argument(
         "--real-size", action="store_true", help="the real-size action head (DiT-B, 16 layers)"

@@ -187,23 +187,21 @@ def bench_config(args):
 
     from ..configuration_dit4dit import DiT4DiTConfig
     from ..testing.tiny_base import (
-        MEDIUM_BASE,
-        REAL_WIDTH_BASE,
-        TINY_BASE,
+        BENCH_BASES,
         TINY_POLICY_OVERRIDES,
         build_tiny_cosmos_base,
     )
 
     base = args.base_model
     if base is None:
-        sizes = {"tiny": TINY_BASE, "medium": MEDIUM_BASE, "real": REAL_WIDTH_BASE}[args.width]
+        sizes = BENCH_BASES[args.width]
         print(f"building a {args.width}-width base with random weights ({sizes})", flush=True)
         base = str(build_tiny_cosmos_base(tempfile.mkdtemp(prefix="dit4dit_base_"), sizes))
     res = args.resolution
     cams = [f"observation.images.cam{i}" for i in range(args.cameras)]
     overrides = {} if args.real_size else dict(TINY_POLICY_OVERRIDES)
     if args.base_model is None and args.width != "tiny":
-        overrides["extract_layer"] = {"medium": 6, "real": 17}[args.width]
+        overrides["extract_layer"] = 17 if args.width == "real" else 6  # medium: 6 of 8 blocks
     cfg = DiT4DiTConfig(
         **overrides,
         base_model=base,
@@ -357,8 +355,10 @@ def time_policy(args) -> dict:
             with torch.no_grad():
                 latents = policy.video.encode_video(policy.tile_cameras(batch, train=True))
             policy.config.latent_cache = "<in memory>"
+            # (latents, future-frame mask): no clip of this batch runs past an episode end.
             policy._cached_latents = lambda _batch, _device, mode: (
-                latents if mode != "action" else latents[:, :, :1]
+                latents if mode != "action" else latents[:, :, :1],
+                None,
             )
         results["train_step_ms"] = measure(train_step) * 1000
     obs = {c: batch[c][:1, 0].expand(args.inference_batch_size, -1, -1, -1) for c in cams}
@@ -414,6 +414,8 @@ def time_policy(args) -> dict:
 
 
 def main() -> None:
+    from ..testing.tiny_base import BENCH_BASES, BENCH_WIDTH_HELP
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -427,10 +429,9 @@ def main() -> None:
     parser.add_argument("--real-size", action="store_true", help="use the real-size action head defaults")
     parser.add_argument(
         "--width",
-        choices=("tiny", "medium", "real"),
+        choices=list(BENCH_BASES),
         default="tiny",
-        help="base built with random weights when no --base-model: tiny (4 x 64), medium "
-        "(8 x 1024 DiT) or real (28 x 2048 DiT + real Wan VAE); the text encoder stays tiny",
+        help=f"without --base-model, the {BENCH_WIDTH_HELP}",
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES))

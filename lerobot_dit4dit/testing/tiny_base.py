@@ -135,6 +135,19 @@ REAL_WIDTH_BASE = TinyBaseSizes(
     vae_dim_mult=(1, 2, 4, 4),
     vae_num_res_blocks=2,
 )
+# The medium DiT with the real Wan 2.1 VAE: the VAE's share of a training step (what the latent cache saves).
+MEDIUM_WAN_BASE = replace(MEDIUM_BASE, vae_base_dim=96, vae_dim_mult=(1, 2, 4, 4), vae_num_res_blocks=2)
+# The random bases of the benchmarks by `--width`, and the block whose output feeds the action head at each.
+BENCH_BASES = {
+    "tiny": TINY_BASE,
+    "medium": MEDIUM_BASE,
+    "medium-wan": MEDIUM_WAN_BASE,
+    "real": REAL_WIDTH_BASE,
+}
+BENCH_WIDTH_HELP = (
+    "base built with random weights: tiny (4 x 64 DiT), medium (8 x 1024 DiT), medium-wan (the medium DiT "
+    "with the real Wan VAE) or real (28 x 2048 DiT + real Wan VAE); the text encoder stays tiny"
+)
 
 # Policy settings matching `TINY_BASE` with a small action DiT. The tests and the benchmark use them; the
 # real-size defaults live in `DiT4DiTConfig`.
