@@ -668,6 +668,11 @@ def run_dit4dit(args, work: Path, meta: dict) -> dict:
             optimizer.zero_grad(set_to_none=True)
 
         out["train_step_s"] = _timed(train_step, args.warmup, args.repeats, sync)
+        if args.latent_cache:  # the same step reading the clip's VAE latents (`--policy.latent_cache`)
+            from .speed import read_latents_from_memory
+
+            read_latents_from_memory(policy, batch)
+            out["train_step_latent_cache_s"] = _timed(train_step, args.warmup, args.repeats, sync)
     out["peak_rss_mib"] = peak_rss_mib()
     if device.type == "cuda":
         out["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -743,6 +748,7 @@ def _child(args, extra: list[str]) -> tuple[dict, str]:
     cmd += (
         [f"--seed={args.seed}"]
         + (["--train"] if args.train else [])
+        + (["--latent-cache"] if args.latent_cache else [])
         + (["--real-size"] if args.real_size else [])
     )
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -779,16 +785,19 @@ def _summary(runs: dict[str, list[dict]]) -> list[tuple[str, str, float | None, 
         ("first chunk (recorded draws, lazy loads)", "s", "first_chunk_s", 1.0),
         ("new action chunk, median", "ms", "chunk_s", 1000.0),
         ("train step, median", "ms", "train_step_s", 1000.0),
+        # dit4dit's step on cached VAE latents against the official step (which has no such cache)
+        ("train step, dit4dit on cached latents", "ms", "train_step_latent_cache_s", 1000.0),
         ("peak RSS before load (imports)", "MiB", "rss_before_load_mib", 1.0),
         ("peak RSS after load", "MiB", "rss_after_load_mib", 1.0),
         ("peak RSS after chunks", "MiB", "rss_after_chunks_mib", 1.0),
         ("peak RSS of the child", "MiB", "peak_rss_mib", 1.0),
         ("CUDA peak allocated", "MiB", "cuda_peak_mib", 1.0),
     ]
+    official_key = {"train_step_latent_cache_s": "train_step_s"}
     return [
-        (name, unit, med("official", key, scale), med("dit4dit", key, scale))
+        (name, unit, med("official", official_key.get(key, key), scale), med("dit4dit", key, scale))
         for name, unit, key, scale in rows
-        if med("official", key) is not None or med("dit4dit", key) is not None
+        if med("dit4dit", key) is not None or (key not in official_key and med("official", key) is not None)
     ]
 
 
@@ -846,17 +855,21 @@ def print_report(args, meta: dict, runs: dict[str, list[dict]], parity: dict[str
 
 
 def main() -> None:
-    from ..testing.tiny_base import BENCH_BASES, BENCH_WIDTH_HELP
+    if __package__:
+        from ..testing.tiny_base import BENCH_BASES, BENCH_WIDTH_HELP
 
+        widths, width_help = list(BENCH_BASES), f"speed.py's {BENCH_WIDTH_HELP}"
+    else:  # the official child runs this file as a script: it imports nothing of this package
+        widths, width_help = None, "the parent's --width"
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--official-src", required=True, help="checkout of github Mondo-Robotics/DiT4DiT")
     parser.add_argument(
         "--width",
-        choices=list(BENCH_BASES),
+        choices=widths,
         default="tiny",
-        help=f"speed.py's {BENCH_WIDTH_HELP}",
+        help=width_help,
     )
     parser.add_argument(
         "--real-size", action="store_true", help="the real-size action head (DiT-B, 16 layers)"
@@ -868,6 +881,11 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--train", action="store_true", help="also time a training step")
+    parser.add_argument(
+        "--latent-cache",
+        action="store_true",
+        help="with --train, also time dit4dit's step reading the clip's VAE latents (--policy.latent_cache)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads, pinned (default 1)")
     parser.add_argument("--rounds", type=int, default=3, help="child processes per side, run alternately")
     parser.add_argument("--warmup", type=int, default=1)
@@ -962,6 +980,7 @@ def main() -> None:
             "warmup": args.warmup,
             "repeats": args.repeats,
             "train": args.train,
+            "latent_cache": args.latent_cache,
         }
         out = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -296,6 +296,20 @@ def load_child(ckpt: str, full: bool) -> dict:
     }
 
 
+def read_latents_from_memory(policy, batch: dict) -> None:
+    """What `--policy.latent_cache` saves a training step: encode `batch`'s clips once, and from then on the
+    policy reads those latents instead of running the frozen VAE (the file lookup of `LatentCache` is left
+    out). Every later training batch must be this one."""
+    with torch.no_grad():
+        latents = policy.video.encode_video(policy.tile_cameras(batch, train=True))  # (B, 16, T_lat, h, w)
+    policy.config.latent_cache = "<in memory>"
+    # (latents, future-frame mask): no clip of this batch runs past an episode end.
+    policy._cached_latents = lambda _batch, _device, mode: (
+        latents if mode != "action" else latents[:, :, :1],
+        None,
+    )
+
+
 def time_policy(args) -> dict:
     """Time a train step, a new action chunk and each inference stage; return the figures (also printed)."""
     import contextlib
@@ -351,15 +365,8 @@ def time_policy(args) -> dict:
     results = {}
     if not args.inference_only:
         policy.train()
-        if args.latent_cache:  # what `--policy.latent_cache` saves: the step reads the clip's latents
-            with torch.no_grad():
-                latents = policy.video.encode_video(policy.tile_cameras(batch, train=True))
-            policy.config.latent_cache = "<in memory>"
-            # (latents, future-frame mask): no clip of this batch runs past an episode end.
-            policy._cached_latents = lambda _batch, _device, mode: (
-                latents if mode != "action" else latents[:, :, :1],
-                None,
-            )
+        if args.latent_cache:
+            read_latents_from_memory(policy, batch)
         results["train_step_ms"] = measure(train_step) * 1000
     obs = {c: batch[c][:1, 0].expand(args.inference_batch_size, -1, -1, -1) for c in cams}
     obs["observation.state"] = batch["observation.state"][:1, 0].expand(args.inference_batch_size, -1)
