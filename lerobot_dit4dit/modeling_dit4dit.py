@@ -1005,9 +1005,7 @@ def _stream_trained_state_dict(model: DiT4DiTPolicy, model_file: str, names: lis
 
     The video DiT is on the meta device: its parameters are allocated in `dtype` (uninitialised) first, and
     every one of them is then written from the file; the strict key and shape check runs before anything is
-    read, and a NaN/Inf tensor raises after the pass (the half-loaded policy is never returned).
-
-    """
+    read, and a NaN/Inf tensor raises after the pass (the half-loaded policy is never returned)."""
     model.video.transformer.to(dtype)
     model.action_head.to(dtype)
     with safe_open(model_file, framework="pt") as f:
@@ -1032,7 +1030,7 @@ def read_checkpoint(model_file: str, names: list[str] | None = None, reopen_byte
 
     The file is reopened after every `reopen_bytes` read: the pages a safetensors handle has read stay mapped,
     and count in the process's RSS, until it closes. With one handle, loading a real-width fp32 checkpoint
-    into a 3.9 GiB bf16 policy peaked at 9.5 GiB; reopening every 256 MiB brought the peak to 4.0 GiB.
+    into a 3.9 GiB bf16 policy peaked at 9.5 GiB; reopening every 256 MiB brought the peak to 4.3 GiB.
     """
     if names is None:
         with safe_open(model_file, framework="pt") as f:

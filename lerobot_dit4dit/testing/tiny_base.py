@@ -137,7 +137,7 @@ REAL_WIDTH_BASE = TinyBaseSizes(
 )
 # The medium DiT with the real Wan 2.1 VAE: the VAE's share of a training step (what the latent cache saves).
 MEDIUM_WAN_BASE = replace(MEDIUM_BASE, vae_base_dim=96, vae_dim_mult=(1, 2, 4, 4), vae_num_res_blocks=2)
-# The random bases of the benchmarks by `--width`, and the block whose output feeds the action head at each.
+# The random bases of the benchmarks (`benchmarks.speed`, `benchmarks.official_side_by_side`) by `--width`.
 BENCH_BASES = {
     "tiny": TINY_BASE,
     "medium": MEDIUM_BASE,
