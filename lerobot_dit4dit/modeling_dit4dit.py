@@ -306,9 +306,17 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         return super().train(mode)
 
     def _autocast(self, device: torch.device):
-        """Mixed precision in `config.dtype` (a no-op for float32); `lerobot-train` adds its own on top."""
+        """Mixed precision in `config.dtype` (a no-op for float32); `lerobot-train` adds its own on top.
+
+        Training with gradient checkpointing turns autocast's weight cache off. The cache would keep a bf16
+        copy of every trained weight alive for the whole forward (2.7 GiB of a B=4 step at real width,
+        `benchmarks.train_memory`), and saves little: each weight is cast at most twice per step (the feature
+        forward and the video-loss forward), where the cache casts it once. Without checkpointing, the
+        backward keeps those copies anyway.
+        """
         dtype = DTYPES[self.config.dtype]
-        return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+        cache = not (self.training and self.config.gradient_checkpointing)
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32, cache_enabled=cache)
 
     @property
     def num_latent_frames(self) -> int:

@@ -122,59 +122,6 @@ def real_text_conditioning_bytes(num_instructions: int = 40, max_prompt_tokens: 
     }
 
 
-def real_training_state_gib(lora_rank: int = 16) -> dict[str, dict[str, float]]:
-    """GiB of parameter state for training at real width (weights, gradients, AdamW moments), from parameter
-    counts on the meta device, per recipe. Activations are not included: gradient checkpointing changes only
-    them (and not the figures here), and they scale with the batch."""
-    from diffusers import CosmosTransformer3DModel
-
-    from ..action_head import FlowMatchingActionHead
-    from ..configuration_dit4dit import DiT4DiTConfig
-
-    cfg = DiT4DiTConfig(device="cpu")
-    with torch.device("meta"):
-        video = CosmosTransformer3DModel(**REAL_TRANSFORMER)
-        width = video.config.num_attention_heads * video.config.attention_head_dim
-        head = FlowMatchingActionHead.from_config(cfg, cross_attention_dim=width)
-
-    def lora_params(module: torch.nn.Module, pattern: str) -> int:
-        import re
-
-        return sum(
-            lora_rank * (m.in_features + m.out_features)
-            for name, m in module.named_modules()
-            if isinstance(m, torch.nn.Linear) and re.fullmatch(pattern, name)
-        )
-
-    n_video, n_head = _count(video), _count(head)
-    embodiment = sum(_count(getattr(head, n)) for n in ("state_encoder", "action_encoder", "action_decoder"))
-    n_lora = lora_params(
-        video, r"transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)"
-    ) + lora_params(
-        head, r"model\.transformer_blocks\.\d+\.(attn1\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.(0\.proj|2))"
-    )
-    gib = 2**30
-    # fp32 master weights (4 bytes); trained parameters add fp32 gradients (4) and two AdamW moments (8).
-    recipes = {
-        "full fine-tune (both DiTs)": (n_video + n_head, n_video + n_head),
-        "full fine-tune + gradient checkpointing": (n_video + n_head, n_video + n_head),
-        f"LoRA r={lora_rank} (both DiTs) + embodiment layers": (
-            n_video + n_head + n_lora,
-            n_lora + embodiment,
-        ),
-        "frozen video DiT (training_mode=action)": (n_video + n_head, n_head),
-    }
-    return {
-        name: {
-            "weights": total * 4 / gib,
-            "grads + AdamW": trained * 12 / gib,
-            "total": (total * 4 + trained * 12) / gib,
-            "trained parameters (M)": trained / 1e6,
-        }
-        for name, (total, trained) in recipes.items()
-    }
-
-
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -476,9 +423,7 @@ def main() -> None:
             print(f"{name:36s} {n:>15,}")
         for name, n in real_text_conditioning_bytes().items():
             print(f"{name:52s} {n / 2**20:>10.2f} MiB")
-        print("training state at real width, GiB (weights fp32; grads + AdamW for trained parameters):")
-        for name, row in real_training_state_gib().items():
-            print(f"  {name:50s} " + "  ".join(f"{k} {v:,.1f}" for k, v in row.items()))
+        print("training memory per recipe: python -m lerobot_dit4dit.benchmarks.train_memory")
         return
     from .machine import machine_info
 

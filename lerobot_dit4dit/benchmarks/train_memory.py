@@ -1,0 +1,360 @@
+"""Peak memory of a DiT4DiT training step at real width, on fake tensors: no weights, no compute, no GPU.
+
+    python -m lerobot_dit4dit.benchmarks.train_memory                    # configs/libero.json, B=4, 4 recipes
+    python -m lerobot_dit4dit.benchmarks.train_memory --batch-size 8 --recipes full checkpointing
+    python -m lerobot_dit4dit.benchmarks.train_memory --preset robocasa_gr1 --json mem.json
+
+The policy of a preset is built from a base whose video DiT is the real Cosmos-Predict2.5-2B config
+(`speed.REAL_TRANSFORMER`, never initialised), with the real Wan 2.1 VAE. Every tensor is then replaced by a
+`FakeTensor` (a shape, a dtype and a device, no storage), and two training steps run on them as lerobot-train
+runs them: the policy's forward under its bf16 autocast, backward, gradient clipping, AdamW. `LiveBytes`
+counts the bytes of every tensor storage alive at each moment, and the peak is the figure.
+
+What the figure is: the bytes of live tensors (`torch.cuda.max_memory_allocated` counts the same, rounded to
+512-byte blocks). It leaves out the CUDA context and library workspaces (about 0.5-1 GiB), the caching
+allocator's fragmentation (`max_memory_reserved` is higher), the frozen text encoder (its prompt embeddings
+are cached before training), and, under FSDP, the gathered shards and communication buffers. The kernels are
+the CPU ones: CPU autocast casts nearly the same ops to bf16 as CUDA autocast, and attention runs the fused
+CPU kernel, which like CUDA's flash attention keeps only its output and log-sum-exp for the backward. AdamW
+runs its `foreach` implementation, CUDA's default, which holds one extra fp32 copy of the trained parameters
+during `step`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensor
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+GIB = 2**30
+PRESETS_DIR = Path(__file__).resolve().parents[2] / "configs"
+# Recipe -> policy-config overrides (and, for "lora", LeRobot's PEFT wrap with dit4dit's default targets).
+RECIPES = {
+    "full": {"gradient_checkpointing": False},
+    "checkpointing": {"gradient_checkpointing": True},
+    "lora": {"gradient_checkpointing": True},
+    "frozen-video": {
+        "gradient_checkpointing": True,
+        "training_mode": "action",
+        "detach_video_features": True,
+    },
+}
+RECIPE_TITLES = {
+    "full": "full fine-tune (both DiTs)",
+    "checkpointing": "full fine-tune + gradient checkpointing",
+    "lora": "LoRA r={r} (both DiTs) + embodiment layers, checkpointing",
+    "frozen-video": "frozen video DiT (training_mode=action), checkpointing",
+}
+
+
+class LiveBytes(TorchDispatchMode):
+    """Bytes of the tensor storages alive now, and their peaks, for every tensor an op returns while the mode
+    is active and every tensor passed to `track`.
+
+    Written here because torch's `MemTracker` (torch.distributed._tools) refuses modules with frozen
+    parameters (it hooks every parameter's gradient), and the policy's VAE is frozen. Each storage is counted
+    once (views share it) and uncounted when the storage is freed. Each storage is labelled with the `phase`
+    it was made in ("state", "forward", "backward", "optimizer"), or relabelled "grads" (`relabel`); the
+    bytes beyond the persistent ones (state, gradients, optimizer moments) during the forward and backward
+    are the activations. `.item()` of a fake tensor returns 1.0: it has no value, and a training step only
+    logs its losses.
+    """
+
+    PERSISTENT = ("state", "grads", "optimizer")
+
+    def __init__(self):
+        super().__init__()
+        self.phase = "state"
+        self._live: dict[int, tuple[int, str]] = {}  # storage id -> (bytes, label)
+        self.current = 0
+        self.by_phase: dict[str, int] = {}
+        self.peak = 0
+        self.peak_at = ""
+        self.phase_peaks: dict[str, int] = {}  # phase -> the most bytes alive while it ran
+        self.activation_peak = 0  # the most non-persistent bytes alive during a forward or backward
+
+    def track(self, *tensors) -> None:
+        for t in tree_leaves(tensors):
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            key = storage._cdata
+            if key in self._live:
+                continue
+            n = storage.nbytes()
+            self._live[key] = (n, self.phase)
+            self.current += n
+            self.by_phase[self.phase] = self.by_phase.get(self.phase, 0) + n
+            weakref.finalize(storage, self._free, key)
+            self.phase_peaks[self.phase] = max(self.phase_peaks.get(self.phase, 0), self.current)
+            if self.current > self.peak:
+                self.peak, self.peak_at = self.current, self.phase
+            if self.phase in ("forward", "backward"):
+                transient = self.current - sum(self.by_phase.get(p, 0) for p in self.PERSISTENT)
+                self.activation_peak = max(self.activation_peak, transient)
+
+    def relabel(self, tensor: torch.Tensor, label: str) -> None:
+        """Count `tensor`'s storage under `label` from now on (e.g. a gradient made in the backward)."""
+        key = tensor.untyped_storage()._cdata
+        n, old = self._live[key]
+        self._live[key] = (n, label)
+        self.by_phase[old] -= n
+        self.by_phase[label] = self.by_phase.get(label, 0) + n
+
+    def _free(self, key: int) -> None:
+        n, label = self._live.pop(key)
+        self.current -= n
+        self.by_phase[label] -= n
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default and isinstance(args[0], FakeTensor):
+            return 1.0
+        out = func(*args, **(kwargs or {}))
+        self.track(out)
+        return out
+
+
+@dataclass
+class MemoryEstimate:
+    """One recipe's training state and peaks, in bytes."""
+
+    recipe: str
+    trained_params: int
+    total_params: int
+    weights: int  # every parameter, as stored (fp32 master weights)
+    grads_and_adamw: int  # fp32 gradients and two AdamW moments of the trained parameters
+    activations: int  # the most bytes beyond weights, gradients and AdamW moments during forward/backward
+    peak: int  # all live tensors at the peak of a training step
+    peak_phase: str  # forward, backward or optimizer
+    phase_peaks: dict[str, int] = field(default_factory=dict)  # forward / backward / optimizer -> peak
+
+    @property
+    def forward_backward_peak(self) -> int:
+        return max(self.phase_peaks.get("forward", 0), self.phase_peaks.get("backward", 0))
+
+    def row(self) -> dict:
+        return {
+            "trained parameters (M)": self.trained_params / 1e6,
+            "weights (GiB)": self.weights / GIB,
+            "grads + AdamW (GiB)": self.grads_and_adamw / GIB,
+            "activations and temporaries (GiB)": self.activations / GIB,
+            "forward/backward peak (GiB)": self.forward_backward_peak / GIB,
+            "optimizer-step peak (GiB)": self.phase_peaks.get("optimizer", 0) / GIB,
+            "peak (GiB)": self.peak / GIB,
+            "peak during": self.peak_phase,
+        }
+
+
+def preset_policy_config(preset: str, base_model: str, **overrides):
+    """The `DiT4DiTConfig` of `configs/<preset>.json` on `base_model`, with its cameras at the preset's
+    resolution, an 8-D state and a 7-D action (LIBERO's; the padded dims come from the preset)."""
+    import draccus
+    from lerobot.configs import FeatureType, PolicyFeature
+
+    from ..configuration_dit4dit import DiT4DiTConfig
+
+    policy = json.loads((PRESETS_DIR / f"{preset}.json").read_text())["policy"]
+    policy = {k: v for k, v in policy.items() if k not in ("type", "base_model_revision")}
+    policy.update(base_model=base_model, device="cpu", **overrides)
+    cfg = draccus.decode(DiT4DiTConfig, policy)
+    h, w = cfg.image_resolution
+    cameras = list(cfg.camera_order) or ["observation.images.image"]  # an offline preset names none
+    state_dim = cfg.max_state_dim if cfg.state_encoding == "none" else cfg.max_state_dim // 2
+    cfg.input_features = {
+        **{c: PolicyFeature(FeatureType.VISUAL, (3, h, w)) for c in cameras},
+        "observation.state": PolicyFeature(FeatureType.STATE, (state_dim,)),
+    }
+    cfg.output_features = {"action": PolicyFeature(FeatureType.ACTION, (cfg.max_action_dim - 1,))}
+    return cfg
+
+
+def write_estimate_base(directory: str | Path, transformer_config: dict | None = None) -> Path:
+    """A base for estimates: the tiny text encoder and tokenizer, the real Wan 2.1 VAE with random weights,
+    and a video DiT stored as its config only (`transformer_config`, default the real one)."""
+    from dataclasses import replace
+
+    from diffusers import CosmosTransformer3DModel
+
+    from ..testing.tiny_base import REAL_WIDTH_BASE, TINY_BASE, build_tiny_cosmos_base
+    from .speed import REAL_TRANSFORMER
+
+    vae_sizes = {
+        k: getattr(REAL_WIDTH_BASE, k) for k in ("vae_base_dim", "vae_dim_mult", "vae_num_res_blocks")
+    }
+    directory = build_tiny_cosmos_base(directory, replace(TINY_BASE, **vae_sizes), calibrate_latents=False)
+    for weights in (directory / "transformer").glob("*.safetensors"):
+        weights.unlink()
+    with torch.device("meta"):
+        transformer = CosmosTransformer3DModel(**(transformer_config or REAL_TRANSFORMER))
+    transformer.save_config(directory / "transformer")
+    return directory
+
+
+def _fake_module(module: torch.nn.Module, fake_mode) -> None:
+    """Replace every parameter and buffer of `module` by a FakeTensor of its shape and dtype on the CPU."""
+    from torch._subclasses.fake_tensor import FakeTensorConverter
+
+    converter = FakeTensorConverter()
+
+    def fake(t: torch.Tensor) -> torch.Tensor:
+        return converter.from_meta_and_device(fake_mode, t.to("meta"), torch.device("cpu"))
+
+    for m in module.modules():
+        for name, p in list(m._parameters.items()):
+            if p is not None:
+                m._parameters[name] = torch.nn.Parameter(fake(p), requires_grad=p.requires_grad)
+        for name, b in list(m._buffers.items()):
+            if b is not None:
+                m._buffers[name] = fake(b)
+
+
+def _storage_bytes(tensors) -> int:
+    storages = {t.untyped_storage()._cdata: t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
+
+
+def training_step_memory(
+    cfg,
+    batch_size: int,
+    recipe: str = "full",
+    lora_rank: int = 16,
+    steps: int = 2,
+    fake: bool = True,
+) -> MemoryEstimate:
+    """Peak bytes of `steps` training steps of the policy of `cfg` (with the `RECIPES[recipe]` overrides
+    already applied by the caller) at `batch_size`.
+
+    `fake=False` runs the same steps on real tensors (small models only): the check that the fake run
+    counts what a real one allocates.
+    """
+    import contextlib
+
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from ..modeling_dit4dit import DiT4DiTPolicy
+
+    policy = DiT4DiTPolicy(cfg, load_base_transformer_weights=not fake)
+    if recipe == "lora":
+        # LeRobot refuses LoRA on a policy with no pretrained path; the base stands in for the checkpoint.
+        cfg.pretrained_path = Path(cfg.base_model)
+        policy = policy.wrap_with_peft(peft_cli_overrides={"method_type": "lora", "r": lora_rank})
+    inner = policy.get_base_model() if recipe == "lora" else policy
+    # The prompt embeddings of the instruction, as the text encoder's cache holds them after its first call:
+    # the tiny text encoder of the estimate base has not the real width, and it is frozen (not trained).
+    video = inner.video
+    prompt_width = video.transformer.config.crossattn_proj_in_channels
+    task = "pick up the black bowl and place it on the plate"
+    video._prompt_cache[task] = torch.zeros(
+        cfg.max_prompt_tokens, prompt_width, device="meta" if fake else "cpu"
+    )
+
+    mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext()
+    with mode:
+        if fake:
+            _fake_module(policy, mode)
+            video._prompt_cache[task] = torch.zeros(cfg.max_prompt_tokens, prompt_width)
+        b, t, h = batch_size, cfg.num_video_frames, cfg.chunk_size
+        res_h, res_w = cfg.image_resolution
+        batch = {c: torch.zeros(b, t, 3, res_h, res_w) for c in cfg.cameras}
+        batch["observation.state"] = torch.zeros(b, t, cfg.encoded_state_dim)  # as the processor gives it
+        batch["action"] = torch.zeros(b, h, cfg.action_feature.shape[0])
+        batch["action_is_pad"] = torch.zeros(b, h, dtype=torch.bool)
+        batch["task"] = [task] * b
+        policy.train()
+        groups = inner.get_optim_params()
+        if recipe == "lora":  # the adapters and the fully trained embodiment copies, as lerobot-train builds
+            groups = [{"params": [p for p in policy.parameters() if p.requires_grad]}]
+        preset = cfg.get_optimizer_preset()
+        opt = torch.optim.AdamW(
+            groups,
+            lr=preset.lr,
+            betas=preset.betas,
+            eps=preset.eps,
+            weight_decay=preset.weight_decay,
+            foreach=True,
+        )
+        trained = [p for g in groups for p in g["params"]]
+        live = LiveBytes()
+        for p in trained:  # a gradient is persistent state from when it lands until zero_grad frees it
+            p.register_post_accumulate_grad_hook(lambda p: live.relabel(p.grad, "grads"))
+        live.track(list(policy.parameters()), list(policy.buffers()), video._prompt_cache[task])
+        live.track([v for v in batch.values() if isinstance(v, torch.Tensor)])
+        with live:
+            for _ in range(steps):
+                live.phase = "forward"
+                loss, _ = policy.forward(batch)
+                live.phase = "backward"
+                loss.backward()
+                del loss
+                torch.nn.utils.clip_grad_norm_(trained, preset.grad_clip_norm)
+                live.phase = "optimizer"
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+        params = list(policy.parameters())
+        n_trained = sum(p.numel() for p in trained)
+        return MemoryEstimate(
+            recipe=recipe,
+            trained_params=n_trained,
+            total_params=sum(p.numel() for p in params),
+            weights=_storage_bytes(params),
+            grads_and_adamw=n_trained * 4 * 3,  # fp32 gradient + exp_avg + exp_avg_sq per trained parameter
+            activations=live.activation_peak,
+            peak=live.peak,
+            peak_phase=live.peak_at,
+            phase_peaks=live.phase_peaks,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--preset", default="libero", help="configs/<preset>.json (default: libero)")
+    parser.add_argument("--batch-size", type=int, default=4, help="per-process batch (default 4)")
+    parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
+    parser.add_argument("--lora-rank", type=int, default=16)
+    parser.add_argument("--base", default=None, help="an estimate base directory (default: written now)")
+    parser.add_argument("--json", default=None, help="also write the figures here")
+    args = parser.parse_args()
+
+    import tempfile
+
+    base = args.base
+    if base is None:
+        base = tempfile.mkdtemp(prefix="dit4dit_estimate_base_")
+        print(f"writing an estimate base (real Wan VAE, real video-DiT config, no DiT weights) to {base}")
+        write_estimate_base(base)
+    rows = {}
+    for recipe in args.recipes:
+        start = time.perf_counter()
+        print(
+            f"[{len(rows) + 1}/{len(args.recipes)}] {recipe}: two training steps on fake tensors", flush=True
+        )
+        cfg = preset_policy_config(args.preset, base, **RECIPES[recipe])
+        est = training_step_memory(cfg, args.batch_size, recipe, lora_rank=args.lora_rank)
+        title = RECIPE_TITLES[recipe].format(r=args.lora_rank)
+        rows[title] = est.row()
+        print(
+            f"    {title}: trained {est.trained_params / 1e6:,.0f} M; weights {est.weights / GIB:.1f} GiB, "
+            f"grads + AdamW {est.grads_and_adamw / GIB:.1f} GiB; "
+            f"activations and temporaries {est.activations / GIB:.1f} GiB; "
+            f"peak in forward/backward {est.forward_backward_peak / GIB:.1f} GiB, in the optimizer step "
+            f"{est.phase_peaks.get('optimizer', 0) / GIB:.1f} GiB ({time.perf_counter() - start:.0f} s)",
+            flush=True,
+        )
+    out = {"preset": args.preset, "batch_size": args.batch_size, "recipes": rows}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

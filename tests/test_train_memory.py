@@ -1,0 +1,140 @@
+"""The training-memory estimate (`lerobot_dit4dit.benchmarks.train_memory`): its byte counter, and its
+fake-tensor run against the same training steps on real tensors at tiny width."""
+
+import json
+import re
+import sys
+
+import pytest
+import torch
+from utils import run
+
+from lerobot_dit4dit.benchmarks.train_memory import (
+    RECIPES,
+    LiveBytes,
+    preset_policy_config,
+    training_step_memory,
+)
+
+
+def test_live_bytes_counts_each_storage_once_and_frees_it():
+    live = LiveBytes()
+    with live:
+        a = torch.empty(1000)  # 4000 bytes
+        view = a[:10]  # the same storage: not counted again
+        b = torch.empty(500, dtype=torch.bfloat16)  # 1000 bytes
+        assert live.current == 5000
+        del a, view
+        assert live.current == 1000
+        assert torch.zeros(()).item() == 0.0  # a real tensor keeps its value (and is freed at once)
+        live.phase = "later"
+        c = torch.ones(3, dtype=torch.int64)  # 24 bytes
+        assert live.by_phase == {"state": 1000, "later": 24}
+        live.relabel(c, "grads")
+        assert live.by_phase == {"state": 1000, "later": 0, "grads": 24}
+        live.phase = "forward"
+        d = torch.empty(250)  # 1000 bytes beyond the persistent 1024
+    assert live.peak == 5000 and live.peak_at == "state"
+    assert live.phase_peaks == {"state": 5000, "later": 1024, "forward": 2024}
+    assert live.activation_peak == 1000
+    del b, c, d
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_fake_training_memory_counts_what_real_tensors_allocate(tiny_base, recipe):
+    """Two training steps of the quickstart policy at batch 4: the fake run's peaks, per phase, are the bytes
+    the same steps allocate on real tensors, to the byte."""
+    if recipe == "lora":
+        pytest.importorskip("peft", reason="LoRA goes through LeRobot's PEFT support (the `peft` package)")
+    estimates = {}
+    for fake in (True, False):
+        torch.manual_seed(0)
+        cfg = preset_policy_config("metaworld_quickstart", tiny_base, **RECIPES[recipe])
+        estimates[fake] = training_step_memory(cfg, batch_size=4, recipe=recipe, fake=fake)
+    fake, real = estimates[True], estimates[False]
+    assert fake.phase_peaks == real.phase_peaks
+    assert fake.activations == real.activations
+    assert (fake.peak, fake.peak_phase, fake.trained_params) == (
+        real.peak,
+        real.peak_phase,
+        real.trained_params,
+    )
+    assert fake.activations > 0 and fake.peak >= fake.weights + fake.activations
+
+
+def test_recipes_order_the_memory_as_expected(tiny_base):
+    """Checkpointing keeps fewer activations than the full fine-tune at the same state; the frozen video DiT
+    trains fewer parameters (at tiny width the action head is most of them)."""
+    est = {
+        r: training_step_memory(preset_policy_config("metaworld_quickstart", tiny_base, **RECIPES[r]), 4, r)
+        for r in ("full", "checkpointing", "frozen-video")
+    }
+    assert est["checkpointing"].activations < est["full"].activations
+    assert est["checkpointing"].grads_and_adamw == est["full"].grads_and_adamw
+    assert est["frozen-video"].trained_params < est["full"].trained_params
+
+
+def test_train_memory_command_writes_its_table(tiny_base, tmp_path):
+    out = tmp_path / "mem.json"
+    proc = run(
+        [sys.executable, "-m", "lerobot_dit4dit.benchmarks.train_memory", "--preset", "metaworld_quickstart"]
+        + ["--base", tiny_base, "--batch-size", "2", "--recipes", "full", "frozen-video", "--json", str(out)],
+        timeout=300,
+    )
+    table = json.loads(out.read_text())
+    assert table["batch_size"] == 2 and list(table["recipes"]) == [
+        "full fine-tune (both DiTs)",
+        "frozen video DiT (training_mode=action), checkpointing",
+    ]
+    for title, row in table["recipes"].items():
+        assert title in proc.stdout
+        assert row["peak (GiB)"] >= row["forward/backward peak (GiB)"] > row["weights (GiB)"] > 0
+
+
+def test_checkpointed_training_keeps_no_autocast_weight_copies(tiny_base, monkeypatch):
+    """With gradient checkpointing, the policy's bf16 autocast runs without its weight cache (at real width
+    the cache holds 2.7 GiB of bf16 weight copies through the forward: docs/speed.md), with the same losses
+    and gradients as with the cache on."""
+    from lerobot_dit4dit.modeling_dit4dit import DiT4DiTPolicy
+
+    def step():
+        torch.manual_seed(0)
+        cfg = preset_policy_config(
+            "metaworld_quickstart", tiny_base, dtype="bfloat16", **RECIPES["checkpointing"]
+        )
+        policy = DiT4DiTPolicy(cfg).train()
+        cache_on = []
+        policy.video.transformer.transformer_blocks[-1].register_forward_pre_hook(
+            lambda *_: cache_on.append(torch.is_autocast_cache_enabled())
+        )
+        b, t = 2, cfg.num_video_frames
+        batch = {c: torch.rand(b, t, 3, *cfg.image_resolution) * 2 - 1 for c in cfg.cameras}
+        batch["observation.state"] = torch.randn(b, t, cfg.encoded_state_dim)
+        batch["action"] = torch.randn(b, cfg.chunk_size, cfg.action_dim)
+        batch["task"] = ["reach the goal"] * b
+        torch.manual_seed(1)
+        loss, info = policy.forward(batch)
+        loss.backward()
+        grads = [(n, p.grad.clone()) for n, p in policy.named_parameters() if p.grad is not None]
+        return set(cache_on), info, grads
+
+    cache_on, info, grads = step()
+    monkeypatch.setattr(
+        DiT4DiTPolicy,
+        "_autocast",
+        lambda self, device: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=True),
+    )
+    cache_on_patched, info_cached, grads_cached = step()
+    assert cache_on == {False} and cache_on_patched == {True}  # the forward and its recompute
+    assert info == info_cached
+    # A weight used once per step gets the same gradient. The quickstart's features are not detached, so the
+    # blocks up to extract_layer (and the embeddings) are used by both forwards: the cache sums their two bf16
+    # gradients before the cast to fp32, where without it they are summed in fp32, within one bf16 rounding.
+    twice = re.compile(
+        r"video\.transformer\.(transformer_blocks\.[0-2]\.|patch_embed|time_embed|crossattn_proj)"
+    )
+    for (name, a), (_, b) in zip(grads, grads_cached, strict=True):
+        if twice.match(name):
+            assert (a - b).abs().max() <= 2**-7 * b.abs().max(), name
+        else:
+            assert torch.equal(a, b), name
