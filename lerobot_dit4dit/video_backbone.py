@@ -116,6 +116,37 @@ def use_single_frame_convs(module: nn.Module) -> int:
     return count
 
 
+def use_fast_rms_norms(module: nn.Module) -> int:
+    """Give every Wan RMS norm under `module` a normalisation by the summed squares over the channel dim.
+
+    diffusers' `WanRMS_norm` calls `F.normalize` over the channels, and on CPU that reduction
+    (`linalg_vector_norm` over a strided dim) is about 17x slower than `square().sum().sqrt()` (15.4 vs 0.9 ms
+    on a (4, 8, 4, 64, 128) tensor, 1 thread): 46 ms of a 190 ms tiny training step. Same formula as
+    `F.normalize` (x / max(||x||, 1e-12), fp32 for half-precision inputs), equal up to float rounding. Returns
+    the number of norms changed (an instance attribute: state_dict keys do not change).
+    """
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
+
+    count = 0
+    for norm in module.modules():
+        if not isinstance(norm, WanRMS_norm) or getattr(norm, "_dit4dit_fast", False):
+            continue
+        full = norm.forward
+
+        def forward(x, _norm=norm, _full=full):
+            if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+                return _full(x)
+            dim = 1 if _norm.channel_first else -1
+            xf = x.float()
+            normalized = (xf / xf.square().sum(dim, keepdim=True).sqrt().clamp_min(1e-12)).to(x.dtype)
+            return normalized * _norm.scale * _norm.gamma + _norm.bias
+
+        norm.forward = forward
+        norm._dit4dit_fast = True
+        count += 1
+    return count
+
+
 class LatentFrames:
     """Latent frame count of the video-DiT call in progress; None outside `CosmosVideoBackbone.forward`."""
 
@@ -308,6 +339,7 @@ class CosmosVideoBackbone(nn.Module):
         self.vae.requires_grad_(False)
         self.vae.eval()
         use_single_frame_convs(self.vae.encoder)  # frame 0 (the condition) is encoded alone
+        use_fast_rms_norms(self.vae)  # the decoder too, when it is read up front
         self._latent_frames = LatentFrames()
         self._per_frame_blocks = 0  # blocks given the per-frame adaLN path (not walked on every forward)
         self.per_frame_adaln = True  # see `use_per_frame_adaln`; False runs diffusers' per-token modulation
@@ -761,6 +793,7 @@ class CosmosVideoBackbone(nn.Module):
         for name in ("decoder", "post_quant_conv"):
             part = getattr(full, name).to(device=ref.device, dtype=ref.dtype).requires_grad_(False).eval()
             setattr(self.vae, name, part)
+        use_fast_rms_norms(self.vae.decoder)
         logger.info("DiT4DiT: loaded the VAE decoder (frames are being decoded)")
 
     def decode_latents(self, latents: Tensor) -> Tensor:

@@ -289,7 +289,7 @@ def test_from_pretrained_defers_the_blocks_the_action_path_never_runs(make_polic
 
 def test_vae_decoder_is_read_only_when_frames_are_decoded(make_policy, tiny_base):
     """Acting and training only encode: the VAE decoder stays unread until a decode, which reads it from the
-    base and decodes exactly as the whole VAE; the encoder is the whole VAE's."""
+    base and decodes as the whole VAE; the encoder is the whole VAE's."""
     from diffusers import AutoencoderKLWan
 
     policy = make_policy()
@@ -308,7 +308,8 @@ def test_vae_decoder_is_read_only_when_frames_are_decoded(make_policy, tiny_base
     assert policy.video.vae_decoder_loaded
     with torch.no_grad():
         z = latents / policy.video.latents_inv_std + policy.video.latents_mean
-        assert torch.equal(frames, whole.decode(z, return_dict=False)[0])
+        # within float rounding: the decoder's RMS norms take the fast path (`use_fast_rms_norms`)
+        torch.testing.assert_close(frames, whole.decode(z, return_dict=False)[0], atol=1e-5, rtol=1e-5)
     assert make_policy(save_predicted_video=True).video.vae_decoder_loaded  # imagining asks for it up front
 
 
@@ -592,6 +593,33 @@ def test_single_frame_vae_fast_path_matches_diffusers(make_policy):
         fast = policy.video.vae.encode(frame).latent_dist.mode()
         reference = plain.encode(frame).latent_dist.mode()
     torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fast_vae_rms_norms_match_diffusers(make_policy, dtype):
+    """The VAE's RMS norms normalise by the summed squares (diffusers' F.normalize is slow on CPU): a 5-frame
+    clip encodes, and its frames decode, to diffusers' values within float rounding, in fp32 and bf16."""
+    import copy
+
+    from diffusers import AutoencoderKLWan
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
+
+    from lerobot_dit4dit.video_backbone import use_fast_rms_norms
+
+    policy = make_policy()
+    policy.video.load_vae_decoder()
+    vae = policy.video.vae.to(dtype)
+    norms = [m for m in vae.modules() if isinstance(m, WanRMS_norm)]
+    assert norms and all(m._dit4dit_fast for m in norms)
+    assert use_fast_rms_norms(vae) == 0  # already given, not wrapped twice
+    plain = AutoencoderKLWan.from_config(vae.config).to(dtype)
+    plain.load_state_dict(copy.deepcopy(vae.state_dict()))
+    clip = (torch.rand(2, 3, 5, 32, 64) * 2 - 1).to(dtype)
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 0.05, "rtol": 0.02}
+    with torch.no_grad():
+        fast, reference = vae.encode(clip).latent_dist.mode(), plain.encode(clip).latent_dist.mode()
+        torch.testing.assert_close(fast, reference, **tol)
+        torch.testing.assert_close(vae.decode(reference).sample, plain.decode(reference).sample, **tol)
 
 
 def test_inference_mode_as_lerobot_eval_runs_it(make_policy):
