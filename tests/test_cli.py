@@ -381,7 +381,9 @@ def test_lora_fine_tuning_through_lerobot_peft(trained, reach_dataset, tmp_path)
     assert policy.predict_action_chunk(batch).shape == (2, 8, 4)
 
 
-@pytest.mark.parametrize("mode", [[], ["--latent-cache"]], ids=["vae", "latent_cache"])
+@pytest.mark.parametrize(
+    "mode", [[], ["--latent-cache"], ["--no-fast-norms"]], ids=["vae", "latent_cache", "diffusers_norms"]
+)
 def test_speed_benchmark_prints_and_writes_every_stage(tmp_path, mode):
     """`python -m lerobot_dit4dit.benchmarks.speed` at tiny width (its CI-size run): it pins the thread count,
     times the train step, the chunk and each inference stage, and writes them with the machine to its JSON.
@@ -394,7 +396,8 @@ def test_speed_benchmark_prints_and_writes_every_stage(tmp_path, mode):
     )
     assert "torch threads: 1" in proc.stdout, proc.stdout
     figures = json.loads(out.read_text())
-    assert figures["config"]["latent_cache"] == bool(mode)
+    assert figures["config"]["latent_cache"] == ("--latent-cache" in mode)
+    assert figures["config"]["fast_vae_norms"] == ("--no-fast-norms" not in mode)
     assert figures["threads"] == 1 and figures["machine"]["cpu_count"] >= 1
     stages = ("train_step_ms", "chunk_ms", "stage_vae_encode_frame0_ms", "stage_feature_forward_ms")
     for key in (*stages, "stage_action_sampling_ms", "peak_memory_mib"):

@@ -273,6 +273,11 @@ def time_policy(args) -> dict:
         policy.training_forwards = 1
     if args.no_per_frame_adaln:  # the "before" of video_backbone.use_per_frame_adaln: diffusers' per token
         policy.video.per_frame_adaln = False
+    if args.no_fast_norms:  # the "before" of video_backbone.use_fast_rms_norms: diffusers' F.normalize
+        for module in policy.video.vae.modules():
+            if getattr(module, "_dit4dit_fast", False):
+                del module.forward  # the instance attribute: diffusers' class forward runs again
+                module._dit4dit_fast = False
     if args.no_caches:  # the "before" of the inference caches (lerobot_dit4dit.caching)
         policy.action_head.feature_kv_cached = contextlib.nullcontext
         policy.video.text_kv_cached = lambda n=None: contextlib.nullcontext()
@@ -361,6 +366,7 @@ def time_policy(args) -> dict:
             "inference_batch": args.inference_batch_size,
             "caches": not args.no_caches,
             "per_frame_adaln": not args.no_per_frame_adaln,
+            "fast_vae_norms": not args.no_fast_norms,
             "latent_cache": args.latent_cache,
         },
         "results": results,
@@ -398,6 +404,9 @@ def main() -> None:
     parser.add_argument("--no-cast", action="store_true", help="keep fp32 weights under autocast (before)")
     parser.add_argument(
         "--no-per-frame-adaln", action="store_true", help="diffusers' per-token adaLN modulation (before)"
+    )
+    parser.add_argument(
+        "--no-fast-norms", action="store_true", help="diffusers' F.normalize in the VAE's RMS norms (before)"
     )
     parser.add_argument(
         "--latent-cache", action="store_true", help="train step with the VAE latents read, not encoded"
