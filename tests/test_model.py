@@ -622,6 +622,29 @@ def test_fast_vae_rms_norms_match_diffusers(make_policy, dtype):
         torch.testing.assert_close(vae.decode(reference).sample, plain.decode(reference).sample, **tol)
 
 
+def test_fast_vae_rms_norm_holds_no_more_memory_than_diffusers():
+    """The fast RMS norm's peak of live bytes on a bf16 input equals diffusers' (its fp32 copy is freed before
+    the cast back): found by `benchmarks.train_memory`, where it once added 0.28 GiB to a real-width step."""
+    import copy
+
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
+
+    from lerobot_dit4dit.benchmarks.train_memory import LiveBytes
+    from lerobot_dit4dit.video_backbone import use_fast_rms_norms
+
+    plain = WanRMS_norm(16, images=False).to(torch.bfloat16)
+    fast = copy.deepcopy(plain)
+    assert use_fast_rms_norms(fast) == 1
+    x = torch.randn(2, 16, 3, 8, 8, dtype=torch.bfloat16)
+    peaks = []
+    for norm in (plain, fast):
+        live = LiveBytes()
+        with torch.no_grad(), live:
+            norm(x)
+        peaks.append(live.peak)
+    assert peaks[0] == peaks[1] > 0
+
+
 def test_inference_mode_as_lerobot_eval_runs_it(make_policy):
     """lerobot-eval and lerobot-rollout act under torch.inference_mode(): the caches must work there too
     (inference tensors have no version counter), with the same actions as under no_grad."""

@@ -155,7 +155,8 @@ class MemoryEstimate:
 
 def preset_policy_config(preset: str, base_model: str, **overrides):
     """The `DiT4DiTConfig` of `configs/<preset>.json` on `base_model`, with its cameras at the preset's
-    resolution, an 8-D state and a 7-D action (LIBERO's; the padded dims come from the preset)."""
+    resolution and a state and an action that fill its padded widths (LIBERO: 8 -> sin/cos 16, and 7 of 8).
+    The model sees only the padded widths, so the raw ones do not change the figures."""
     import draccus
     from lerobot.configs import FeatureType, PolicyFeature
 
@@ -252,15 +253,11 @@ def training_step_memory(
     video = inner.video
     prompt_width = video.transformer.config.crossattn_proj_in_channels
     task = "pick up the black bowl and place it on the plate"
-    video._prompt_cache[task] = torch.zeros(
-        cfg.max_prompt_tokens, prompt_width, device="meta" if fake else "cpu"
-    )
-
     mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext()
     with mode:
         if fake:
             _fake_module(policy, mode)
-            video._prompt_cache[task] = torch.zeros(cfg.max_prompt_tokens, prompt_width)
+        video._prompt_cache[task] = torch.zeros(cfg.max_prompt_tokens, prompt_width)
         b, t, h = batch_size, cfg.num_video_frames, cfg.chunk_size
         res_h, res_w = cfg.image_resolution
         batch = {c: torch.zeros(b, t, 3, res_h, res_w) for c in cfg.cameras}
