@@ -63,8 +63,8 @@ def test_fake_training_memory_counts_what_real_tensors_allocate(tiny_base, recip
 
 
 def test_recipes_order_the_memory_as_expected(tiny_base):
-    """Checkpointing keeps fewer activations than the full fine-tune at the same state; the frozen video DiT
-    trains fewer parameters (at tiny width the action head is most of them)."""
+    """Checkpointing keeps fewer activations than the full fine-tune at the same state, and fewer again on
+    cached latents; the frozen video DiT trains fewer parameters (at tiny width the action head is most)."""
     est = {
         r: training_step_memory(preset_policy_config("metaworld_quickstart", tiny_base, **RECIPES[r]), 4, r)
         for r in ("full", "checkpointing", "frozen-video")
@@ -72,6 +72,19 @@ def test_recipes_order_the_memory_as_expected(tiny_base):
     assert est["checkpointing"].activations < est["full"].activations
     assert est["checkpointing"].grads_and_adamw == est["full"].grads_and_adamw
     assert est["frozen-video"].trained_params < est["full"].trained_params
+    # On cached latents the frozen VAE never runs in the step; fake and real tensors still agree.
+    cached = {
+        fake: training_step_memory(
+            preset_policy_config("metaworld_quickstart", tiny_base, **RECIPES["checkpointing"]),
+            4,
+            "checkpointing",
+            fake=fake,
+            latent_cache=True,
+        )
+        for fake in (True, False)
+    }
+    assert cached[True].phase_peaks == cached[False].phase_peaks
+    assert cached[True].activations < est["checkpointing"].activations
 
 
 def test_train_memory_command_writes_its_table(tiny_base, tmp_path):

@@ -229,12 +229,14 @@ def training_step_memory(
     lora_rank: int = 16,
     steps: int = 2,
     fake: bool = True,
+    latent_cache: bool = False,
 ) -> MemoryEstimate:
     """Peak bytes of `steps` training steps of the policy of `cfg` (with the `RECIPES[recipe]` overrides
     already applied by the caller) at `batch_size`.
 
     `fake=False` runs the same steps on real tensors (small models only): the check that the fake run
-    counts what a real one allocates.
+    counts what a real one allocates. `latent_cache` trains on the batch's VAE latents, encoded once before
+    the count starts, as `--policy.latent_cache` does (the frozen VAE never runs in the steps).
     """
     import contextlib
 
@@ -284,6 +286,11 @@ def training_step_memory(
             p.register_post_accumulate_grad_hook(lambda p: live.relabel(p.grad, "grads"))
         live.track(list(policy.parameters()), list(policy.buffers()), video._prompt_cache[task])
         live.track([v for v in batch.values() if isinstance(v, torch.Tensor)])
+        if latent_cache:
+            from .speed import read_latents_from_memory
+
+            read_latents_from_memory(inner, batch)
+            live.track(inner._cached_latents(batch, None, cfg.training_mode)[0])
         with live:
             for _ in range(steps):
                 live.phase = "forward"
@@ -318,6 +325,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="per-process batch (default 4)")
     parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
     parser.add_argument("--lora-rank", type=int, default=16)
+    parser.add_argument(
+        "--latent-cache", action="store_true", help="train on cached VAE latents (--policy.latent_cache)"
+    )
     parser.add_argument("--base", default=None, help="an estimate base directory (default: written now)")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
@@ -336,8 +346,10 @@ def main() -> None:
             f"[{len(rows) + 1}/{len(args.recipes)}] {recipe}: two training steps on fake tensors", flush=True
         )
         cfg = preset_policy_config(args.preset, base, **RECIPES[recipe])
-        est = training_step_memory(cfg, args.batch_size, recipe, lora_rank=args.lora_rank)
-        title = RECIPE_TITLES[recipe].format(r=args.lora_rank)
+        est = training_step_memory(
+            cfg, args.batch_size, recipe, lora_rank=args.lora_rank, latent_cache=args.latent_cache
+        )
+        title = RECIPE_TITLES[recipe].format(r=args.lora_rank) + (", cached latents" * args.latent_cache)
         rows[title] = est.row()
         print(
             f"    {title}: trained {est.trained_params / 1e6:,.0f} M; weights {est.weights / GIB:.1f} GiB, "
@@ -347,7 +359,12 @@ def main() -> None:
             f"{est.phase_peaks.get('optimizer', 0) / GIB:.1f} GiB ({time.perf_counter() - start:.0f} s)",
             flush=True,
         )
-    out = {"preset": args.preset, "batch_size": args.batch_size, "recipes": rows}
+    out = {
+        "preset": args.preset,
+        "batch_size": args.batch_size,
+        "latent_cache": args.latent_cache,
+        "recipes": rows,
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
         print(f"wrote {args.json}")
