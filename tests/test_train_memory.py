@@ -151,3 +151,23 @@ def test_checkpointed_training_keeps_no_autocast_weight_copies(tiny_base, monkey
             assert (a - b).abs().max() <= 2**-7 * b.abs().max(), name
         else:
             assert torch.equal(a, b), name
+
+
+def test_estimate_base_holds_the_transformer_config_only(tmp_path):
+    """The command's default base: the real Wan VAE, the given video-DiT config and no DiT weights; a policy
+    builds from it on the meta device and the fake steps run on it."""
+    from diffusers import AutoencoderKLWan, CosmosTransformer3DModel
+
+    from lerobot_dit4dit.benchmarks.speed import REAL_TRANSFORMER
+    from lerobot_dit4dit.benchmarks.train_memory import write_estimate_base
+
+    small = {"num_attention_heads": 2, "attention_head_dim": 32, "num_layers": 4, "adaln_lora_dim": 16}
+    base = write_estimate_base(
+        tmp_path / "base", {**REAL_TRANSFORMER, **small, "crossattn_proj_in_channels": 64}
+    )
+    assert sorted(p.name for p in (base / "transformer").iterdir()) == ["config.json"]
+    assert CosmosTransformer3DModel.load_config(base, subfolder="transformer")["num_layers"] == 4
+    assert AutoencoderKLWan.load_config(base, subfolder="vae")["base_dim"] == 96  # the real Wan 2.1 VAE
+    cfg = preset_policy_config("metaworld_quickstart", str(base), **RECIPES["checkpointing"])
+    est = training_step_memory(cfg, 2, "checkpointing")
+    assert est.activations > 0 and est.peak > est.weights
