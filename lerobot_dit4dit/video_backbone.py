@@ -116,8 +116,9 @@ def use_single_frame_convs(module: nn.Module) -> int:
     return count
 
 
-def use_fast_rms_norms(module: nn.Module) -> int:
-    """Give every Wan RMS norm under `module` a normalisation by the summed squares over the channel dim.
+def use_fast_rms_norms(module: nn.Module, enable: bool = True) -> int:
+    """Give every Wan RMS norm under `module` a normalisation by the summed squares over the channel dim
+    (`enable=False` gives them diffusers' forward back, for before/after benchmarks).
 
     diffusers' `WanRMS_norm` calls `F.normalize` over the channels, and on CPU that reduction
     (`linalg_vector_norm` over a strided dim) is about 17x slower than `square().sum().sqrt()` (15.4 vs 0.9 ms
@@ -129,7 +130,12 @@ def use_fast_rms_norms(module: nn.Module) -> int:
 
     count = 0
     for norm in module.modules():
-        if not isinstance(norm, WanRMS_norm) or getattr(norm, "_dit4dit_fast", False):
+        if not isinstance(norm, WanRMS_norm) or getattr(norm, "_dit4dit_fast", False) == enable:
+            continue
+        if not enable:
+            del norm.forward  # the instance attribute: diffusers' class forward runs again
+            norm._dit4dit_fast = False
+            count += 1
             continue
         full = norm.forward
 

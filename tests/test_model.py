@@ -643,6 +643,7 @@ def test_fast_vae_rms_norm_holds_no_more_memory_than_diffusers():
             norm(x)
         peaks.append(live.peak)
     assert peaks[0] == peaks[1] > 0
+    assert use_fast_rms_norms(fast, enable=False) == 1 and "forward" not in vars(fast)  # diffusers' again
 
 
 def test_inference_mode_as_lerobot_eval_runs_it(make_policy):

@@ -274,10 +274,9 @@ def time_policy(args) -> dict:
     if args.no_per_frame_adaln:  # the "before" of video_backbone.use_per_frame_adaln: diffusers' per token
         policy.video.per_frame_adaln = False
     if args.no_fast_norms:  # the "before" of video_backbone.use_fast_rms_norms: diffusers' F.normalize
-        for module in policy.video.vae.modules():
-            if getattr(module, "_dit4dit_fast", False):
-                del module.forward  # the instance attribute: diffusers' class forward runs again
-                module._dit4dit_fast = False
+        from ..video_backbone import use_fast_rms_norms
+
+        use_fast_rms_norms(policy.video.vae, enable=False)
     if args.no_caches:  # the "before" of the inference caches (lerobot_dit4dit.caching)
         policy.action_head.feature_kv_cached = contextlib.nullcontext
         policy.video.text_kv_cached = lambda n=None: contextlib.nullcontext()

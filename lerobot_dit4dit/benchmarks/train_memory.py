@@ -184,13 +184,11 @@ def write_estimate_base(directory: str | Path, transformer_config: dict | None =
 
     from diffusers import CosmosTransformer3DModel
 
-    from ..testing.tiny_base import REAL_WIDTH_BASE, TINY_BASE, build_tiny_cosmos_base
+    from ..testing.tiny_base import TINY_BASE, WAN21_VAE_SIZES, build_tiny_cosmos_base
     from .speed import REAL_TRANSFORMER
 
-    vae_sizes = {
-        k: getattr(REAL_WIDTH_BASE, k) for k in ("vae_base_dim", "vae_dim_mult", "vae_num_res_blocks")
-    }
-    directory = build_tiny_cosmos_base(directory, replace(TINY_BASE, **vae_sizes), calibrate_latents=False)
+    sizes = replace(TINY_BASE, **WAN21_VAE_SIZES)
+    directory = build_tiny_cosmos_base(directory, sizes, calibrate_latents=False)
     for weights in (directory / "transformer").glob("*.safetensors"):
         weights.unlink()
     with torch.device("meta"):
@@ -204,17 +202,21 @@ def _fake_module(module: torch.nn.Module, fake_mode) -> None:
     from torch._subclasses.fake_tensor import FakeTensorConverter
 
     converter = FakeTensorConverter()
+    fakes: dict[int, torch.Tensor] = {}  # a tensor shared by several modules stays one (and counts once)
 
-    def fake(t: torch.Tensor) -> torch.Tensor:
-        return converter.from_meta_and_device(fake_mode, t.to("meta"), torch.device("cpu"))
+    def fake(t: torch.Tensor, parameter: bool) -> torch.Tensor:
+        if id(t) not in fakes:
+            f = converter.from_meta_and_device(fake_mode, t.to("meta"), torch.device("cpu"))
+            fakes[id(t)] = torch.nn.Parameter(f, requires_grad=t.requires_grad) if parameter else f
+        return fakes[id(t)]
 
     for m in module.modules():
         for name, p in list(m._parameters.items()):
             if p is not None:
-                m._parameters[name] = torch.nn.Parameter(fake(p), requires_grad=p.requires_grad)
+                m._parameters[name] = fake(p, parameter=True)
         for name, b in list(m._buffers.items()):
             if b is not None:
-                m._buffers[name] = fake(b)
+                m._buffers[name] = fake(b, parameter=False)
 
 
 def _storage_bytes(tensors) -> int:

@@ -125,18 +125,14 @@ class TinyBaseSizes:
 TINY_BASE = TinyBaseSizes()
 # Wider bases with random weights, for benchmarks: the "medium" DiT (8 x 1024) and the real
 # Cosmos-Predict2.5-2B DiT (28 x 2048) with the real Wan 2.1 VAE; the text encoder stays tiny in both.
+# The real Wan 2.1 VAE's sizes, in `TinyBaseSizes` fields.
+WAN21_VAE_SIZES = {"vae_base_dim": 96, "vae_dim_mult": (1, 2, 4, 4), "vae_num_res_blocks": 2}
 MEDIUM_BASE = TinyBaseSizes(num_layers=8, num_attention_heads=8, attention_head_dim=128, adaln_lora_dim=256)
 REAL_WIDTH_BASE = TinyBaseSizes(
-    num_layers=28,
-    num_attention_heads=16,
-    attention_head_dim=128,
-    adaln_lora_dim=256,
-    vae_base_dim=96,
-    vae_dim_mult=(1, 2, 4, 4),
-    vae_num_res_blocks=2,
+    num_layers=28, num_attention_heads=16, attention_head_dim=128, adaln_lora_dim=256, **WAN21_VAE_SIZES
 )
 # The medium DiT with the real Wan 2.1 VAE: the VAE's share of a training step (what the latent cache saves).
-MEDIUM_WAN_BASE = replace(MEDIUM_BASE, vae_base_dim=96, vae_dim_mult=(1, 2, 4, 4), vae_num_res_blocks=2)
+MEDIUM_WAN_BASE = replace(MEDIUM_BASE, **WAN21_VAE_SIZES)
 # The random bases of the benchmarks (`benchmarks.speed`, `benchmarks.official_side_by_side`) by `--width`.
 BENCH_BASES = {
     "tiny": TINY_BASE,
