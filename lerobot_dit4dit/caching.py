@@ -5,6 +5,10 @@ both attend to something static: the action DiT to the same video features at ev
 video DiT to the same instruction at every chunk. `reusing_outputs` swaps the `to_k`/`to_v` projections for
 wrappers that return the previous output while they see the very same input tensor (and the same weights,
 dtype and autocast state). The computation is the one that would run anyway, so outputs are bit-identical.
+
+A training step uses the same wrappers for one thing: the no-grad feature forward reuses, detached, the text
+K/V that the video-loss forward computed with grad (`DiT4DiTPolicy._losses`). An output made without grad is
+never handed to a call that needs one.
 """
 
 from __future__ import annotations
@@ -34,21 +38,24 @@ class ReuseOutput(nn.Module):
         self._input: Tensor | None = None
         self._key: tuple | None = None
         self._output: Tensor | None = None
+        self._with_grad = False
 
     def _state(self, x: Tensor) -> tuple:
         weights = tuple(tensor_version(p) for p in self.inner.parameters())
         autocast = torch.is_autocast_enabled(x.device.type)
         dtype = torch.get_autocast_dtype(x.device.type) if autocast else None
-        return (tensor_version(x), weights, autocast, dtype, torch.is_grad_enabled())
+        return (tensor_version(x), weights, autocast, dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        state = self._state(x)
-        if x is not self._input or state != self._key:
-            self._input, self._key, self._output = x, state, self.inner(x)
-        return self._output
+        state, grad = self._state(x), torch.is_grad_enabled()
+        if x is not self._input or state != self._key or (grad and not self._with_grad):
+            self._input, self._key, self._with_grad, self._output = x, state, grad, self.inner(x)
+        # A no-grad caller gets the values without the graph, as it would have computed them.
+        return self._output.detach() if self._with_grad and not grad else self._output
 
     def clear(self) -> None:
         self._input = self._key = self._output = None
+        self._with_grad = False
 
 
 @contextlib.contextmanager

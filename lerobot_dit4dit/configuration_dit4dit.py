@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 from lerobot.configs import NormalizationMode, PreTrainedConfig
-from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig
+from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig, OptimizerConfig
 from lerobot.policies.rtc.configuration_rtc import RTCConfig
 from lerobot.utils.constants import ACTION, OBS_STATE
 
@@ -24,6 +24,19 @@ STATE_ENCODINGS = ("none", "sincos_interleaved", "sincos_blocked")
 VIDEO_TIME_DISTRIBUTIONS = ("uniform", "logit_normal")
 # `dtype` names and the torch dtypes they stand for; the one table every module reads.
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@OptimizerConfig.register_subclass("dit4dit_adamw")
+@dataclass
+class DiT4DiTAdamWConfig(AdamWConfig):
+    """LeRobot's AdamW with torch's `fused` switch, which LeRobot's `AdamWConfig` does not expose.
+
+    `AdamWConfig.build` hands every field but `grad_clip_norm` to `torch.optim.AdamW`, so this adds only the
+    field. The optimizer state has the same layout either way: a checkpoint resumes with fused on or off.
+    """
+
+    # torch.optim.AdamW(fused=...): None is torch's default (foreach on CUDA, a loop over tensors on CPU).
+    fused: bool | None = None
 
 
 @PreTrainedConfig.register_subclass("dit4dit")
@@ -210,6 +223,10 @@ class DiT4DiTConfig(PreTrainedConfig):
     optimizer_weight_decay: float = 1e-8
     # Maximum global gradient norm; `lerobot-train` clips to it every step.
     optimizer_grad_clip_norm: float = 1.0
+    # torch's fused AdamW kernel: one pass per tensor instead of about ten elementwise ops. On CPU it is 4x
+    # faster than torch's default loop (0.12 vs 0.47 s per step for 105 M parameters, docs/speed.md); on CUDA
+    # it also skips the foreach step's extra fp32 copy of the trained weights. false: torch's default.
+    optimizer_fused: bool = True
     # Cosine decay with linear warmup (LeRobot scales both down when `--steps` is shorter than the decay).
     scheduler_warmup_steps: int = 5000
     scheduler_decay_steps: int = 80000
@@ -310,15 +327,16 @@ class DiT4DiTConfig(PreTrainedConfig):
             raise ValueError(f"action_dropout={self.action_dropout} must be in [0, 1).")
 
     # ------------------------------------------------------------------ LeRobot hooks
-    def get_optimizer_preset(self) -> AdamWConfig:
+    def get_optimizer_preset(self) -> DiT4DiTAdamWConfig:
         # The per-module learning rates live in the parameter groups of `get_optim_params`; `lr` is the
         # fallback for a group without its own.
-        return AdamWConfig(
+        return DiT4DiTAdamWConfig(
             lr=self.optimizer_lr_action,
             betas=self.optimizer_betas,
             eps=self.optimizer_eps,
             weight_decay=self.optimizer_weight_decay,
             grad_clip_norm=self.optimizer_grad_clip_norm,
+            fused=self.optimizer_fused or None,
         )
 
     def get_scheduler_preset(self) -> CosineDecayWithWarmupSchedulerConfig:

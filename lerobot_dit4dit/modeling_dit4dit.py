@@ -502,34 +502,56 @@ class DiT4DiTPolicy(PreTrainedPolicy):
 
         info = {}
         loss = torch.zeros((), device=video.device)
+        # Joint training with detached features: both DiT forwards read the same projected instruction, so
+        # the video-loss forward (with grad) runs first and the no-grad feature forward reuses its text K/V
+        # in blocks 0..extract_layer instead of projecting the (B, L, D) context again.
+        share_text = mode == "joint" and cfg.detach_video_features and torch.is_grad_enabled()
+        projected = share_text
+        if share_text:
+            prompt_embeds = self.video.crossattn_proj(prompt_embeds)
+        video_loss = None
+        with self.video.text_kv_shared(cfg.extract_layer + 1) if share_text else contextlib.nullcontext():
+            if share_text:
+                video_loss = self._video_loss(latents, prompt_embeds, noise, future_mask, projected)
+            if mode != "video":
+                # no_grad only when detaching: an enclosing no_grad (evaluation) must stay in force otherwise.
+                with torch.no_grad() if cfg.detach_video_features else contextlib.nullcontext():
+                    features = self.extract_features(
+                        cond_latent, prompt_embeds, noise=noise.feature, projected=projected
+                    )
         if mode != "video":
-            # no_grad only when detaching: an enclosing no_grad (evaluation) must stay in force otherwise.
-            with torch.no_grad() if cfg.detach_video_features else contextlib.nullcontext():
-                features = self.extract_features(cond_latent, prompt_embeds, noise=noise.feature)
             action_loss = self._action_loss(batch, features, noise)
             loss = loss + action_loss
             info["action_loss"] = action_loss.item()
             self._check_finite(batch, "action_loss", info["action_loss"])
         if mode != "action":
-            video_loss = self.video.video_loss(
-                latents,
-                prompt_embeds,
-                conditional_frame_timestep=cfg.conditional_frame_timestep,
-                time=noise.video_time,
-                noise=noise.video,
-                time_kwargs={
-                    "distribution": cfg.video_time_distribution,
-                    "logit_normal_mean": cfg.video_logit_normal_mean,
-                    "logit_normal_std": cfg.video_logit_normal_std,
-                    "high_sigma_ratio": cfg.video_high_sigma_ratio,
-                    "high_sigma_min": cfg.video_high_sigma_min,
-                },
-                future_mask=future_mask,
-            )
+            if video_loss is None:
+                video_loss = self._video_loss(latents, prompt_embeds, noise, future_mask, projected)
             loss = loss + cfg.video_loss_weight * video_loss
             info["video_loss"] = video_loss.item()
             self._check_finite(batch, "video_loss", info["video_loss"])
         return loss, info
+
+    def _video_loss(
+        self, latents: Tensor, prompt_embeds: Tensor, noise: ForwardNoise, future_mask, projected: bool
+    ) -> Tensor:
+        cfg = self.config
+        return self.video.video_loss(
+            latents,
+            prompt_embeds,
+            conditional_frame_timestep=cfg.conditional_frame_timestep,
+            time=noise.video_time,
+            noise=noise.video,
+            time_kwargs={
+                "distribution": cfg.video_time_distribution,
+                "logit_normal_mean": cfg.video_logit_normal_mean,
+                "logit_normal_std": cfg.video_logit_normal_std,
+                "high_sigma_ratio": cfg.video_high_sigma_ratio,
+                "high_sigma_min": cfg.video_high_sigma_min,
+            },
+            future_mask=future_mask,
+            projected=projected,
+        )
 
     def _cached_latents(self, batch: dict, device: torch.device, mode: str) -> tuple[Tensor, Tensor | None]:
         """The batch's latents (B, 16, T_lat, h, w) and future-frame mask (B, T_lat - 1) or None, from
@@ -593,10 +615,10 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             mask &= ~batch["action_is_pad"].bool()[..., None]
         state = self._state(batch)
 
-        # R independent (noise, time) draws per sample; row i of the expanded batch is sample i % B.
+        # R independent (noise, time) draws per sample; row i of the expanded batch is sample i % B. The
+        # features stay (B, S_f, D_f): the head's cross-attention projects each sample's once.
         r = cfg.num_action_noise_draws
         actions, mask, state = actions.repeat(r, 1, 1), mask.repeat(r, 1, 1), state.repeat(r, 1)
-        features = features.repeat(r, 1, 1)
         eps = noise.action
         if eps is None:
             eps = torch.randn_like(actions)

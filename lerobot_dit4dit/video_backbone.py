@@ -575,6 +575,11 @@ class CosmosVideoBackbone(nn.Module):
         blocks = self.transformer.transformer_blocks[:num_blocks]
         return reusing_outputs((b.attn2 for b in blocks), self._text_kv_wrappers)
 
+    def text_kv_shared(self, num_blocks: int):
+        """While active, the first `num_blocks` DiT blocks project a context tensor to text K/V once: a
+        no-grad forward reuses, detached, what a forward with grad computed (one training step; `caching`)."""
+        return reusing_outputs(b.attn2 for b in self.transformer.transformer_blocks[:num_blocks])
+
     def project_prompts(self, prompts: list[str]) -> dict[str, Tensor]:
         """instruction -> (L, D) projected context for every instruction in `prompts`, for shipping."""
         return dict(zip(prompts, self.text_context(prompts), strict=True))
@@ -708,7 +713,12 @@ class CosmosVideoBackbone(nn.Module):
                 f"feature noise has shape {tuple(noise.shape)}, expected {(b, c, num_latent_frames, h, w)}."
             )
         future_time = torch.full((b,), sigma, device=cond_latent.device, dtype=torch.float32)
-        cache = self.text_kv_cached(extract_layer + 1) if projected else contextlib.nullcontext()
+        # The inference cache outlives this call; a training step shares its text K/V its own way (`_losses`).
+        cache = (
+            self.text_kv_cached(extract_layer + 1)
+            if projected and not self.training
+            else contextlib.nullcontext()
+        )
         with cache:
             return self(
                 cond_latent,
@@ -730,11 +740,13 @@ class CosmosVideoBackbone(nn.Module):
         noise: Tensor | None = None,
         time_kwargs: dict | None = None,
         future_mask: Tensor | None = None,
+        projected: bool = False,
     ) -> Tensor:
         """Flow-matching loss on the future latent frames; latent frame 0 stays the clean condition.
 
         Args:
             latents: (B, 16, T_lat, h, w) normalised clip latents (frame 0 = current frame), T_lat >= 2.
+            prompt_embeds: (B, L, E), or with `projected` the (B, L, D) output of `crossattn_proj`.
             time: (B,) flow time of the future frames; sampled with `time_kwargs` when None.
             noise: (B, 16, T_lat - 1, h, w); standard normal when None.
             future_mask: (B, T_lat - 1) bool, False for future latent frames that are not real data (the clip
@@ -750,10 +762,13 @@ class CosmosVideoBackbone(nn.Module):
         if noise is None:
             noise = torch.randn_like(x0)
         xt = interpolate(x0, noise, time)
-        v_pred = self(latents[:, :, :1], xt, time, prompt_embeds, conditional_frame_timestep)
+        v_pred = self(
+            latents[:, :, :1], xt, time, prompt_embeds, conditional_frame_timestep, projected=projected
+        )
         target = velocity_target(x0, noise)
         if future_mask is None:
-            return torch.nn.functional.mse_loss(v_pred[:, :, 1:].float(), target)
+            # Not F.mse_loss: on CPU its 0-dim result keeps the whole elementwise buffer as its storage.
+            return (v_pred[:, :, 1:].float() - target).square().mean()
         return masked_mse(v_pred[:, :, 1:].float(), target, future_mask[:, None, :, None, None])
 
     @torch.no_grad()

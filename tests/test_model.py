@@ -544,6 +544,84 @@ def test_feature_kv_once_per_chunk_and_text_kv_once_per_instruction(make_policy,
     assert len(feature_k) == 3 + 6 and len(text_k) > 1
 
 
+def test_action_loss_projects_each_samples_features_once(make_policy):
+    """The action loss's r noise draws per sample share that sample's (S_f, D_f) features: the head's
+    cross-attention projects them to K/V once per sample, not once per draw. Predictions and gradients equal
+    the path that repeats the features r times (diffusers' own processor), within fp32 rounding."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from lerobot_dit4dit.action_head import SharedContextAttnProcessor
+
+    policy = make_policy(action_dropout=0.0)
+    head = policy.action_head.train()
+    cfg = policy.config
+    b, r, h = 2, cfg.num_action_noise_draws, cfg.chunk_size
+    attn = head.cross_attention_blocks()[0].attn1
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(b, 24, attn.cross_attention_dim, generator=g)
+    actions = torch.randn(r * b, h, cfg.max_action_dim, generator=g)
+    state = torch.randn(r * b, cfg.max_state_dim, generator=g)
+    eps, t = torch.randn(r * b, h, cfg.max_action_dim, generator=g), torch.rand(r * b, generator=g)
+    assert isinstance(attn.processor, SharedContextAttnProcessor)
+    projected_rows = []
+    attn.to_k.register_forward_hook(lambda _m, args, _out: projected_rows.append(args[0].shape[0]))
+
+    def pred_and_grads(feats, processor=None):
+        head.zero_grad(set_to_none=True)
+        if processor is not None:
+            for block in head.cross_attention_blocks():
+                block.attn1.set_processor(processor)
+        pred, target = head.loss_inputs(actions, state, feats, eps, t)
+        ((pred - target) ** 2).mean().backward()
+        return pred.detach(), {n: p.grad.clone() for n, p in head.named_parameters() if p.grad is not None}
+
+    shared, shared_grads = pred_and_grads(features)
+    assert projected_rows == [b]
+    repeated, repeated_grads = pred_and_grads(features.repeat(r, 1, 1), AttnProcessor2_0())
+    assert projected_rows == [b, r * b]
+    torch.testing.assert_close(shared, repeated, atol=1e-6, rtol=1e-5)
+    assert shared_grads.keys() == repeated_grads.keys() and any(".to_k." in n for n in shared_grads)
+    for name, grad in shared_grads.items():
+        torch.testing.assert_close(grad, repeated_grads[name], atol=1e-6, rtol=1e-4, msg=name)
+
+    SharedContextAttnProcessor.install(attn)
+    with pytest.raises(ValueError, match="3 query rows .* cannot share 2 context rows"):
+        attn(torch.randn(3, h + 1, attn.query_dim), encoder_hidden_states=features)
+
+
+def test_training_step_projects_the_instruction_once_for_both_forwards(make_policy, monkeypatch):
+    """Joint training with detached features: the no-grad feature forward reuses the text K/V that the
+    video-loss forward computed, so block 0 projects the instruction once per step, not twice. The losses and
+    every gradient equal those of projecting it in each forward."""
+    import contextlib
+
+    policy = make_policy(action_dropout=0.0)
+    assert policy.config.training_mode == "joint" and policy.config.detach_video_features
+    policy.train()
+    batch = train_batch(policy.config, seed=5)
+    noise = policy.draw_noise(2, generator=torch.Generator().manual_seed(1))
+    calls = []
+    policy.video.transformer.transformer_blocks[0].attn2.to_k.register_forward_hook(
+        lambda *a: calls.append(1)
+    )
+
+    def step():
+        policy.zero_grad(set_to_none=True)
+        loss, info = policy.forward(batch, noise=noise)
+        loss.backward()
+        return info, {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
+
+    shared_info, shared_grads = step()
+    assert len(calls) == 1
+    monkeypatch.setattr(policy.video, "text_kv_shared", lambda n: contextlib.nullcontext())
+    info, grads = step()
+    assert len(calls) == 3  # the video-loss forward and the feature forward, each its own projection
+    assert shared_info == info
+    assert shared_grads.keys() == grads.keys() and any("attn2.to_k" in n for n in grads)
+    for name, grad in grads.items():
+        torch.testing.assert_close(shared_grads[name], grad, atol=0, rtol=0, msg=name)
+
+
 def test_compile_model_matches_eager(make_policy):
     """compile_model=True: torch.compile in place (same state_dict keys), actions within rounding of eager."""
     eager = make_policy()

@@ -40,16 +40,21 @@ def test_live_bytes_counts_each_storage_once_and_frees_it():
     del b, c, d
 
 
-@pytest.mark.parametrize("recipe", list(RECIPES))
-def test_fake_training_memory_counts_what_real_tensors_allocate(tiny_base, recipe):
+@pytest.mark.parametrize(
+    ("recipe", "overrides"),
+    [(r, {}) for r in RECIPES] + [("full", {"detach_video_features": True})],
+    ids=[*RECIPES, "full-detached-features"],
+)
+def test_fake_training_memory_counts_what_real_tensors_allocate(tiny_base, recipe, overrides):
     """Two training steps of the quickstart policy at batch 4: the fake run's peaks, per phase, are the bytes
-    the same steps allocate on real tensors, to the byte."""
+    the same steps allocate on real tensors, to the byte. With detached features (the LIBERO presets) the
+    step shares the text K/V between its two DiT forwards."""
     if recipe == "lora":
         pytest.importorskip("peft", reason="LoRA goes through LeRobot's PEFT support (the `peft` package)")
     estimates = {}
     for fake in (True, False):
         torch.manual_seed(0)
-        cfg = preset_policy_config("metaworld_quickstart", tiny_base, **RECIPES[recipe])
+        cfg = preset_policy_config("metaworld_quickstart", tiny_base, **RECIPES[recipe], **overrides)
         estimates[fake] = training_step_memory(cfg, batch_size=4, recipe=recipe, fake=fake)
     fake, real = estimates[True], estimates[False]
     assert fake.phase_peaks == real.phase_peaks

@@ -642,12 +642,7 @@ def run_dit4dit(args, work: Path, meta: dict) -> dict:
     if args.train:
         cfg = policy.config
         policy.train()  # reads the deferred blocks (and, loaded in bf16, the fp32 weights) back first
-        optimizer = torch.optim.AdamW(
-            policy.get_optim_params(),
-            betas=cfg.optimizer_betas,
-            eps=cfg.optimizer_eps,
-            weight_decay=cfg.optimizer_weight_decay,
-        )
+        optimizer = cfg.get_optimizer_preset().build(policy.get_optim_params())  # as lerobot-train builds it
         b, h = frames.shape[0], meta["chunk_size"]
         batch = {
             CAMERA: frames,

@@ -286,7 +286,7 @@ def time_policy(args) -> dict:
     batch["action"] = torch.randn(b, h, 7, device=device)
     batch["action_is_pad"] = torch.zeros(b, h, dtype=torch.bool, device=device)
     batch["task"] = ["pick up the black bowl and place it on the plate"] * b
-    opt = torch.optim.AdamW(policy.get_optim_params(), betas=cfg.optimizer_betas)
+    opt = cfg.get_optimizer_preset().build(policy.get_optim_params())  # as lerobot-train builds it
     autocast = torch.autocast(device.type, dtype=DTYPES[cfg.dtype], enabled=cfg.dtype != "float32")
 
     def sync():

@@ -16,8 +16,8 @@ allocator's fragmentation (`max_memory_reserved` is higher), the frozen text enc
 are cached before training), and, under FSDP, the gathered shards and communication buffers. The kernels are
 the CPU ones: CPU autocast casts nearly the same ops to bf16 as CUDA autocast, and attention runs the fused
 CPU kernel, which like CUDA's flash attention keeps only its output and log-sum-exp for the backward. AdamW
-runs its `foreach` implementation, CUDA's default, which holds one extra fp32 copy of the trained parameters
-during `step`.
+is the preset's (`optimizer_fused`: torch's fused kernel, which updates in place; torch's foreach default
+would hold one extra fp32 copy of the trained parameters during `step`).
 """
 
 from __future__ import annotations
@@ -274,14 +274,7 @@ def training_step_memory(
         if recipe == "lora":  # the adapters and the fully trained embodiment copies, as lerobot-train builds
             groups = [{"params": [p for p in policy.parameters() if p.requires_grad]}]
         preset = cfg.get_optimizer_preset()
-        opt = torch.optim.AdamW(
-            groups,
-            lr=preset.lr,
-            betas=preset.betas,
-            eps=preset.eps,
-            weight_decay=preset.weight_decay,
-            foreach=True,
-        )
+        opt = preset.build(groups)  # lerobot-train's optimizer
         trained = [p for g in groups for p in g["params"]]
         live = LiveBytes()
         for p in trained:  # a gradient is persistent state from when it lands until zero_grad frees it
