@@ -64,9 +64,9 @@ class SharedContextAttnProcessor(AttnProcessor2_0):
     The action loss draws r (noise, time) pairs per sample (`num_action_noise_draws`), so its N = r * B rows
     attend to B feature maps: row i to map i % B. diffusers' processor would project r identical copies of
     each (S_f, D_f) map to keys and values, the largest matmuls of the head (at medium width 59% of its
-    forward). This one projects each map once and repeats the keys and values, saving (r - 1) / r of that
-    work in the forward and in the backward of `to_k` / `to_v`. With as many context rows as query rows it
-    is diffusers' processor unchanged.
+    forward). This one projects each map once and lets the r * T queries of a sample attend to it as one
+    sequence, saving (r - 1) / r of that work in the forward and in the backward of `to_k` / `to_v`, and
+    copying no key. With as many context rows as query rows it is diffusers' processor unchanged.
     """
 
     def __call__(
@@ -90,15 +90,18 @@ class SharedContextAttnProcessor(AttnProcessor2_0):
                 f"shared-context cross-attention: {n} query rows of shape {tuple(hidden_states.shape[1:])} "
                 f"cannot share {b} context rows (needs 3-D queries, a multiple of {b} rows and no mask)"
             )
-        r, heads = n // b, attn.heads
-        query = attn.to_q(hidden_states)
-        # (B, S_f, H * d) -> (r * B, S_f, H * d): row i is context row i % B, as `Tensor.repeat` lays out.
-        key = attn.to_k(encoder_hidden_states).repeat(r, 1, 1)
-        value = attn.to_v(encoder_hidden_states).repeat(r, 1, 1)
+        r, t, heads = n // b, hidden_states.shape[1], attn.heads
+        query = attn.to_q(hidden_states)  # (r * B, T, H * d)
+        key = attn.to_k(encoder_hidden_states)  # (B, S_f, H * d): once per sample, not once per draw
+        value = attn.to_v(encoder_hidden_states)
         head_dim = key.shape[-1] // heads
-        query, key, value = (x.view(n, -1, heads, head_dim).transpose(1, 2) for x in (query, key, value))
+        # Query row j * B + i belongs to sample i (`Tensor.repeat`'s layout). Attention is per query, so the
+        # r * T queries of sample i attend together, as one sequence, to its keys: no key is copied.
+        query = query.view(r, b, t, heads, head_dim).permute(1, 3, 0, 2, 4).reshape(b, heads, r * t, head_dim)
+        key, value = (x.view(b, -1, heads, head_dim).transpose(1, 2) for x in (key, value))
         out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
-        out = out.transpose(1, 2).reshape(n, -1, heads * head_dim).to(query.dtype)
+        out = out.view(b, heads, r, t, head_dim).permute(2, 0, 3, 1, 4).reshape(n, t, heads * head_dim)
+        out = out.to(query.dtype)
         return attn.to_out[1](attn.to_out[0](out))
 
     @staticmethod
