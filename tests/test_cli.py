@@ -408,6 +408,7 @@ def test_speed_benchmark_prints_and_writes_every_stage(tmp_path, mode):
     figures = json.loads(out.read_text())
     assert figures["config"]["latent_cache"] == ("--latent-cache" in mode)
     assert figures["config"]["fast_vae_norms"] == ("--no-fast-norms" not in mode)
+    assert figures["config"]["compile_model"] is False
     assert figures["threads"] == 1 and figures["machine"]["cpu_count"] >= 1
     stages = ("train_step_ms", "chunk_ms", "stage_vae_encode_frame0_ms", "stage_feature_forward_ms")
     for key in (*stages, "stage_action_sampling_ms", "peak_memory_mib"):

@@ -155,6 +155,7 @@ def bench_config(args):
         base_model_revision=args.revision,
         device=args.device,
         dtype=args.dtype,
+        compile_model=getattr(args, "compile", False),
         image_resolution=(res, res),
         input_features={
             **{c: PolicyFeature(FeatureType.VISUAL, (3, res, res)) for c in cams},
@@ -367,6 +368,7 @@ def time_policy(args) -> dict:
             "per_frame_adaln": not args.no_per_frame_adaln,
             "fast_vae_norms": not args.no_fast_norms,
             "latent_cache": args.latent_cache,
+            "compile_model": cfg.compile_model,
         },
         "results": results,
     }
@@ -399,6 +401,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="training batch")
     parser.add_argument("--inference-batch-size", type=int, default=1)
     parser.add_argument("--inference-only", action="store_true", help="skip the train step")
+    parser.add_argument(
+        "--compile", action="store_true", help="compile_model=true (the warm-up calls include compiling)"
+    )
     parser.add_argument("--no-caches", action="store_true", help="disable the inference K/V caches (before)")
     parser.add_argument("--no-cast", action="store_true", help="keep fp32 weights under autocast (before)")
     parser.add_argument(
