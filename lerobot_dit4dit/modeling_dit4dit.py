@@ -533,7 +533,12 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         return loss, info
 
     def _video_loss(
-        self, latents: Tensor, prompt_embeds: Tensor, noise: ForwardNoise, future_mask, projected: bool
+        self,
+        latents: Tensor,
+        prompt_embeds: Tensor,
+        noise: ForwardNoise,
+        future_mask: Tensor | None,
+        projected: bool,
     ) -> Tensor:
         cfg = self.config
         return self.video.video_loss(

@@ -171,6 +171,25 @@ def test_optim_param_groups(make_policy):
     assert not any(p.requires_grad for p in policy.video.vae.parameters())
 
 
+def test_optimizer_preset_is_lerobots_adamw_with_torchs_fused_switch(make_policy):
+    """lerobot-train's optimizer: LeRobot's AdamW fields plus `fused` (`optimizer_fused`), which survives the
+    train config's save and load (draccus, by its registered type name): a resumed run builds the same."""
+    import draccus
+    from lerobot.optim import OptimizerConfig
+
+    policy = make_policy()
+    preset = policy.config.get_optimizer_preset()
+    assert preset.type == "dit4dit_adamw" and preset.fused is True
+    assert preset.grad_clip_norm == policy.config.optimizer_grad_clip_norm
+    opt = preset.build(policy.get_optim_params())
+    assert isinstance(opt, torch.optim.AdamW)
+    assert opt.defaults["fused"] is True and opt.defaults["betas"] == policy.config.optimizer_betas
+    decoded = draccus.decode(OptimizerConfig, draccus.encode(preset))
+    assert decoded == preset
+    policy.config.optimizer_fused = False
+    assert policy.config.get_optimizer_preset().build(policy.get_optim_params()).defaults["fused"] is None
+
+
 def test_action_loss_masks_padded_dims_and_steps(make_policy):
     policy = make_policy(training_mode="action")
     policy.eval()
