@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -171,11 +172,13 @@ def test_optim_param_groups(make_policy):
     assert not any(p.requires_grad for p in policy.video.vae.parameters())
 
 
-def test_optimizer_preset_is_lerobots_adamw_with_torchs_fused_switch(make_policy):
-    """lerobot-train's optimizer: LeRobot's AdamW fields plus `fused` (`optimizer_fused`), which survives the
-    train config's save and load (draccus, by its registered type name): a resumed run builds the same."""
+def test_optimizer_preset_is_lerobots_adamw_with_torchs_fused_switch(make_policy, tmp_path):
+    """lerobot-train's optimizer: LeRobot's AdamW fields plus `fused` (`optimizer_fused`), which survives
+    lerobot-train's own `train_config.json` save and parse (by its registered type name): a resumed run builds
+    the same optimizer."""
     import draccus
-    from lerobot.optim import OptimizerConfig
+    from lerobot.configs.default import DatasetConfig
+    from lerobot.configs.train import TrainPipelineConfig
 
     policy = make_policy()
     preset = policy.config.get_optimizer_preset()
@@ -184,8 +187,17 @@ def test_optimizer_preset_is_lerobots_adamw_with_torchs_fused_switch(make_policy
     opt = preset.build(policy.get_optim_params())
     assert isinstance(opt, torch.optim.AdamW)
     assert opt.defaults["fused"] is True and opt.defaults["betas"] == policy.config.optimizer_betas
-    decoded = draccus.decode(OptimizerConfig, draccus.encode(preset))
-    assert decoded == preset
+    train_cfg = TrainPipelineConfig(
+        dataset=DatasetConfig(repo_id="local/none"),
+        policy=policy.config,
+        optimizer=preset,
+        scheduler=policy.config.get_scheduler_preset(),
+    )
+    train_cfg._save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "train_config.json").read_text())["optimizer"]
+    assert saved["type"] == "dit4dit_adamw" and saved["fused"] is True
+    parsed = draccus.parse(TrainPipelineConfig, config_path=tmp_path / "train_config.json", args=[])
+    assert parsed.optimizer == preset
     policy.config.optimizer_fused = False
     assert policy.config.get_optimizer_preset().build(policy.get_optim_params()).defaults["fused"] is None
 
