@@ -9,6 +9,11 @@ dtype and autocast state). The computation is the one that would run anyway, so 
 A training step uses the same wrappers for one thing: the no-grad feature forward reuses, detached, the text
 K/V that the video-loss forward computed with grad (`DiT4DiTPolicy._losses`). An output made without grad is
 never handed to a call that needs one.
+
+A training batch often repeats an instruction (one task per dataset when fine-tuning on a robot; LIBERO's 40
+tasks over a batch of 32). `RowGather` makes the DiT's text `to_k`/`to_v` project each distinct
+instruction once and gather the rows per sample, as the action head does for its r noise draws: the same
+values, and gradients summed per instruction instead of per sample (equal within fp32 rounding).
 """
 
 from __future__ import annotations
@@ -56,6 +61,52 @@ class ReuseOutput(nn.Module):
     def clear(self) -> None:
         self._input = self._key = self._output = None
         self._with_grad = False
+
+
+class RowGather:
+    """Row-wise modules (Linears) that, given a tensor made by `expand`, project its U distinct rows and
+    gather the output per sample instead of projecting all B rows: `inner(rows).index_select(0, index)` has
+    the same values as `inner(rows.index_select(0, index))`.
+
+    The modules get a forward pre-hook (the rows go in instead of the expanded tensor) and a forward hook
+    (the output is gathered): state_dict keys do not change, a PEFT wrapper around a module still calls it,
+    and a copy of the model (`copy.deepcopy`) computes with its own weights, only without the gather. The
+    hooks stay: a checkpointed block recomputes its forward during the backward pass, after the training step
+    that built the tensor has returned, and must take the same path. Any other input runs as before. One
+    expanded tensor is current at a time; `expand` replaces it.
+    """
+
+    def __init__(self):
+        self._current: tuple[Tensor, Tensor, Tensor] | None = None  # (expanded, rows, index)
+
+    def expand(self, rows: Tensor, index: Tensor) -> Tensor:
+        """(U, ...) distinct rows, (B,) long row of each sample -> (B, ...) `rows.index_select(0, index)`."""
+        expanded = rows.index_select(0, index)
+        self._current = (expanded, rows, index)
+        return expanded
+
+    def clear(self) -> None:
+        self._current = None
+
+    def _rows_in(self, _module: nn.Module, args: tuple) -> tuple | None:
+        current = self._current
+        if current is not None and args and args[0] is current[0]:
+            return (current[1], *args[1:])
+        return None
+
+    def _gathered_out(self, _module: nn.Module, args: tuple, output: Tensor) -> Tensor | None:
+        current = self._current
+        if current is not None and args and args[0] is current[1]:
+            return output.index_select(0, current[2])
+        return None
+
+    def install(self, modules: Iterable[nn.Module]) -> None:
+        for module in modules:
+            if getattr(module, "_dit4dit_row_gather", None) is self:
+                continue
+            module.register_forward_pre_hook(self._rows_in)
+            module.register_forward_hook(self._gathered_out)
+            module._dit4dit_row_gather = self
 
 
 @contextlib.contextmanager

@@ -489,7 +489,9 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         cfg = self.config
         mode = cfg.training_mode
         bsz = video.shape[0]
-        prompt_embeds = self.video.encode_prompts(self._tasks(batch, bsz))
+        # The projected instruction (B, L, D), computed once per distinct instruction of the batch, and so are
+        # the DiT's text K/V on it (`video.training_context`).
+        context = self.video.training_context(self._tasks(batch, bsz))
 
         # One VAE pass over the clip: the causal Wan VAE gives latent frame 0 from pixel frame 0 alone, so it
         # is both the condition and the first frame of the video-loss target.
@@ -506,18 +508,16 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         # the video-loss forward (with grad) runs first and the no-grad feature forward reuses its text K/V
         # in blocks 0..extract_layer instead of projecting the (B, L, D) context again.
         share_text = mode == "joint" and cfg.detach_video_features and torch.is_grad_enabled()
-        projected = share_text
-        if share_text:
-            prompt_embeds = self.video.crossattn_proj(prompt_embeds)
         video_loss = None
-        with self.video.text_kv_shared(cfg.extract_layer + 1) if share_text else contextlib.nullcontext():
+        shared = self.video.text_kv_shared(cfg.extract_layer + 1) if share_text else contextlib.nullcontext()
+        with shared:
             if share_text:
-                video_loss = self._video_loss(latents, prompt_embeds, noise, future_mask, projected)
+                video_loss = self._video_loss(latents, context, noise, future_mask)
             if mode != "video":
                 # no_grad only when detaching: an enclosing no_grad (evaluation) must stay in force otherwise.
                 with torch.no_grad() if cfg.detach_video_features else contextlib.nullcontext():
                     features = self.extract_features(
-                        cond_latent, prompt_embeds, noise=noise.feature, projected=projected
+                        cond_latent, context, noise=noise.feature, projected=True
                     )
         if mode != "video":
             action_loss = self._action_loss(batch, features, noise)
@@ -526,24 +526,20 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             self._check_finite(batch, "action_loss", info["action_loss"])
         if mode != "action":
             if video_loss is None:
-                video_loss = self._video_loss(latents, prompt_embeds, noise, future_mask, projected)
+                video_loss = self._video_loss(latents, context, noise, future_mask)
             loss = loss + cfg.video_loss_weight * video_loss
             info["video_loss"] = video_loss.item()
             self._check_finite(batch, "video_loss", info["video_loss"])
         return loss, info
 
     def _video_loss(
-        self,
-        latents: Tensor,
-        prompt_embeds: Tensor,
-        noise: ForwardNoise,
-        future_mask: Tensor | None,
-        projected: bool,
+        self, latents: Tensor, context: Tensor, noise: ForwardNoise, future_mask: Tensor | None
     ) -> Tensor:
+        """Video flow-matching loss on the projected text `context` (B, L, D) of `video.training_context`."""
         cfg = self.config
         return self.video.video_loss(
             latents,
-            prompt_embeds,
+            context,
             conditional_frame_timestep=cfg.conditional_frame_timestep,
             time=noise.video_time,
             noise=noise.video,
@@ -555,7 +551,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
                 "high_sigma_min": cfg.video_high_sigma_min,
             },
             future_mask=future_mask,
-            projected=projected,
+            projected=True,
         )
 
     def _cached_latents(self, batch: dict, device: torch.device, mode: str) -> tuple[Tensor, Tensor | None]:

@@ -27,7 +27,7 @@ from diffusers.pipelines.cosmos.pipeline_cosmos2_5_predict import retrieve_laten
 from torch import Tensor, nn
 from transformers import Qwen2_5_VLForConditionalGeneration
 
-from .caching import reusing_outputs, tensor_version
+from .caching import RowGather, reusing_outputs, tensor_version
 from .flow_matching import interpolate, masked_mse, sample_video_time, velocity_target
 
 logger = logging.getLogger(__name__)
@@ -363,6 +363,8 @@ class CosmosVideoBackbone(nn.Module):
         # the DiT's cross-attention, which reuse their output while the same context tensor comes back.
         self._context_memo: tuple[tuple, Tensor] | None = None
         self._text_kv_wrappers: dict = {}
+        # A training batch's text K/V, projected once per distinct instruction (`training_context`).
+        self._text_gather = RowGather()
 
         # diffusers >= 0.39 stores 1/std in `latents_std` (normalise by multiplying).
         self.register_buffer("latents_mean", pipe.latents_mean.clone(), persistent=False)
@@ -383,6 +385,8 @@ class CosmosVideoBackbone(nn.Module):
     def train(self, mode: bool = True):
         super().train(mode)
         self.vae.eval()  # frozen: never in train mode
+        if not mode:
+            self._text_gather.clear()  # the last training batch's context is not needed to act
         return self
 
     def num_latent_frames(self, num_frames: int) -> int:
@@ -567,6 +571,28 @@ class CosmosVideoBackbone(nn.Module):
         context = torch.stack([out[p].to(device=device, dtype=dtype) for p in prompts])
         self._context_memo = (key, context)
         return context
+
+    def training_context(self, prompts: list[str]) -> Tensor:
+        """Projected text context (B, L, D) of a training batch, computed once per distinct instruction.
+
+        `crossattn_proj` runs on the (U, L, E) prompt embeddings of the U distinct instructions, and the rows
+        are gathered per sample. Every block's `attn2.to_k`/`to_v` applied to the returned context also run on
+        the U rows and gather (`caching.RowGather`), in the forward and in a checkpointed recomputation.
+        Gradients reach the weights summed per instruction. With U = B nothing is gathered.
+        """
+        unique = list(dict.fromkeys(prompts))
+        rows = self.crossattn_proj(self.encode_prompts(unique))  # (U, L, D)
+        if len(unique) == len(prompts):  # all distinct: `unique` is `prompts` in its order
+            self._text_gather.clear()
+            return rows
+        self._text_gather.install(
+            linear
+            for block in self.transformer.transformer_blocks
+            for linear in (block.attn2.to_k, block.attn2.to_v)
+        )
+        position = {p: i for i, p in enumerate(unique)}
+        index = torch.tensor([position[p] for p in prompts], device=rows.device)
+        return self._text_gather.expand(rows, index)
 
     def text_kv_cached(self, num_blocks: int | None = None):
         """While active, the first `num_blocks` DiT blocks (all when None) project the text context to K/V

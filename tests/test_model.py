@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from utils import ACTION_DIM, CAMERAS, inference_batch, tiny_config, train_batch
+from utils import ACTION_DIM, CAMERAS, TASKS, inference_batch, tiny_config, train_batch
 
 from lerobot_dit4dit import DiT4DiTConfig, DiT4DiTPolicy
 
@@ -651,6 +651,55 @@ def test_training_step_projects_the_instruction_once_for_both_forwards(make_poli
     assert shared_grads.keys() == grads.keys() and any("attn2.to_k" in n for n in grads)
     for name, grad in grads.items():
         torch.testing.assert_close(shared_grads[name], grad, atol=0, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_training_step_projects_each_distinct_instruction_once(make_policy, monkeypatch, checkpointing):
+    """A batch that repeats an instruction: `crossattn_proj` and every block's text K/V run on its distinct
+    instructions only and are gathered per sample, also when a checkpointed block recomputes its forward in
+    the backward pass. The losses equal those of projecting every sample, and every gradient within fp32
+    rounding (it is summed per instruction instead of per sample)."""
+    from lerobot_dit4dit.caching import RowGather
+
+    projected = []  # (module, rows) of every Linear forward: the rows a projection actually multiplied
+    linear_forward = torch.nn.Linear.forward
+
+    def counting_forward(module, x):
+        projected.append((module, x.shape[0]))
+        return linear_forward(module, x)
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", counting_forward)
+
+    def step(policy):
+        policy.train()
+        batch = train_batch(policy.config, batch_size=3, seed=5)
+        batch["task"] = [TASKS[0], TASKS[1], TASKS[0]]
+        noise = policy.draw_noise(3, generator=torch.Generator().manual_seed(1))
+        projected.clear()
+        loss, info = policy.forward(batch, noise=noise)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
+        blocks = policy.video.transformer.transformer_blocks
+        watched = (blocks[0].attn2.to_k, blocks[-1].attn2.to_v)
+        rows = [n for module, n in projected if any(module is w for w in watched)]
+        proj_rows = [n for module, n in projected if module is policy.video.crossattn_proj[0]]
+        return info, grads, rows, proj_rows
+
+    per_sample = make_policy(action_dropout=0.0, gradient_checkpointing=checkpointing)
+    with monkeypatch.context() as m:
+        m.setattr(RowGather, "install", lambda self, modules: None)  # diffusers' projections, every sample
+        info, grads, rows, proj_rows = step(per_sample)
+    assert set(rows) == {3} and proj_rows == [2]
+    gathered = make_policy(action_dropout=0.0, gradient_checkpointing=checkpointing)
+    gathered_info, gathered_grads, rows, proj_rows = step(gathered)
+    # Block 0 in the video-loss forward (and its recomputation), the last block there too; 2 distinct rows.
+    assert set(rows) == {2} and len(rows) == (4 if checkpointing else 2) and proj_rows == [2]
+    assert gathered_info.keys() == info.keys()
+    for key, value in info.items():
+        assert gathered_info[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
+    assert gathered_grads.keys() == grads.keys() and any("attn2.to_k" in n for n in grads)
+    for name, grad in grads.items():
+        torch.testing.assert_close(gathered_grads[name], grad, atol=1e-6, rtol=1e-4, msg=name)
 
 
 def test_compile_model_matches_eager(make_policy):

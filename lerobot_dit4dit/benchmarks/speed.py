@@ -286,7 +286,11 @@ def time_policy(args) -> dict:
     batch["observation.state"] = torch.randn(b, t, 8, device=device)
     batch["action"] = torch.randn(b, h, 7, device=device)
     batch["action_is_pad"] = torch.zeros(b, h, dtype=torch.bool, device=device)
-    batch["task"] = ["pick up the black bowl and place it on the plate"] * b
+    # `--instructions` distinct instructions over the batch: the text path runs once per distinct one.
+    tasks = [f"pick up the black bowl and place it on plate {i % args.instructions}" for i in range(b)]
+    batch["task"] = (
+        tasks if args.instructions > 1 else ["pick up the black bowl and place it on the plate"] * b
+    )
     opt = cfg.get_optimizer_preset().build(policy.get_optim_params())  # as lerobot-train builds it
     autocast = torch.autocast(device.type, dtype=DTYPES[cfg.dtype], enabled=cfg.dtype != "float32")
 
@@ -369,6 +373,7 @@ def time_policy(args) -> dict:
             "fast_vae_norms": not args.no_fast_norms,
             "latent_cache": args.latent_cache,
             "compile_model": cfg.compile_model,
+            "distinct_instructions": min(args.instructions, b),
         },
         "results": results,
     }
@@ -401,6 +406,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="training batch")
     parser.add_argument("--inference-batch-size", type=int, default=1)
     parser.add_argument("--inference-only", action="store_true", help="skip the train step")
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        default=1,
+        help="distinct instructions in the training batch (default 1: one task, as on one robot task)",
+    )
     parser.add_argument(
         "--compile", action="store_true", help="compile_model=true (the warm-up calls include compiling)"
     )
