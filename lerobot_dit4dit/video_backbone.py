@@ -363,8 +363,10 @@ class CosmosVideoBackbone(nn.Module):
         # the DiT's cross-attention, which reuse their output while the same context tensor comes back.
         self._context_memo: tuple[tuple, Tensor] | None = None
         self._text_kv_wrappers: dict = {}
-        # A training batch's text K/V, projected once per distinct instruction (`training_context`).
+        # A training batch's text K/V, projected once per distinct instruction (`training_context`); False
+        # projects every sample's copy, as diffusers does (the "before" of benchmarks).
         self._text_gather = RowGather()
+        self.gather_instructions = True
 
         # diffusers >= 0.39 stores 1/std in `latents_std` (normalise by multiplying).
         self.register_buffer("latents_mean", pipe.latents_mean.clone(), persistent=False)
@@ -580,9 +582,9 @@ class CosmosVideoBackbone(nn.Module):
         the U rows and gather (`caching.RowGather`), in the forward and in a checkpointed recomputation.
         Gradients reach the weights summed per instruction. With U = B nothing is gathered.
         """
-        unique = list(dict.fromkeys(prompts))
+        unique = list(dict.fromkeys(prompts)) if self.gather_instructions else prompts
         rows = self.crossattn_proj(self.encode_prompts(unique))  # (U, L, D)
-        if len(unique) == len(prompts):  # all distinct: `unique` is `prompts` in its order
+        if len(unique) == len(prompts):  # all distinct (`unique` is `prompts` in its order), or no gather
             self._text_gather.clear()
             return rows
         self._text_gather.install(
@@ -666,7 +668,10 @@ class CosmosVideoBackbone(nn.Module):
         kwargs = {
             "hidden_states": latents.to(dtype),
             "timestep": timestep,
-            "encoder_hidden_states": prompt_embeds.to(dtype),
+            # A projected context goes in as it is: only the blocks' text to_k/to_v read it (autocast casts
+            # it there), and the text K/V reuse and gather (`caching`) know it by identity, which a cast
+            # (a bf16 context to fp32 master weights) would break.
+            "encoder_hidden_states": prompt_embeds if projected else prompt_embeds.to(dtype),
             "condition_mask": cond_mask.to(dtype),
             "padding_mask": padding_mask,
             "return_dict": False,

@@ -278,6 +278,8 @@ def time_policy(args) -> dict:
         from ..video_backbone import use_fast_rms_norms
 
         use_fast_rms_norms(policy.video.vae, enable=False)
+    if args.no_instruction_gather:  # the "before" of video_backbone.training_context: every sample's copy
+        policy.video.gather_instructions = False
     if args.no_caches:  # the "before" of the inference caches (lerobot_dit4dit.caching)
         policy.action_head.feature_kv_cached = contextlib.nullcontext
         policy.video.text_kv_cached = lambda n=None: contextlib.nullcontext()
@@ -374,6 +376,7 @@ def time_policy(args) -> dict:
             "latent_cache": args.latent_cache,
             "compile_model": cfg.compile_model,
             "distinct_instructions": min(args.instructions, b),
+            "instruction_gather": not args.no_instruction_gather,
         },
         "results": results,
     }
@@ -414,6 +417,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--compile", action="store_true", help="compile_model=true (the warm-up calls include compiling)"
+    )
+    parser.add_argument(
+        "--no-instruction-gather",
+        action="store_true",
+        help="train on every sample's copy of a repeated instruction's text path (before)",
     )
     parser.add_argument("--no-caches", action="store_true", help="disable the inference K/V caches (before)")
     parser.add_argument("--no-cast", action="store_true", help="keep fp32 weights under autocast (before)")
