@@ -11,7 +11,7 @@ K/V that the video-loss forward computed with grad (`DiT4DiTPolicy._losses`). An
 never handed to a call that needs one.
 
 A training batch often repeats an instruction (one task per dataset when fine-tuning on a robot; LIBERO's 40
-tasks over a batch of 32). `RowGather` makes the DiT's text `to_k`/`to_v` project each distinct
+tasks over a batch of 32). `project_distinct_rows` makes the DiT's text `to_k`/`to_v` project each distinct
 instruction once and gather the rows per sample, as the action head does for its r noise draws: the same
 values, and gradients summed per instruction instead of per sample (equal within fp32 rounding).
 """
@@ -63,50 +63,49 @@ class ReuseOutput(nn.Module):
         self._with_grad = False
 
 
-class RowGather:
-    """Row-wise modules (Linears) that, given a tensor made by `expand`, project its U distinct rows and
-    gather the output per sample instead of projecting all B rows: `inner(rows).index_select(0, index)` has
-    the same values as `inner(rows.index_select(0, index))`.
+_GATHER = (
+    "_dit4dit_gather"  # on an expanded tensor: its (rows, index); on a hooked module: the index in flight
+)
 
-    The modules get a forward pre-hook (the rows go in instead of the expanded tensor) and a forward hook
-    (the output is gathered): state_dict keys do not change, a PEFT wrapper around a module still calls it,
-    and a copy of the model (`copy.deepcopy`) computes with its own weights, only without the gather. The
-    hooks stay: a checkpointed block recomputes its forward during the backward pass, after the training step
-    that built the tensor has returned, and must take the same path. Any other input runs as before. One
-    expanded tensor is current at a time; `expand` replaces it.
+
+def expand_rows(rows: Tensor, index: Tensor) -> Tensor:
+    """(U, ...) distinct rows, (B,) long row of each sample -> (B, ...) `rows.index_select(0, index)`, which
+    a module hooked by `project_distinct_rows` projects on its U rows."""
+    expanded = rows.index_select(0, index)
+    setattr(expanded, _GATHER, (rows, index))  # the tensor carries them: any number of them can be in flight
+    return expanded
+
+
+def _rows_in(module: nn.Module, args: tuple) -> tuple | None:
+    gather = getattr(args[0], _GATHER, None) if args else None
+    # Only the module that swapped its input gathers its output: a hooked layer inside another one (a PEFT
+    # wrapper's base layer) then sees the rows as a plain input.
+    setattr(module, _GATHER, None if gather is None else gather[1])
+    return None if gather is None else (gather[0], *args[1:])
+
+
+def _gathered_out(module: nn.Module, _args: tuple, output: Tensor) -> Tensor | None:
+    index = getattr(module, _GATHER, None)
+    if index is None:
+        return None
+    setattr(module, _GATHER, None)
+    return output.index_select(0, index)
+
+
+def project_distinct_rows(modules: Iterable[nn.Module]) -> None:
+    """Hook row-wise modules (Linears) so that, given a tensor made by `expand_rows`, they project its U
+    distinct rows and gather the output per sample instead of projecting all B rows:
+    `inner(rows).index_select(0, index)` has the same values as `inner(rows.index_select(0, index))`.
+
+    Forward hooks, installed once: state_dict keys do not change, a PEFT wrapper around a module still calls
+    it, and a checkpointed block that recomputes its forward in the backward pass takes the same path. Any
+    other input runs as before.
     """
-
-    def __init__(self):
-        self._current: tuple[Tensor, Tensor, Tensor] | None = None  # (expanded, rows, index)
-
-    def expand(self, rows: Tensor, index: Tensor) -> Tensor:
-        """(U, ...) distinct rows, (B,) long row of each sample -> (B, ...) `rows.index_select(0, index)`."""
-        expanded = rows.index_select(0, index)
-        self._current = (expanded, rows, index)
-        return expanded
-
-    def clear(self) -> None:
-        self._current = None
-
-    def _rows_in(self, _module: nn.Module, args: tuple) -> tuple | None:
-        current = self._current
-        if current is not None and args and args[0] is current[0]:
-            return (current[1], *args[1:])
-        return None
-
-    def _gathered_out(self, _module: nn.Module, args: tuple, output: Tensor) -> Tensor | None:
-        current = self._current
-        if current is not None and args and args[0] is current[1]:
-            return output.index_select(0, current[2])
-        return None
-
-    def install(self, modules: Iterable[nn.Module]) -> None:
-        for module in modules:
-            if getattr(module, "_dit4dit_row_gather", None) is self:
-                continue
-            module.register_forward_pre_hook(self._rows_in)
-            module.register_forward_hook(self._gathered_out)
-            module._dit4dit_row_gather = self
+    for module in modules:
+        if not getattr(module, "_dit4dit_distinct_rows", False):
+            module.register_forward_pre_hook(_rows_in)
+            module.register_forward_hook(_gathered_out)
+            module._dit4dit_distinct_rows = True
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ from diffusers.pipelines.cosmos.pipeline_cosmos2_5_predict import retrieve_laten
 from torch import Tensor, nn
 from transformers import Qwen2_5_VLForConditionalGeneration
 
-from .caching import RowGather, reusing_outputs, tensor_version
+from .caching import expand_rows, project_distinct_rows, reusing_outputs, tensor_version
 from .flow_matching import interpolate, masked_mse, sample_video_time, velocity_target
 
 logger = logging.getLogger(__name__)
@@ -363,9 +363,8 @@ class CosmosVideoBackbone(nn.Module):
         # the DiT's cross-attention, which reuse their output while the same context tensor comes back.
         self._context_memo: tuple[tuple, Tensor] | None = None
         self._text_kv_wrappers: dict = {}
-        # A training batch's text K/V, projected once per distinct instruction (`training_context`); False
-        # projects every sample's copy, as diffusers does (the "before" of benchmarks).
-        self._text_gather = RowGather()
+        # A training batch's text path runs once per distinct instruction (`training_context`); False runs it
+        # on every sample's copy, as diffusers does (the "before" of benchmarks).
         self.gather_instructions = True
 
         # diffusers >= 0.39 stores 1/std in `latents_std` (normalise by multiplying).
@@ -387,8 +386,6 @@ class CosmosVideoBackbone(nn.Module):
     def train(self, mode: bool = True):
         super().train(mode)
         self.vae.eval()  # frozen: never in train mode
-        if not mode:
-            self._text_gather.clear()  # the last training batch's context is not needed to act
         return self
 
     def num_latent_frames(self, num_frames: int) -> int:
@@ -579,22 +576,21 @@ class CosmosVideoBackbone(nn.Module):
 
         `crossattn_proj` runs on the (U, L, E) prompt embeddings of the U distinct instructions, and the rows
         are gathered per sample. Every block's `attn2.to_k`/`to_v` applied to the returned context also run on
-        the U rows and gather (`caching.RowGather`), in the forward and in a checkpointed recomputation.
+        the U rows and gather (`caching.project_distinct_rows`), in the forward and in a checkpointed
+        recomputation.
         Gradients reach the weights summed per instruction. With U = B nothing is gathered.
         """
         unique = list(dict.fromkeys(prompts)) if self.gather_instructions else prompts
         rows = self.crossattn_proj(self.encode_prompts(unique))  # (U, L, D)
         if len(unique) == len(prompts):  # all distinct (`unique` is `prompts` in its order), or no gather
-            self._text_gather.clear()
             return rows
-        self._text_gather.install(
+        project_distinct_rows(
             linear
             for block in self.transformer.transformer_blocks
             for linear in (block.attn2.to_k, block.attn2.to_v)
         )
         position = {p: i for i, p in enumerate(unique)}
-        index = torch.tensor([position[p] for p in prompts], device=rows.device)
-        return self._text_gather.expand(rows, index)
+        return expand_rows(rows, torch.tensor([position[p] for p in prompts], device=rows.device))
 
     def text_kv_cached(self, num_blocks: int | None = None):
         """While active, the first `num_blocks` DiT blocks (all when None) project the text context to K/V

@@ -665,7 +665,7 @@ def test_training_step_projects_each_distinct_instruction_once(
     instructions only and are gathered per sample, also when a checkpointed block recomputes its forward in
     the backward pass. The losses equal those of projecting every sample, and every gradient within fp32
     rounding (it is summed per instruction instead of per sample)."""
-    from lerobot_dit4dit.caching import RowGather
+    from lerobot_dit4dit import video_backbone
 
     projected = []  # (module, rows) of every Linear forward: the rows a projection actually multiplied
     linear_forward = torch.nn.Linear.forward
@@ -693,7 +693,9 @@ def test_training_step_projects_each_distinct_instruction_once(
 
     per_sample = make_policy(action_dropout=0.0, gradient_checkpointing=checkpointing, dtype=dtype)
     with monkeypatch.context() as m:
-        m.setattr(RowGather, "install", lambda self, modules: None)  # diffusers' projections, every sample
+        m.setattr(
+            video_backbone, "project_distinct_rows", lambda modules: None
+        )  # diffusers' projections, every sample
         info, grads, rows, proj_rows = step(per_sample)
     assert set(rows) == {3} and proj_rows == [2]
     gathered = make_policy(action_dropout=0.0, gradient_checkpointing=checkpointing, dtype=dtype)
@@ -712,6 +714,38 @@ def test_training_step_projects_each_distinct_instruction_once(
         torch.testing.assert_close(
             gathered_grads[name], grad, atol=atol, rtol=rtol, msg=lambda m, n=name: f"{n}: {m}"
         )
+
+
+def test_distinct_rows_inside_a_wrapper_gather_once():
+    """A hooked layer inside a hooked wrapper (a PEFT LoRA layer around a hooked `to_k`): the wrapper projects
+    the distinct rows and gathers once; the inner layer sees the rows as a plain input. Any other input runs
+    as before."""
+    from torch import nn
+
+    from lerobot_dit4dit.caching import expand_rows, project_distinct_rows
+
+    class Wrapper(nn.Module):  # PEFT's shape: the base layer and a branch on the same input, added
+        def __init__(self, base: nn.Linear):
+            super().__init__()
+            self.base, self.branch = base, nn.Linear(4, 3, bias=False)
+
+        def forward(self, x):
+            return self.base(x) + self.branch(x)
+
+    torch.manual_seed(0)
+    base = nn.Linear(4, 3)
+    project_distinct_rows([base])
+    wrapper = Wrapper(base)
+    project_distinct_rows([wrapper])
+    rows, index = torch.randn(2, 5, 4), torch.tensor([0, 1, 1, 0])
+    expanded = expand_rows(rows, index)
+    plain = expanded.clone()  # the same values, not made by expand_rows
+    seen = []
+    base.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    torch.testing.assert_close(wrapper(expanded), wrapper(plain), atol=0, rtol=0)
+    assert seen == [2, 4]
+    torch.testing.assert_close(base(expanded), base(plain), atol=0, rtol=0)
+    assert seen == [2, 4, 2, 4]
 
 
 def test_compile_model_matches_eager(make_policy):
