@@ -63,9 +63,8 @@ class ReuseOutput(nn.Module):
         self._with_grad = False
 
 
-_GATHER = (
-    "_dit4dit_gather"  # on an expanded tensor: its (rows, index); on a hooked module: the index in flight
-)
+# On an expanded tensor: its (rows, index); on a hooked module: the index of the call in flight.
+_GATHER = "_dit4dit_gather"
 
 
 def expand_rows(rows: Tensor, index: Tensor) -> Tensor:

@@ -509,8 +509,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         # in blocks 0..extract_layer instead of projecting the (B, L, D) context again.
         share_text = mode == "joint" and cfg.detach_video_features and torch.is_grad_enabled()
         video_loss = None
-        shared = self.video.text_kv_shared(cfg.extract_layer + 1) if share_text else contextlib.nullcontext()
-        with shared:
+        with self.video.text_kv_shared(cfg.extract_layer + 1) if share_text else contextlib.nullcontext():
             if share_text:
                 video_loss = self._video_loss(latents, context, noise, future_mask)
             if mode != "video":

@@ -577,8 +577,7 @@ class CosmosVideoBackbone(nn.Module):
         `crossattn_proj` runs on the (U, L, E) prompt embeddings of the U distinct instructions, and the rows
         are gathered per sample. Every block's `attn2.to_k`/`to_v` applied to the returned context also run on
         the U rows and gather (`caching.project_distinct_rows`), in the forward and in a checkpointed
-        recomputation.
-        Gradients reach the weights summed per instruction. With U = B nothing is gathered.
+        recomputation. Gradients reach the weights summed per instruction. With U = B nothing is gathered.
         """
         unique = list(dict.fromkeys(prompts)) if self.gather_instructions else prompts
         rows = self.crossattn_proj(self.encode_prompts(unique))  # (U, L, D)
@@ -665,8 +664,8 @@ class CosmosVideoBackbone(nn.Module):
             "hidden_states": latents.to(dtype),
             "timestep": timestep,
             # A projected context goes in as it is: only the blocks' text to_k/to_v read it (autocast casts
-            # it there), and the text K/V reuse and gather (`caching`) know it by identity, which a cast
-            # (a bf16 context to fp32 master weights) would break.
+            # it there). The text K/V reuse (`caching`) knows it by identity and the gather by what it
+            # carries; a cast (a bf16 context to fp32 master weights) would make a new tensor and lose both.
             "encoder_hidden_states": prompt_embeds if projected else prompt_embeds.to(dtype),
             "condition_mask": cond_mask.to(dtype),
             "padding_mask": padding_mask,
