@@ -446,6 +446,8 @@ def main() -> None:
     parser.add_argument("--load-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--full-load", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.instructions < 1:
+        parser.error(f"--instructions={args.instructions} must be >= 1")
     if args.load_child:
         torch.set_num_threads(args.threads)
         print(json.dumps(load_child(args.load_child, args.full_load)))
