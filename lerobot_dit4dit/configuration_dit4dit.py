@@ -62,7 +62,8 @@ class DiT4DiTConfig(PreTrainedConfig):
     # LeRobot's GR00T DiT declares support but never checkpoints). Trades a second forward for memory.
     gradient_checkpointing: bool = False
     # torch.compile the video DiT blocks and the action DiT in place (state_dict keys unchanged), for training
-    # and inference. `lerobot-rollout --use_torch_compile` sets it.
+    # and inference, with or without gradient checkpointing. `lerobot-rollout --use_torch_compile` sets it.
+    # A compiled training step projects the instruction's text K/V in both DiT forwards (see `_losses`).
     compile_model: bool = False
 
     # ---------------------------------------------------------------- observations

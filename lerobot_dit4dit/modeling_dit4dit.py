@@ -506,8 +506,16 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         loss = torch.zeros((), device=video.device)
         # Joint training with detached features: both DiT forwards read the same projected instruction, so
         # the video-loss forward (with grad) runs first and the no-grad feature forward reuses its text K/V
-        # in blocks 0..extract_layer instead of projecting the (B, L, D) context again.
-        share_text = mode == "joint" and cfg.detach_video_features and torch.is_grad_enabled()
+        # in blocks 0..extract_layer instead of projecting the (B, L, D) context again. Not when compiled: the
+        # swapped-in to_k/to_v wrappers split each compiled block into pieces (slower than projecting twice),
+        # and a checkpointed block, recomputed after the swap is undone, would run another graph that saves
+        # other tensors (torch.utils.checkpoint raises CheckpointError).
+        share_text = (
+            mode == "joint"
+            and cfg.detach_video_features
+            and torch.is_grad_enabled()
+            and not cfg.compile_model
+        )
         video_loss = None
         with self.video.text_kv_shared(cfg.extract_layer + 1) if share_text else contextlib.nullcontext():
             if share_text:

@@ -23,6 +23,8 @@ draws (the parity check: both sides get the same feature-forward noise and the s
 `--warmup` runs, then the median of `--repeats` new action chunks at `--batch-size` (official:
 `predict_action` on an official-style example batch; ours: `reset()` + `select_action`) and, with `--train`,
 of training steps (forward + backward + grad clip + AdamW step; text encoder and VAE frozen on both sides).
+`--count-flops` also counts the work of one chunk and one training step (torch's FlopCounterMode: matmuls,
+convolutions and attention), which tells the method's own work from overhead.
 
 The official code needs two fixes on current libraries (diffusers 0.39, transformers 5.5); they are applied
 as run-time shims, see `apply_official_shims` and tests/fixtures/parity/README.md.
@@ -505,6 +507,16 @@ def _timed(fn, warmup: int, repeats: int, sync) -> list[float]:
     return times
 
 
+def _counted_gflop(fn) -> float:
+    """GFLOP of one call of `fn` as torch's FlopCounterMode counts them: matmuls, convolutions and attention,
+    forward and (for a training step) backward; elementwise work is not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
 def _child_setup(args, work: Path):
     """What both children start with: the shared inputs and draws, the device, a device sync, and the model
     classes imported (so that the load timer measures reading checkpoints, not imports)."""
@@ -549,6 +561,8 @@ def run_official(args, work: Path, meta: dict) -> dict:
     _write_parity(work, "official", chunk[..., : meta["action_dim"]], features[0])
 
     out["chunk_s"] = _timed(lambda: model.predict_action(act), args.warmup, args.repeats, sync)
+    if args.count_flops:
+        out["chunk_gflop"] = _counted_gflop(lambda: model.predict_action(act))
     out["rss_after_chunks_mib"] = peak_rss_mib()
     if args.train:
         cfg = model.config
@@ -574,6 +588,8 @@ def run_official(args, work: Path, meta: dict) -> dict:
             optimizer.zero_grad(set_to_none=True)
 
         out["train_step_s"] = _timed(train_step, args.warmup, args.repeats, sync)
+        if args.count_flops:
+            out["train_step_gflop"] = _counted_gflop(train_step)
     out["peak_rss_mib"] = peak_rss_mib()
     if device.type == "cuda":
         out["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -638,6 +654,8 @@ def run_dit4dit(args, work: Path, meta: dict) -> dict:
         policy.select_action(obs)
 
     out["chunk_s"] = _timed(new_chunk, args.warmup, args.repeats, sync)
+    if args.count_flops:
+        out["chunk_gflop"] = _counted_gflop(new_chunk)
     out["rss_after_chunks_mib"] = peak_rss_mib()
     if args.train:
         cfg = policy.config
@@ -663,11 +681,15 @@ def run_dit4dit(args, work: Path, meta: dict) -> dict:
             optimizer.zero_grad(set_to_none=True)
 
         out["train_step_s"] = _timed(train_step, args.warmup, args.repeats, sync)
+        if args.count_flops:
+            out["train_step_gflop"] = _counted_gflop(train_step)
         if args.latent_cache:  # the same step reading the clip's VAE latents (`--policy.latent_cache`)
             from .speed import read_latents_from_memory
 
             read_latents_from_memory(policy, batch)
             out["train_step_latent_cache_s"] = _timed(train_step, args.warmup, args.repeats, sync)
+            if args.count_flops:
+                out["train_step_latent_cache_gflop"] = _counted_gflop(train_step)
     out["peak_rss_mib"] = peak_rss_mib()
     if device.type == "cuda":
         out["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -744,6 +766,7 @@ def _child(args, extra: list[str]) -> tuple[dict, str]:
         [f"--seed={args.seed}"]
         + (["--train"] if args.train else [])
         + (["--latent-cache"] if args.latent_cache else [])
+        + (["--count-flops"] if args.count_flops else [])
         + (["--real-size"] if args.real_size else [])
     )
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -782,13 +805,19 @@ def _summary(runs: dict[str, list[dict]]) -> list[tuple[str, str, float | None, 
         ("train step, median", "ms", "train_step_s", 1000.0),
         # dit4dit's step on cached VAE latents against the official step (which has no such cache)
         ("train step, dit4dit on cached latents", "ms", "train_step_latent_cache_s", 1000.0),
+        ("work counted in one new action chunk", "GFLOP", "chunk_gflop", 1.0),
+        ("work counted in one train step", "GFLOP", "train_step_gflop", 1.0),
+        ("work counted, dit4dit on cached latents", "GFLOP", "train_step_latent_cache_gflop", 1.0),
         ("peak RSS before load (imports)", "MiB", "rss_before_load_mib", 1.0),
         ("peak RSS after load", "MiB", "rss_after_load_mib", 1.0),
         ("peak RSS after chunks", "MiB", "rss_after_chunks_mib", 1.0),
         ("peak RSS of the child", "MiB", "peak_rss_mib", 1.0),
         ("CUDA peak allocated", "MiB", "cuda_peak_mib", 1.0),
     ]
-    official_key = {"train_step_latent_cache_s": "train_step_s"}
+    official_key = {
+        "train_step_latent_cache_s": "train_step_s",
+        "train_step_latent_cache_gflop": "train_step_gflop",
+    }
     return [
         (name, unit, med("official", official_key.get(key, key), scale), med("dit4dit", key, scale))
         for name, unit, key, scale in rows
@@ -880,6 +909,11 @@ def main() -> None:
         "--latent-cache",
         action="store_true",
         help="with --train, also time dit4dit's step reading the clip's VAE latents (--policy.latent_cache)",
+    )
+    parser.add_argument(
+        "--count-flops",
+        action="store_true",
+        help="also count the work (GFLOP) of one chunk and one train step with torch's FlopCounterMode",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads, pinned (default 1)")
     parser.add_argument("--rounds", type=int, default=3, help="child processes per side, run alternately")
@@ -976,6 +1010,7 @@ def main() -> None:
             "repeats": args.repeats,
             "train": args.train,
             "latent_cache": args.latent_cache,
+            "count_flops": args.count_flops,
         }
         out = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
