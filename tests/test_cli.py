@@ -392,7 +392,9 @@ def test_lora_fine_tuning_through_lerobot_peft(trained, reach_dataset, tmp_path)
 
 
 @pytest.mark.parametrize(
-    "mode", [[], ["--latent-cache"], ["--no-fast-norms"]], ids=["vae", "latent_cache", "diffusers_norms"]
+    "mode",
+    [[], ["--latent-cache"], ["--no-fast-norms"], ["--recipe", "lora"]],
+    ids=["vae", "latent_cache", "diffusers_norms", "lora"],
 )
 def test_speed_benchmark_prints_and_writes_every_stage(tmp_path, mode):
     """`python -m lerobot_dit4dit.benchmarks.speed` at tiny width (its CI-size run): it pins the thread count,
@@ -409,6 +411,9 @@ def test_speed_benchmark_prints_and_writes_every_stage(tmp_path, mode):
     assert figures["config"]["latent_cache"] == ("--latent-cache" in mode)
     assert figures["config"]["fast_vae_norms"] == ("--no-fast-norms" not in mode)
     assert figures["config"]["compile_model"] is False
+    lora = "lora" in mode  # LeRobot's PEFT wrap, with gradient checkpointing (train_memory.RECIPES)
+    assert figures["config"]["recipe"] == ("lora" if lora else None)
+    assert figures["config"]["gradient_checkpointing"] is lora
     assert figures["threads"] == 1 and figures["machine"]["cpu_count"] >= 1
     stages = ("train_step_ms", "chunk_ms", "stage_vae_encode_frame0_ms", "stage_feature_forward_ms")
     for key in (*stages, "stage_action_sampling_ms", "peak_memory_mib"):

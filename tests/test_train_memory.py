@@ -3,6 +3,7 @@ fake-tensor run against the same training steps on real tensors at tiny width.""
 
 import json
 import re
+import subprocess
 import sys
 
 import pytest
@@ -107,6 +108,32 @@ def test_train_memory_command_writes_its_table(tiny_base, tmp_path):
     for title, row in table["recipes"].items():
         assert title in proc.stdout
         assert row["peak (GiB)"] >= row["forward/backward peak (GiB)"] > row["weights (GiB)"] > 0
+
+    # --measure: the same steps on real tensors (the tiny base has DiT weights), with their times.
+    measured_out = tmp_path / "measured.json"
+    run(
+        [sys.executable, "-m", "lerobot_dit4dit.benchmarks.train_memory", "--preset", "metaworld_quickstart"]
+        + ["--base", tiny_base, "--batch-size", "2", "--recipes", "full", "--measure"]
+        + ["--json", str(measured_out)],
+        timeout=300,
+    )
+    measured = json.loads(measured_out.read_text())
+    assert table["tensors"] == "fake" and measured["tensors"] == "real, cpu"
+    row = measured["recipes"]["full fine-tune (both DiTs)"]
+    fake_row = table["recipes"]["full fine-tune (both DiTs)"]
+    counted = ("weights (GiB)", "forward/backward peak (GiB)", "optimizer-step peak (GiB)")
+    assert {k: row[k] for k in counted} == {k: fake_row[k] for k in counted}
+    assert len(row["step seconds"]) == 2 and min(row["step seconds"]) > 0
+    assert row["process peak RSS (MiB)"] > 0
+
+    # Without a base that holds DiT weights there is nothing to measure: refused, naming the option.
+    refused = subprocess.run(
+        [sys.executable, "-m", "lerobot_dit4dit.benchmarks.train_memory", "--measure"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2 and "--measure needs --base" in refused.stderr
 
 
 def test_checkpointed_training_keeps_no_autocast_weight_copies(tiny_base, monkeypatch):

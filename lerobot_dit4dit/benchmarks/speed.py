@@ -25,6 +25,7 @@ import torch
 
 from ..configuration_dit4dit import DTYPES
 from .machine import peak_rss_mib
+from .train_memory import RECIPES, recipe_policy, trained_param_groups
 
 # Public configs of the real components (diffusers' Cosmos-2.5-Predict-Base-2B conversion table, Wan 2.1
 # VAE, Qwen2.5-VL-7B); used only to count parameters on the meta device.
@@ -156,6 +157,7 @@ def bench_config(args):
         device=args.device,
         dtype=args.dtype,
         compile_model=getattr(args, "compile", False),
+        **(RECIPES[args.recipe] if getattr(args, "recipe", None) else {}),
         image_resolution=(res, res),
         input_features={
             **{c: PolicyFeature(FeatureType.VISUAL, (3, res, res)) for c in cams},
@@ -267,7 +269,11 @@ def time_policy(args) -> dict:
     cfg = bench_config(args)
     base, res, cams = cfg.base_model, cfg.image_resolution[0], list(cfg.image_features)
     device = torch.device(cfg.device)
-    policy = DiT4DiTPolicy(cfg).to(device)
+    if args.recipe:  # as lerobot-train trains that recipe; `inner` is the DiT4DiTPolicy (inside a PEFT wrap)
+        wrapped, policy = recipe_policy(cfg, args.recipe, args.lora_rank)
+        wrapped.to(device)
+    else:
+        wrapped = policy = DiT4DiTPolicy(cfg).to(device)
     if (
         args.no_cast
     ):  # the "before" of the bf16 cast: fp32 weights under autocast, as a training process keeps
@@ -293,7 +299,8 @@ def time_policy(args) -> dict:
     batch["task"] = (
         tasks if args.instructions > 1 else ["pick up the black bowl and place it on the plate"] * b
     )
-    opt = cfg.get_optimizer_preset().build(policy.get_optim_params())  # as lerobot-train builds it
+    groups = trained_param_groups(wrapped, args.recipe or "full")
+    opt = cfg.get_optimizer_preset().build(groups)  # as lerobot-train builds it
     autocast = torch.autocast(device.type, dtype=DTYPES[cfg.dtype], enabled=cfg.dtype != "float32")
 
     def sync():
@@ -302,10 +309,10 @@ def time_policy(args) -> dict:
 
     def train_step():
         with autocast:
-            loss, _ = policy.forward(batch)
+            loss, _ = wrapped.forward(batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.optimizer_grad_clip_norm)
+        torch.nn.utils.clip_grad_norm_(wrapped.parameters(), cfg.optimizer_grad_clip_norm)
         opt.step()
 
     def measure(fn) -> float:
@@ -322,7 +329,7 @@ def time_policy(args) -> dict:
 
     results = {}
     if not args.inference_only:
-        policy.train()
+        wrapped.train()
         if args.latent_cache:
             read_latents_from_memory(policy, batch)
         results["train_step_ms"] = measure(train_step) * 1000
@@ -361,7 +368,7 @@ def time_policy(args) -> dict:
         for name, fn in stages.items():
             results[f"stage_{name}_ms"] = measure(fn) * 1000
     results["peak_memory_mib"] = _peak_memory_mb(device)
-    results["trained_params"] = sum(p.numel() for g in policy.get_optim_params() for p in g["params"])
+    results["trained_params"] = sum(p.numel() for g in groups for p in g["params"])
     return {
         "base_model": base,
         "config": {
@@ -377,6 +384,8 @@ def time_policy(args) -> dict:
             "compile_model": cfg.compile_model,
             "distinct_instructions": min(args.instructions, b),
             "instruction_gather": not args.no_instruction_gather,
+            "recipe": args.recipe,
+            "gradient_checkpointing": cfg.gradient_checkpointing,
         },
         "results": results,
     }
@@ -434,6 +443,13 @@ def main() -> None:
     parser.add_argument(
         "--latent-cache", action="store_true", help="train step with the VAE latents read, not encoded"
     )
+    parser.add_argument(
+        "--recipe",
+        choices=list(RECIPES),
+        default=None,
+        help="train as this recipe of benchmarks.train_memory (checkpointing, LoRA, frozen video DiT)",
+    )
+    parser.add_argument("--lora-rank", type=int, default=16, help="with --recipe lora")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, pinned (default 1)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)

@@ -3,6 +3,8 @@
     python -m lerobot_dit4dit.benchmarks.train_memory                    # configs/libero.json, B=4, 4 recipes
     python -m lerobot_dit4dit.benchmarks.train_memory --batch-size 8 --recipes full checkpointing
     python -m lerobot_dit4dit.benchmarks.train_memory --preset robocasa_gr1 --json mem.json
+    python -m lerobot_dit4dit.benchmarks.train_memory --measure --base <Cosmos-Predict2.5-2B directory> \
+        --device cuda --recipes checkpointing       # the same steps on real tensors: measured, one recipe
 
 The policy of a preset is built from a base whose video DiT is the real Cosmos-Predict2.5-2B config
 (`speed.REAL_TRANSFORMER`, never initialised), with the real Wan 2.1 VAE. Every tensor is then replaced by a
@@ -135,6 +137,9 @@ class MemoryEstimate:
     peak: int  # all live tensors at the peak of a training step
     peak_phase: str  # forward, backward or optimizer
     phase_peaks: dict[str, int] = field(default_factory=dict)  # forward / backward / optimizer -> peak
+    # Real tensors only (`fake=False`): seconds of each step, and on CUDA `torch.cuda.max_memory_allocated`.
+    step_s: list[float] = field(default_factory=list)
+    cuda_peak: int | None = None
 
     @property
     def forward_backward_peak(self) -> int:
@@ -164,7 +169,7 @@ def preset_policy_config(preset: str, base_model: str, **overrides):
 
     policy = json.loads((PRESETS_DIR / f"{preset}.json").read_text())["policy"]
     policy = {k: v for k, v in policy.items() if k not in ("type", "base_model_revision")}
-    policy.update(base_model=base_model, device="cpu", **overrides)
+    policy.update({"base_model": base_model, "device": "cpu", **overrides})
     cfg = draccus.decode(DiT4DiTConfig, policy)
     h, w = cfg.image_resolution
     cameras = list(cfg.camera_order) or ["observation.images.image"]  # an offline preset names none
@@ -224,6 +229,31 @@ def _storage_bytes(tensors) -> int:
     return sum(storages.values())
 
 
+def recipe_policy(cfg, recipe: str, lora_rank: int = 16, load_base_transformer_weights: bool = True):
+    """The policy lerobot-train trains for `recipe`, from `cfg` with the `RECIPES[recipe]` overrides already
+    applied; for "lora", wrapped by LeRobot's PEFT support with dit4dit's default target modules.
+
+    Returns:
+        (the policy to train, the `DiT4DiTPolicy` inside it).
+    """
+    from ..modeling_dit4dit import DiT4DiTPolicy
+
+    policy = DiT4DiTPolicy(cfg, load_base_transformer_weights=load_base_transformer_weights)
+    if recipe != "lora":
+        return policy, policy
+    # LeRobot refuses LoRA on a policy with no pretrained path; the base stands in for the checkpoint.
+    cfg.pretrained_path = Path(cfg.base_model)
+    policy = policy.wrap_with_peft(peft_cli_overrides={"method_type": "lora", "r": lora_rank})
+    return policy, policy.get_base_model()
+
+
+def trained_param_groups(policy, recipe: str) -> list[dict]:
+    """The optimizer parameter groups lerobot-train builds for `recipe`'s policy (from `recipe_policy`)."""
+    if recipe == "lora":  # the adapters and the fully trained embodiment copies
+        return [{"params": [p for p in policy.parameters() if p.requires_grad]}]
+    return policy.get_optim_params()
+
+
 def training_step_memory(
     cfg,
     batch_size: int,
@@ -236,22 +266,19 @@ def training_step_memory(
     """Peak bytes of `steps` training steps of the policy of `cfg` (with the `RECIPES[recipe]` overrides
     already applied by the caller) at `batch_size`.
 
-    `fake=False` runs the same steps on real tensors (small models only): the check that the fake run
-    counts what a real one allocates. `latent_cache` trains on the batch's VAE latents, encoded once before
-    the count starts, as `--policy.latent_cache` does (the frozen VAE never runs in the steps).
+    `fake=False` runs the same steps on real tensors on `cfg.device`, from a base with video-DiT weights:
+    the check that the fake run counts what a real one allocates, and a measured step (its seconds, and on
+    CUDA the allocator's peak). `latent_cache` trains on the batch's VAE latents, encoded once before the
+    count starts, as `--policy.latent_cache` does (the frozen VAE never runs in the steps).
     """
     import contextlib
 
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from ..modeling_dit4dit import DiT4DiTPolicy
-
-    policy = DiT4DiTPolicy(cfg, load_base_transformer_weights=not fake)
-    if recipe == "lora":
-        # LeRobot refuses LoRA on a policy with no pretrained path; the base stands in for the checkpoint.
-        cfg.pretrained_path = Path(cfg.base_model)
-        policy = policy.wrap_with_peft(peft_cli_overrides={"method_type": "lora", "r": lora_rank})
-    inner = policy.get_base_model() if recipe == "lora" else policy
+    device = torch.device("cpu" if fake else cfg.device)
+    policy, inner = recipe_policy(cfg, recipe, lora_rank, load_base_transformer_weights=not fake)
+    if not fake:  # a fake policy's video DiT is still on the meta device here (its fakes are made below)
+        policy.to(device)
     # The prompt embeddings of the instruction, as the text encoder's cache holds them after its first call:
     # the tiny text encoder of the estimate base has not the real width, and it is frozen (not trained).
     video = inner.video
@@ -261,18 +288,17 @@ def training_step_memory(
     with mode:
         if fake:
             _fake_module(policy, mode)
-        video._prompt_cache[task] = torch.zeros(cfg.max_prompt_tokens, prompt_width)
+        video._prompt_cache[task] = torch.zeros(cfg.max_prompt_tokens, prompt_width, device=device)
         b, t, h = batch_size, cfg.num_video_frames, cfg.chunk_size
         res_h, res_w = cfg.image_resolution
-        batch = {c: torch.zeros(b, t, 3, res_h, res_w) for c in cfg.cameras}
-        batch["observation.state"] = torch.zeros(b, t, cfg.encoded_state_dim)  # as the processor gives it
-        batch["action"] = torch.zeros(b, h, cfg.action_feature.shape[0])
-        batch["action_is_pad"] = torch.zeros(b, h, dtype=torch.bool)
+        batch = {c: torch.zeros(b, t, 3, res_h, res_w, device=device) for c in cfg.cameras}
+        # The state as the processor gives it.
+        batch["observation.state"] = torch.zeros(b, t, cfg.encoded_state_dim, device=device)
+        batch["action"] = torch.zeros(b, h, cfg.action_feature.shape[0], device=device)
+        batch["action_is_pad"] = torch.zeros(b, h, dtype=torch.bool, device=device)
         batch["task"] = [task] * b
         policy.train()
-        groups = inner.get_optim_params()
-        if recipe == "lora":  # the adapters and the fully trained embodiment copies, as lerobot-train builds
-            groups = [{"params": [p for p in policy.parameters() if p.requires_grad]}]
+        groups = trained_param_groups(policy, recipe)
         preset = cfg.get_optimizer_preset()
         opt = preset.build(groups)  # lerobot-train's optimizer
         trained = [p for g in groups for p in g["params"]]
@@ -286,8 +312,13 @@ def training_step_memory(
 
             read_latents_from_memory(inner, batch)
             live.track(inner._cached_latents(batch, None, cfg.training_mode)[0])
+        cuda = device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        step_s = []
         with live:
-            for _ in range(steps):
+            for i in range(steps):
+                start = time.perf_counter()
                 live.phase = "forward"
                 loss, _ = policy.forward(batch)
                 live.phase = "backward"
@@ -297,6 +328,11 @@ def training_step_memory(
                 live.phase = "optimizer"
                 opt.step()
                 opt.zero_grad(set_to_none=True)
+                if not fake:
+                    if cuda:
+                        torch.cuda.synchronize(device)
+                    step_s.append(time.perf_counter() - start)
+                    print(f"    step {i + 1}/{steps}: {step_s[-1]:.1f} s", flush=True)
         params = list(policy.parameters())
         n_trained = sum(p.numel() for p in trained)
         return MemoryEstimate(
@@ -309,6 +345,8 @@ def training_step_memory(
             peak=live.peak,
             peak_phase=live.peak_at,
             phase_peaks=live.phase_peaks,
+            step_s=step_s,
+            cuda_peak=torch.cuda.max_memory_allocated(device) if cuda else None,
         )
 
 
@@ -324,10 +362,28 @@ def main() -> None:
         "--latent-cache", action="store_true", help="train on cached VAE latents (--policy.latent_cache)"
     )
     parser.add_argument("--base", default=None, help="an estimate base directory (default: written now)")
+    parser.add_argument(
+        "--measure",
+        action="store_true",
+        help="run the steps on real tensors instead (needs --base with video-DiT weights: the real model, "
+        "or speed.py's random real-width base); prints the same counts, the step times, the process's peak "
+        "RSS (the most of the process so far: measure one recipe per process) and, on CUDA, "
+        "torch.cuda.max_memory_allocated",
+    )
+    parser.add_argument("--device", default="cpu", help="with --measure: cpu or cuda")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
+    if args.measure and args.base is None:
+        parser.error(
+            "--measure needs --base: a base with video-DiT weights (the estimate base written by default "
+            "holds its config only)"
+        )
+    if args.device != "cpu" and not args.measure:
+        parser.error(f"--device={args.device}: the estimate runs on fake CPU tensors; add --measure")
 
     import tempfile
+
+    from .machine import peak_rss_mib
 
     base = args.base
     if base is None:
@@ -337,15 +393,24 @@ def main() -> None:
     rows = {}
     for recipe in args.recipes:
         start = time.perf_counter()
-        print(
-            f"[{len(rows) + 1}/{len(args.recipes)}] {recipe}: two training steps on fake tensors", flush=True
-        )
-        cfg = preset_policy_config(args.preset, base, **RECIPES[recipe])
+        tensors = f"real tensors on {args.device}" if args.measure else "fake tensors"
+        print(f"[{len(rows) + 1}/{len(args.recipes)}] {recipe}: two training steps on {tensors}", flush=True)
+        cfg = preset_policy_config(args.preset, base, **RECIPES[recipe], device=args.device)
         est = training_step_memory(
-            cfg, args.batch_size, recipe, lora_rank=args.lora_rank, latent_cache=args.latent_cache
+            cfg,
+            args.batch_size,
+            recipe,
+            lora_rank=args.lora_rank,
+            latent_cache=args.latent_cache,
+            fake=not args.measure,
         )
         title = RECIPE_TITLES[recipe].format(r=args.lora_rank) + (", cached latents" * args.latent_cache)
         rows[title] = est.row()
+        if args.measure:
+            rows[title] |= {"step seconds": est.step_s, "process peak RSS (MiB)": peak_rss_mib()}
+            if est.cuda_peak is not None:
+                rows[title]["torch.cuda.max_memory_allocated (GiB)"] = est.cuda_peak / GIB
+            print(f"    measured: {rows[title]}", flush=True)
         print(
             f"    {title}: trained {est.trained_params / 1e6:,.0f} M; weights {est.weights / GIB:.1f} GiB, "
             f"grads + AdamW {est.grads_and_adamw / GIB:.1f} GiB; "
@@ -358,6 +423,7 @@ def main() -> None:
         "preset": args.preset,
         "batch_size": args.batch_size,
         "latent_cache": args.latent_cache,
+        "tensors": f"real, {args.device}" if args.measure else "fake",
         "recipes": rows,
     }
     if args.json:
