@@ -24,7 +24,8 @@ draws (the parity check: both sides get the same feature-forward noise and the s
 `predict_action` on an official-style example batch; ours: `reset()` + `select_action`) and, with `--train`,
 of training steps (forward + backward + grad clip + AdamW step; text encoder and VAE frozen on both sides).
 `--count-flops` also counts the work of one chunk and one training step (torch's FlopCounterMode: matmuls,
-convolutions and attention), which tells the method's own work from overhead.
+convolutions, and attention on CUDA; it has no formula for the CPU attention kernel), which tells the
+method's own work from overhead.
 
 The official code needs two fixes on current libraries (diffusers 0.39, transformers 5.5); they are applied
 as run-time shims, see `apply_official_shims` and tests/fixtures/parity/README.md.
@@ -508,8 +509,8 @@ def _timed(fn, warmup: int, repeats: int, sync) -> list[float]:
 
 
 def _counted_gflop(fn) -> float:
-    """GFLOP of one call of `fn` as torch's FlopCounterMode counts them: matmuls, convolutions and attention,
-    forward and (for a training step) backward; elementwise work is not counted."""
+    """GFLOP of one call of `fn` as torch's FlopCounterMode counts them: matmuls, convolutions and (CUDA
+    kernels only) attention, forward and, for a training step, backward; elementwise work is not counted."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
