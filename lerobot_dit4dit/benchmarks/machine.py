@@ -20,6 +20,22 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# The vector extensions that set a CPU's matmul rate: fp32 FMA width, and native bf16 (AVX-512 BF16, AMX).
+VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_vector_flags() -> list[str]:
+    """Which of `VECTOR_FLAGS` /proc/cpuinfo lists (empty where it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in VECTOR_FLAGS if f in flags]
+    except OSError:
+        pass
+    return []
+
+
 def machine_info() -> dict:
     """CPU, core count, GPU, and the torch / lerobot / diffusers / transformers versions of this machine."""
     info = {
@@ -28,11 +44,13 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
+        "cpu_vector_flags": cpu_vector_flags(),
     }
     try:
         import torch
 
         info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()  # the kernels torch picked
     except ImportError:
         info["gpu"] = None
     for package in ("torch", "lerobot", "diffusers", "transformers"):
