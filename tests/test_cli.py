@@ -391,6 +391,20 @@ def test_lora_fine_tuning_through_lerobot_peft(trained, reach_dataset, tmp_path)
     assert policy.predict_action_chunk(batch).shape == (2, 8, 4)
 
 
+def test_real_width_benchmark_base_is_the_real_video_dit_config():
+    """`--width real` builds Cosmos-Predict2.5-2B's video DiT: the real config in every field but the width
+    of the (tiny) text encoder's embedding that `crossattn_proj` reads. Its text K/V project the 1,024-wide
+    context, as in the real model, not one as wide as the DiT."""
+    from lerobot_dit4dit.benchmarks.speed import REAL_TRANSFORMER
+    from lerobot_dit4dit.testing.tiny_base import BENCH_BASES, TINY_BASE, transformer_config
+
+    real = transformer_config(BENCH_BASES["real"])
+    assert real.keys() == REAL_TRANSFORMER.keys()
+    differs = {k for k in real if real[k] != REAL_TRANSFORMER[k]}
+    assert differs == {"crossattn_proj_in_channels"}, differs
+    assert transformer_config(TINY_BASE)["text_embed_dim"] == 64  # the tiny DiT's width
+
+
 @pytest.mark.parametrize(
     "mode",
     [[], ["--latent-cache"], ["--no-fast-norms"], ["--recipe", "lora"]],

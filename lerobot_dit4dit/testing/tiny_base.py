@@ -120,6 +120,9 @@ class TinyBaseSizes:
     vae_dim_mult: tuple[int, ...] = (1, 1, 1, 1)
     vae_num_res_blocks: int = 1
     adaln_lora_dim: int = 16
+    # Width of the projected text context (`crossattn_proj`'s output, the blocks' text K/V input); None: the
+    # DiT width. Cosmos-Predict2.5-2B projects to 1,024 under a 2,048-wide DiT.
+    text_embed_dim: int | None = None
 
 
 TINY_BASE = TinyBaseSizes()
@@ -129,7 +132,12 @@ TINY_BASE = TinyBaseSizes()
 WAN21_VAE_SIZES = {"vae_base_dim": 96, "vae_dim_mult": (1, 2, 4, 4), "vae_num_res_blocks": 2}
 MEDIUM_BASE = TinyBaseSizes(num_layers=8, num_attention_heads=8, attention_head_dim=128, adaln_lora_dim=256)
 REAL_WIDTH_BASE = TinyBaseSizes(
-    num_layers=28, num_attention_heads=16, attention_head_dim=128, adaln_lora_dim=256, **WAN21_VAE_SIZES
+    num_layers=28,
+    num_attention_heads=16,
+    attention_head_dim=128,
+    adaln_lora_dim=256,
+    text_embed_dim=1024,
+    **WAN21_VAE_SIZES,
 )
 # The medium DiT with the real Wan 2.1 VAE: the VAE's share of a training step (what the latent cache saves).
 MEDIUM_WAN_BASE = replace(MEDIUM_BASE, **WAN21_VAE_SIZES)
@@ -161,6 +169,32 @@ TINY_POLICY_OVERRIDES = {
 }
 
 
+def transformer_config(sizes: TinyBaseSizes = TINY_BASE) -> dict:
+    """`CosmosTransformer3DModel` arguments of the base at `sizes`: Cosmos-Predict2.5-2B's layout (patching,
+    RoPE scale, adaLN-LoRA, text projection) at the given depth and widths. The text projection reads the
+    tiny text encoder's prompt embedding (text_num_layers * text_hidden_size wide)."""
+    hidden = sizes.num_attention_heads * sizes.attention_head_dim
+    text_width = sizes.text_embed_dim or hidden
+    return {
+        "in_channels": 16 + 1,  # latents + condition mask channel
+        "out_channels": 16,
+        "num_attention_heads": sizes.num_attention_heads,
+        "attention_head_dim": sizes.attention_head_dim,
+        "num_layers": sizes.num_layers,
+        "mlp_ratio": 4.0,
+        "text_embed_dim": text_width,
+        "adaln_lora_dim": sizes.adaln_lora_dim,
+        "max_size": (128, 240, 240),
+        "patch_size": (1, 2, 2),
+        "rope_scale": (1.0, 3.0, 3.0),
+        "concat_padding_mask": True,
+        "extra_pos_embed_type": None,
+        "use_crossattn_projection": True,
+        "crossattn_proj_in_channels": sizes.text_num_layers * sizes.text_hidden_size,
+        "encoder_hidden_states_channels": text_width,
+    }
+
+
 def build_tiny_cosmos_base(
     output_dir: str | Path,
     sizes: TinyBaseSizes = TINY_BASE,
@@ -182,14 +216,7 @@ def build_tiny_cosmos_base(
 
     output_dir = Path(output_dir)
     torch.manual_seed(seed)
-    num_layers, num_attention_heads, attention_head_dim = (
-        sizes.num_layers,
-        sizes.num_attention_heads,
-        sizes.attention_head_dim,
-    )
     text_hidden_size, text_num_layers = sizes.text_hidden_size, sizes.text_num_layers
-    hidden = num_attention_heads * attention_head_dim
-    text_embed_width = text_num_layers * text_hidden_size
 
     tokenizer = build_byte_level_qwen_tokenizer()
     special = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
@@ -222,24 +249,7 @@ def build_tiny_cosmos_base(
     )
     text_encoder = Qwen2_5_VLForConditionalGeneration(text_config).eval()
 
-    transformer = CosmosTransformer3DModel(
-        in_channels=16 + 1,  # latents + condition mask channel
-        out_channels=16,
-        num_attention_heads=num_attention_heads,
-        attention_head_dim=attention_head_dim,
-        num_layers=num_layers,
-        mlp_ratio=4.0,
-        text_embed_dim=hidden,
-        adaln_lora_dim=sizes.adaln_lora_dim,
-        max_size=(128, 240, 240),
-        patch_size=(1, 2, 2),
-        rope_scale=(1.0, 3.0, 3.0),
-        concat_padding_mask=True,
-        extra_pos_embed_type=None,
-        use_crossattn_projection=True,
-        crossattn_proj_in_channels=text_embed_width,
-        encoder_hidden_states_channels=hidden,
-    )
+    transformer = CosmosTransformer3DModel(**transformer_config(sizes))
     vae = AutoencoderKLWan(
         base_dim=sizes.vae_base_dim,
         z_dim=16,
