@@ -394,8 +394,9 @@ def prepare(args, work: Path) -> dict:
         real_size=args.real_size,
         device="cpu",
         dtype="float32",
+        scratch=str(work),  # the base lives with the checkpoints made from it (a reused work dir reads it)
     )
-    cfg = bench_config(bench_args)  # builds the base with random weights at --width
+    cfg = bench_config(bench_args)  # builds the base with random weights at --width, in work/base
     base = Path(cfg.base_model)
     sizes = BENCH_BASES[args.width]
     video_width = sizes.num_attention_heads * sizes.attention_head_dim
@@ -922,7 +923,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0, help="seed of the official init, inputs and draws")
     parser.add_argument(
-        "--work-dir", default=None, help="where the base and checkpoints go (default: a temp dir)"
+        "--work-dir",
+        default=None,
+        help="where the base and checkpoints go, kept for reuse (default: a temp dir, removed at the end)",
     )
     parser.add_argument("--json", default=None, help="also write the figures and the machine here")
     parser.add_argument(
@@ -955,13 +958,22 @@ def main() -> None:
         print(RESULT_PREFIX + json.dumps(result))
         return
 
-    from .machine import machine_info
-
     load = os.getloadavg()[0]
     print(f"torch threads: {torch.get_num_threads()} (pinned); 1-min load average before the run: {load:.2f}")
     if load >= 1.0:
         print("warning: other work is running on this machine; timings will be inflated")
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="dit4dit_side_by_side_"))
+    if args.work_dir is None:  # a temporary work dir (26 GiB at real width) is removed at the end
+        with tempfile.TemporaryDirectory(prefix="dit4dit_side_by_side_") as work:
+            _compare(args, Path(work), load)
+    else:
+        _compare(args, Path(args.work_dir), load)
+
+
+def _compare(args, work: Path, load: float) -> None:
+    """Prepare `work` (or reuse it), run the children alternately, print the report and write the JSON."""
+    from ..testing.tiny_base import BENCH_BASES
+    from .machine import machine_info
+
     work.mkdir(parents=True, exist_ok=True)
     print(
         f"preparing the {args.width} base, the official checkpoint and its conversion in {work}", flush=True
@@ -969,6 +981,7 @@ def main() -> None:
     # A work dir prepared with the same settings is reused (at real width the preparation writes ~26 GiB).
     stamp = {k: getattr(args, k) for k in ("width", "real_size", "resolution", "batch_size", "seed", "dtype")}
     stamp["official_src"] = str(Path(args.official_src).resolve())
+    stamp["base_sizes"] = repr(BENCH_BASES[args.width])  # a base built by other sizes is not reused
     stamp_file = work / "prepared_with.json"
     if stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
         meta = json.loads((work / "meta.json").read_text())
