@@ -382,8 +382,9 @@ def main() -> None:
         parser.error(f"--device={args.device}: the estimate runs on fake CPU tensors; add --measure")
 
     import tempfile
+    from datetime import UTC, datetime
 
-    from .machine import peak_rss_mib
+    from .machine import machine_info, peak_rss_mib
 
     base = args.base
     if base is None:
@@ -425,6 +426,8 @@ def main() -> None:
         "latent_cache": args.latent_cache,
         "tensors": f"real, {args.device}" if args.measure else "fake",
         "recipes": rows,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
     }
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
