@@ -392,16 +392,38 @@ def test_lora_fine_tuning_through_lerobot_peft(trained, reach_dataset, tmp_path)
 
 
 def test_real_width_benchmark_base_is_the_real_video_dit_config():
-    """`--width real` builds Cosmos-Predict2.5-2B's video DiT: the real config in every field but the width
-    of the (tiny) text encoder's embedding that `crossattn_proj` reads. Its text K/V project the 1,024-wide
-    context, as in the real model, not one as wide as the DiT."""
+    """`--width real` builds Cosmos-Predict2.5-2B's video DiT: its public config (diffusers' conversion of
+    Cosmos-Predict2.5-2B) in every field but the width of the tiny text encoder's embedding that
+    `crossattn_proj` reads. Its text K/V project the 1,024-wide context, not one as wide as the DiT."""
+    from diffusers import CosmosTransformer3DModel
+
     from lerobot_dit4dit.benchmarks.speed import REAL_TRANSFORMER
     from lerobot_dit4dit.testing.tiny_base import BENCH_BASES, TINY_BASE, transformer_config
 
+    public = {
+        "in_channels": 17,
+        "out_channels": 16,
+        "num_attention_heads": 16,
+        "attention_head_dim": 128,
+        "num_layers": 28,
+        "mlp_ratio": 4.0,
+        "text_embed_dim": 1024,
+        "adaln_lora_dim": 256,
+        "max_size": (128, 240, 240),
+        "patch_size": (1, 2, 2),
+        "rope_scale": (1.0, 3.0, 3.0),
+        "concat_padding_mask": True,
+        "extra_pos_embed_type": None,
+        "use_crossattn_projection": True,
+        "crossattn_proj_in_channels": 100352,
+        "encoder_hidden_states_channels": 1024,
+    }
+    assert public == REAL_TRANSFORMER
     real = transformer_config(BENCH_BASES["real"])
-    assert real.keys() == REAL_TRANSFORMER.keys()
-    differs = {k for k in real if real[k] != REAL_TRANSFORMER[k]}
-    assert differs == {"crossattn_proj_in_channels"}, differs
+    assert {k for k in public if real[k] != public[k]} == {"crossattn_proj_in_channels"}
+    with torch.device("meta"):  # 2.06 B parameters, as diffusers' conversion of the 2B model has
+        n = sum(p.numel() for p in CosmosTransformer3DModel(**REAL_TRANSFORMER).parameters())
+    assert n == 2_059_174_912
     assert transformer_config(TINY_BASE)["text_embed_dim"] == 64  # the tiny DiT's width
 
 

@@ -24,29 +24,13 @@ from pathlib import Path
 import torch
 
 from ..configuration_dit4dit import DTYPES
+from ..testing.tiny_base import REAL_WIDTH_BASE, transformer_config
 from .machine import peak_rss_mib
 from .train_memory import RECIPES, recipe_policy, trained_param_groups
 
 # Public configs of the real components (diffusers' Cosmos-2.5-Predict-Base-2B conversion table, Wan 2.1
-# VAE, Qwen2.5-VL-7B); used only to count parameters on the meta device.
-REAL_TRANSFORMER = {
-    "in_channels": 17,
-    "out_channels": 16,
-    "num_attention_heads": 16,
-    "attention_head_dim": 128,
-    "num_layers": 28,
-    "mlp_ratio": 4.0,
-    "text_embed_dim": 1024,
-    "adaln_lora_dim": 256,
-    "max_size": (128, 240, 240),
-    "patch_size": (1, 2, 2),
-    "rope_scale": (1.0, 3.0, 3.0),
-    "concat_padding_mask": True,
-    "extra_pos_embed_type": None,
-    "use_crossattn_projection": True,
-    "crossattn_proj_in_channels": 100352,
-    "encoder_hidden_states_channels": 1024,
-}
+# VAE, Qwen2.5-VL-7B); used only to count parameters on the meta device. The video DiT (after REAL_TEXT) is
+# the benchmarks' real-width base, reading the real text encoder's embedding.
 REAL_VAE = {
     "base_dim": 96,
     "z_dim": 16,
@@ -72,6 +56,12 @@ REAL_TEXT = {
         "out_hidden_size": 3584,
         "fullatt_block_indexes": [7, 15, 23, 31],
     },
+}
+# Cosmos-Predict2.5 concatenates every decoder layer's hidden state: 28 x 3,584 = 100,352 channels.
+REAL_TEXT_EMBEDDING = REAL_TEXT["text_config"]["num_hidden_layers"] * REAL_TEXT["text_config"]["hidden_size"]
+REAL_TRANSFORMER = {
+    **transformer_config(REAL_WIDTH_BASE),
+    "crossattn_proj_in_channels": REAL_TEXT_EMBEDDING,
 }
 
 
