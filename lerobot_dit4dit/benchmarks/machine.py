@@ -9,15 +9,20 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo, else what `platform` knows."""
+def _cpuinfo(field: str) -> str | None:
+    """The value of `field` for the first CPU in /proc/cpuinfo; None where it cannot be read."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo, else what `platform` knows."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 # The vector extensions that set a CPU's matmul rate: fp32 FMA width, and native bf16 (AVX-512 BF16, AMX).
@@ -26,14 +31,8 @@ VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 
 def cpu_vector_flags() -> list[str]:
     """Which of `VECTOR_FLAGS` /proc/cpuinfo lists (empty where it cannot be read)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return [f for f in VECTOR_FLAGS if f in flags]
-    except OSError:
-        pass
-    return []
+    flags = set((_cpuinfo("flags") or "").split())
+    return [f for f in VECTOR_FLAGS if f in flags]
 
 
 def machine_info() -> dict:

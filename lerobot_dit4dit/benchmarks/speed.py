@@ -121,7 +121,7 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 def bench_config(args):
     """The benchmarked policy's config: `--base-model`, or a base with random weights built at `--width` in
-    `args.scratch/base` (a temporary directory when `args` has no `scratch`)."""
+    `args.scratch/base` (the caller's directory, which it removes)."""
     from lerobot.configs import FeatureType, PolicyFeature
 
     from ..configuration_dit4dit import DiT4DiTConfig
@@ -135,8 +135,7 @@ def bench_config(args):
     if base is None:
         sizes = BENCH_BASES[args.width]
         print(f"building a {args.width}-width base with random weights ({sizes})", flush=True)
-        scratch = getattr(args, "scratch", None) or tempfile.mkdtemp(prefix="dit4dit_base_")
-        base = str(build_tiny_cosmos_base(Path(scratch) / "base", sizes))
+        base = str(build_tiny_cosmos_base(Path(args.scratch) / "base", sizes))
     res = args.resolution
     cams = [f"observation.images.cam{i}" for i in range(args.cameras)]
     overrides = {} if args.real_size else dict(TINY_POLICY_OVERRIDES)
@@ -261,7 +260,7 @@ def time_policy(args) -> dict:
     cfg = bench_config(args)
     base, res, cams = cfg.base_model, cfg.image_resolution[0], list(cfg.image_features)
     device = torch.device(cfg.device)
-    if args.recipe:  # as lerobot-train trains that recipe; `inner` is the DiT4DiTPolicy (inside a PEFT wrap)
+    if args.recipe:  # as lerobot-train trains that recipe; `policy` is the DiT4DiTPolicy inside `wrapped`
         wrapped, policy = recipe_policy(cfg, args.recipe, args.lora_rank)
         wrapped.to(device)
     else:

@@ -388,7 +388,9 @@ def main() -> None:
 
     base = args.base
     if base is None:
-        base = tempfile.mkdtemp(prefix="dit4dit_estimate_base_")
+        # Removed when the process ends, also on an error (TemporaryDirectory's finalizer): 485 MiB.
+        scratch = tempfile.TemporaryDirectory(prefix="dit4dit_estimate_base_")
+        base = scratch.name
         print(f"writing an estimate base (real Wan VAE, real video-DiT config, no DiT weights) to {base}")
         write_estimate_base(base)
     rows = {}
