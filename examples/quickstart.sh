@@ -46,7 +46,7 @@ start=$(date +%s)
 
 if [ ! -f "$OUT/base/model_index.json" ]; then
   log "1/4 building the small Cosmos-Predict2.5-shaped base (random weights, same diffusers classes)"
-  stage base python -m lerobot_dit4dit.testing.tiny_base --output "$OUT/base.partial"
+  stage base dit4dit-tiny-base --output "$OUT/base.partial"
   rm -rf "$OUT/base" && mv "$OUT/base.partial" "$OUT/base"
 else
   log "1/4 base: reusing $OUT/base"

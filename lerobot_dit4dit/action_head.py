@@ -19,7 +19,7 @@ from lerobot.policies.groot.action_head.cross_attention_dit import DiT
 from lerobot.policies.groot.groot_n1_7 import SinusoidalPositionalEncoding
 from torch import Tensor, nn
 
-from .caching import reusing_outputs
+from . import fast_paths
 from .configuration_dit4dit import DiT4DiTConfig
 from .flow_matching import interpolate, sampling_time_to_bucket, time_to_bucket, velocity_target
 
@@ -85,6 +85,17 @@ class SharedContextAttnProcessor(AttnProcessor2_0):
                 attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs
             )
         n, b = hidden_states.shape[0], encoder_hidden_states.shape[0]
+        if not fast_paths.enabled("shared_context_attention") and n % b == 0:
+            # The "before": every query row gets its own copy of its sample's context (`Tensor.repeat`).
+            return super().__call__(
+                attn,
+                hidden_states,
+                encoder_hidden_states.repeat(n // b, 1, 1),
+                attention_mask,
+                temb,
+                *args,
+                **kwargs,
+            )
         if n % b or hidden_states.ndim != 3 or attention_mask is not None:
             raise ValueError(
                 f"shared-context cross-attention: {n} query rows of shape {tuple(hidden_states.shape[1:])} "
@@ -178,6 +189,7 @@ class FlowMatchingActionHead(nn.Module):
         )
         for block in self.cross_attention_blocks():
             SharedContextAttnProcessor.install(block.attn1)
+        self.feature_kv_key = fast_paths.CacheKey("action_kv_cache")  # a chunk's Euler steps (`sample`)
 
     @classmethod
     def from_config(cls, config: DiT4DiTConfig, cross_attention_dim: int) -> FlowMatchingActionHead:
@@ -258,34 +270,15 @@ class FlowMatchingActionHead(nn.Module):
         return pred, velocity_target(actions, noise)
 
     def enable_gradient_checkpointing(self) -> None:
-        """Recompute each DiT block in the backward pass instead of storing its activations.
-
-        LeRobot's GR00T `DiT` declares `_supports_gradient_checkpointing` but its forward never checkpoints,
-        so each block's forward is wrapped here (instance attribute: the state_dict keys do not change).
-        """
-        for block in self.model.transformer_blocks:
-            if getattr(block, "_dit4dit_checkpointed", False):
-                continue
-            plain = block.forward
-
-            def checkpointed(*args, _plain=plain, _block=block, **kwargs):
-                if _block.training and torch.is_grad_enabled():
-                    return torch.utils.checkpoint.checkpoint(_plain, *args, use_reentrant=False, **kwargs)
-                return _plain(*args, **kwargs)
-
-            block.forward = checkpointed
-            block._dit4dit_checkpointed = True
+        """Recompute each DiT block in the backward pass instead of storing its activations
+        (`fast_paths.CheckpointedBlock`: LeRobot's GR00T `DiT` never checkpoints by itself)."""
+        fast_paths.install_block_checkpointing(self.model.transformer_blocks)
 
     def cross_attention_blocks(self) -> list[nn.Module]:
         """The DiT blocks that attend to the video features (even blocks when self-attention interleaves)."""
         blocks = self.model.transformer_blocks
         interleaved = self.model.config.interleave_self_attention
         return [b for i, b in enumerate(blocks) if not (interleaved and i % 2 == 1)]
-
-    def feature_kv_cached(self):
-        """While active, each cross-attention block projects the video features to K/V once per features
-        tensor instead of once per Euler step (see `caching`)."""
-        return reusing_outputs(b.attn1 for b in self.cross_attention_blocks())
 
     @torch.no_grad()
     def sample(
@@ -303,14 +296,16 @@ class FlowMatchingActionHead(nn.Module):
             (B, H, A) normalised actions.
         """
         state_tokens = self.state_encoder(state).unsqueeze(1)  # computed once for all steps
-        # Positions added once; the DiT calls .contiguous(): keep it the same tensor every step (K/V cache).
-        features = self.with_feature_positions(features).contiguous()
+        features = self.with_feature_positions(features)  # added once for all steps
 
         def velocity(x_t: Tensor, t: Tensor) -> Tensor:
             buckets = sampling_time_to_bucket(t, self.num_timestep_buckets, num_steps)
             return self.velocity(x_t, buckets, state_tokens, features).to(x_t.dtype)
 
-        with self.feature_kv_cached():
+        # The features are the same for every Euler step of this chunk: their K/V are projected once, under a
+        # key no other chunk uses (`fast_paths.KeyedOutput`).
+        fast_paths.install_keyed_kv((b.attn1 for b in self.cross_attention_blocks()), self.feature_kv_key)
+        with self.feature_kv_key.use(fast_paths.next_step_key("chunk")):
             return euler_integrate(
                 velocity,
                 noise,

@@ -136,7 +136,7 @@ class DiT4DiTConfig(PreTrainedConfig):
     defer_unused_blocks: bool = True
     # Training reads the frozen VAE's latents from this file, by each sample's dataset `index`, instead of
     # decoding and encoding the clip: the dataset then loads only the current frame (build the file with
-    # `python -m lerobot_dit4dit.latent_cache`). None encodes.
+    # `dit4dit-latent-cache`). None encodes.
     latent_cache: str | None = None
     # Run the feature forward under no_grad during training, so the action loss never reaches the video DiT
     # (official behaviour). False lets the action loss back-propagate into the video DiT, as in the paper.

@@ -10,6 +10,8 @@ and sampling integrates dx/dt = v from t = 1 down to t = 0 with Euler steps x <-
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 import torch
 from lerobot.policies.common.flow_matching import sample_beta
 from torch import Tensor
@@ -100,3 +102,32 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """sum(mask * (pred - target)^2) / sum(mask); `mask` broadcasts to `pred`."""
     mask = mask.to(pred.dtype).expand_as(pred)
     return ((pred - target) ** 2 * mask).sum() / mask.sum().clamp_min(1)
+
+
+@dataclass
+class ForwardNoise:
+    """The random draws of one training forward; a field left None is drawn fresh from the global RNG.
+
+    Shapes, for a batch of B with R = `num_action_noise_draws` (see `DiT4DiTPolicy.noise_shapes`):
+        feature:     (B, 16, T_lat, h, w)      pure-noise latents of the feature forward (frame 0 is replaced)
+        video_time:  (B,)                      video flow time
+        video:       (B, 16, T_lat - 1, h, w)  noise of the future latent frames
+        action:      (R * B, H, max_action_dim) action noise; row i belongs to sample i % B
+        action_beta: (R * B,)                  raw Beta(alpha, beta) draws, mapped to the flow time by / s
+    """
+
+    feature: Tensor | None = None
+    video_time: Tensor | None = None
+    video: Tensor | None = None
+    action: Tensor | None = None
+    action_beta: Tensor | None = None
+
+    def check(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Raise ValueError naming every given draw whose shape differs from `shapes`."""
+        bad = [
+            f"{f.name} {tuple(value.shape)} (expected {shapes[f.name]})"
+            for f in fields(self)
+            if (value := getattr(self, f.name)) is not None and tuple(value.shape) != tuple(shapes[f.name])
+        ]
+        if bad:
+            raise ValueError(f"DiT4DiT: explicit noise of the wrong shape: {', '.join(bad)}.")

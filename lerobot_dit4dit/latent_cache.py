@@ -4,7 +4,7 @@ The Wan VAE is frozen, so the latents of a training clip never change; encoding 
 medium-width training step. This command encodes every clip of a dataset once, with exactly the preprocessing
 `lerobot-train` applies (same config, delta timestamps, processors and camera tiling):
 
-    python -m lerobot_dit4dit.latent_cache --output outputs/latents.safetensors \
+    dit4dit-latent-cache --output outputs/latents.safetensors \
         --config_path=configs/metaworld_quickstart.json [any other lerobot-train flag]
     lerobot-train --config_path=configs/metaworld_quickstart.json \
         --policy.latent_cache=outputs/latents.safetensors
@@ -19,7 +19,6 @@ cached latents wrong, so they are refused.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -67,7 +66,7 @@ class LatentCache:
         if not path.is_file():
             raise FileNotFoundError(
                 f"DiT4DiT: latent_cache {path} does not exist; build it with "
-                "`python -m lerobot_dit4dit.latent_cache --output <file> <your lerobot-train flags>`."
+                "`dit4dit-latent-cache --output <file> <your lerobot-train flags>`."
             )
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get("dit4dit_latent_cache", "{}"))
@@ -77,7 +76,7 @@ class LatentCache:
         if future_mask is None and latents.shape[2] > 1 and config.training_mode != "action":
             raise ValueError(
                 f"DiT4DiT: latent_cache {path} holds no future_mask (it was built by an older version); "
-                "rebuild it with `python -m lerobot_dit4dit.latent_cache`."
+                "rebuild it with `dit4dit-latent-cache`."
             )
         expected = fingerprint(config)
         diff = {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
@@ -164,28 +163,3 @@ def build(cfg, output: Path, batch_size: int = 8) -> dict:
     summary = {"samples": len(index), "shape": list(stacked.shape[1:]), "MiB": stacked.numel() * 4 / 2**20}
     print(f"[latent_cache] wrote {output}: {summary}", flush=True)
     return summary
-
-
-def main(argv: list[str] | None = None) -> None:
-    import draccus
-    from lerobot.configs.train import TrainPipelineConfig
-    from lerobot.utils.import_utils import register_third_party_plugins
-
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--output", type=Path, required=True, help="the .safetensors file to write")
-    parser.add_argument("--batch-size", type=int, default=8)
-    args, rest = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    register_third_party_plugins()
-    config_path = next((a.split("=", 1)[1] for a in rest if a.startswith("--config_path=")), None)
-    rest = [a for a in rest if not a.startswith("--config_path=")]
-    cfg = draccus.parse(TrainPipelineConfig, config_path=config_path, args=rest)
-    cfg.output_dir = None  # nothing is trained here; validate() must not refuse an existing training folder
-    cfg.validate()
-    build(cfg, args.output, args.batch_size)
-
-
-if __name__ == "__main__":
-    main()

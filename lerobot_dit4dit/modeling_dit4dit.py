@@ -19,40 +19,42 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import json
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TypeVar
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from diffusers import CosmosTransformer3DModel
 from huggingface_hub import ModelCard
-from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
 from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot.policies.rtc.modeling_rtc import RTCProcessor
 from lerobot.utils.constants import ACTION, OBS_STATE
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 
+from . import fast_paths
 from .action_head import FlowMatchingActionHead
+from .checkpointing import (
+    WeightState,
+    cast_for_inference,
+    check_checkpoint_path,
+    deferred_block_count,
+    find_checkpoint_file,
+    load_checkpoint,
+    restore_deferred_blocks,
+    save_trained,
+    weights_for_training,
+)
 from .configuration_dit4dit import DTYPES, DiT4DiTConfig
-from .flow_matching import beta_draw_to_time, masked_mse, sample_beta_time
+from .flow_matching import ForwardNoise, beta_draw_to_time, masked_mse, sample_beta_time
 from .model_card import build_model_card
 from .text_conditioning import FILENAME as TEXT_CONDITIONING_FILE
-from .text_conditioning import load_text_conditioning, save_text_conditioning
-from .video_backbone import CosmosVideoBackbone, looks_local
+from .text_conditioning import check_tasks, load_text_conditioning, save_text_conditioning
+from .video_backbone import CosmosVideoBackbone
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T", bound="DiT4DiTPolicy")
-
-# The only parameters written to our checkpoints. The frozen VAE and text encoder are re-loaded from
-# `config.base_model` instead.
-TRAINED_PREFIXES = ("video.transformer.", "action_head.")
 
 
 class DiT4DiTPolicy(PreTrainedPolicy):
@@ -123,11 +125,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
 
             self._dataset_identity = dataset_identity(dataset_meta)
         self.init_rtc_processor()
-        self.training_forwards = 0  # forward calls in train mode, named when a loss turns non-finite
-        # Trained weights cast to `dtype` for inference (see _cast_for_inference); `_master_file` is the
-        # checkpoint they were loaded from straight in that dtype, which holds their fp32 values.
-        self._inference_cast = False
-        self._master_file: str | None = None
+        self.weights = WeightState()  # where the trained weights stand (`checkpointing`)
         self.reset()
 
     # ------------------------------------------------------------------ LeRobot API
@@ -172,7 +170,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
     def get_optim_params(self) -> list[dict]:
         """Two AdamW parameter groups: the video DiT at `optimizer_lr_video`, the action head at
         `optimizer_lr_action`. Frozen parameters are left out."""
-        self.restore_deferred_blocks()  # lerobot-train builds the optimizer before calling train()
+        restore_deferred_blocks(self)  # lerobot-train builds the optimizer before calling train()
         groups = [
             {
                 "params": [p for p in self.video.transformer.parameters() if p.requires_grad],
@@ -196,113 +194,30 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             sigma = float(torch.tensor(sigma, dtype=DTYPES[self.config.dtype]))
         return sigma
 
-    def _cast_for_inference(self) -> None:
-        """With `dtype` bfloat16/float16, cast the trained weights to it once, at the first inference of a
-        process that has not trained: autocast would otherwise re-cast every fp32 weight on every call. A
-        process that trains keeps fp32 master weights under autocast (lerobot-train's evaluation included)."""
-        dtype = DTYPES[self.config.dtype]
-        if dtype == torch.float32 or self._inference_cast or self.training_forwards > 0:
-            return
-        self.video.transformer.to(dtype)
-        self.action_head.to(dtype)
-        self._inference_cast = True
-        logger.info("DiT4DiT: trained weights cast to %s for inference", self.config.dtype)
-
     def state_dict(self, *args, **kwargs):
         # A state dict always holds every block and the whole frozen VAE, whatever was left unread at load,
         # so that policies loaded lean or full exchange state dicts. Saving and loading use the module's own
         # state dict of the trained parts (`torch.nn.Module.state_dict`) and read nothing extra.
-        self.restore_deferred_blocks()
+        restore_deferred_blocks(self)
         self.video.load_vae_decoder()
         return super().state_dict(*args, **kwargs)
 
     def wrap_with_peft(self, *args, **kwargs):
-        self.restore_deferred_blocks()  # the adapters must reach every block
+        restore_deferred_blocks(self)  # the adapters must reach every block
         return super().wrap_with_peft(*args, **kwargs)
 
     @property
     def deferred_blocks(self) -> int:
         """Number of video-DiT blocks not loaded yet (see `config.defer_unused_blocks`)."""
-        deferred = getattr(self, "_deferred", None)
-        return 0 if deferred is None else deferred[1] - len(self.video.transformer.transformer_blocks)
+        return deferred_block_count(self)
 
     def restore_deferred_blocks(self) -> None:
-        """Read the video-DiT blocks after `extract_layer` from the checkpoint they were deferred from, in the
-        dtype and on the device of the loaded blocks. A no-op when nothing is deferred."""
-        deferred = getattr(self, "_deferred", None)
-        if deferred is None:
-            return
-        model_file, total = deferred
-        transformer = self.video.transformer
-        keep = len(transformer.transformer_blocks)
-        if not Path(model_file).is_file():
-            raise FileNotFoundError(
-                f"DiT4DiT: video-DiT blocks {keep}..{total - 1} were deferred at load and their checkpoint "
-                f"{model_file} is gone. Load with --policy.defer_unused_blocks=false to keep every block."
-            )
-        with torch.device("meta"):
-            blocks = list(CosmosTransformer3DModel.from_config(transformer.config).transformer_blocks)[
-                keep:total
-            ]
-        ref = next(transformer.transformer_blocks[0].parameters())
-        with safe_open(model_file, framework="pt") as f:
-            names = list(f.keys())  # noqa: SIM118 (a safe_open handle is no dict)
-        for index, block in enumerate(blocks, start=keep):
-            prefix = f"{BLOCKS_PREFIX}{index}."
-            block_names = [k for k in names if k.startswith(prefix)]
-            state = {k[len(prefix) :]: v for k, v in read_checkpoint(model_file, block_names)}
-            bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-            if bad:
-                raise ValueError(f"DiT4DiT checkpoint {model_file} holds NaN/Inf in {prefix}{bad[0]}")
-            state = {k: v.to(ref.dtype) if v.is_floating_point() else v for k, v in state.items()}
-            block.load_state_dict(state, strict=True, assign=True)
-            block.to(ref.device)
-            block.train(self.training)
-            if self.config.compile_model:
-                block.compile()
-        transformer.transformer_blocks.extend(blocks)
-        self._deferred = None
-        logger.info("DiT4DiT: loaded the deferred video-DiT blocks %d..%d", keep, total - 1)
-
-    def _master_weights(self) -> dict[str, Tensor] | None:
-        """The fp32 trained weights of a policy loaded straight into a reduced `dtype` (`from_pretrained`),
-        read again from its checkpoint; None when there is no such file (then the weights are the master)."""
-        master = getattr(self, "_master_file", None)
-        if master is None or not self._inference_cast:
-            return None
-        if not Path(master).is_file():
-            raise FileNotFoundError(
-                f"DiT4DiT: the policy was loaded in {self.config.dtype} from {master}, which is gone; its "
-                "fp32 weights cannot be read back to train or save. Load with --policy.dtype=float32."
-            )
-        return {k: v.float() if v.is_floating_point() else v for k, v in read_checkpoint(master)}
+        """Read the video-DiT blocks deferred at load (`checkpointing.restore_deferred_blocks`)."""
+        restore_deferred_blocks(self)
 
     def train(self, mode: bool = True):
         if mode:
-            self.restore_deferred_blocks()
-        if mode and getattr(self, "_inference_cast", False) and getattr(self, "_master_file", None):
-            # Loaded straight into bf16/fp16 for inference: the exact fp32 weights come back from the
-            # checkpoint, in place (an optimizer built from get_optim_params() keeps its parameters).
-            master = self._master_weights()
-            self.video.transformer.float()
-            self.action_head.float()
-            with torch.no_grad():
-                for name, tensor in torch.nn.Module.state_dict(self, keep_vars=True).items():
-                    if name in master:
-                        tensor.data.copy_(master[name])
-            self._inference_cast = False
-            self._master_file = None
-            logger.info("DiT4DiT: fp32 weights read back from the checkpoint for training")
-        elif mode and getattr(self, "_inference_cast", False):
-            logger.warning(
-                "DiT4DiT: training a policy whose weights were cast to %s for inference; they go back to "
-                "float32 with the %s rounding (load it afresh to train from the exact weights).",
-                self.config.dtype,
-                self.config.dtype,
-            )
-            self.video.transformer.float()
-            self.action_head.float()
-            self._inference_cast = False
+            weights_for_training(self)
         return super().train(mode)
 
     def _autocast(self, device: torch.device):
@@ -369,27 +284,14 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             )
         return F.pad(state.float(), (0, self.config.max_state_dim - state.shape[-1]))
 
-    def _tasks(self, batch: dict, batch_size: int) -> list[str]:
-        tasks = batch.get("task")
-        if tasks is None:
-            raise KeyError(
-                "DiT4DiT: the batch has no 'task' instruction (LeRobot datasets and envs provide it)."
-            )
-        if isinstance(tasks, str):
-            tasks = [tasks] * batch_size
-        if not isinstance(tasks, list | tuple):
-            raise TypeError(
-                f"DiT4DiT: 'task' must be a string or a list of strings, got {type(tasks).__name__}."
-            )
-        bad = [t for t in tasks if not isinstance(t, str)]
-        if bad:
-            raise TypeError(f"DiT4DiT: every 'task' must be a string instruction; got {bad[:3]!r}.")
-        if len(tasks) != batch_size:
-            raise ValueError(f"DiT4DiT: {len(tasks)} task strings for a batch of {batch_size}.")
-        return list(tasks)
-
     def extract_features(
-        self, cond_latent: Tensor, prompt_embeds: Tensor, noise: Tensor | None = None, projected: bool = False
+        self,
+        cond_latent: Tensor,
+        prompt_embeds: Tensor,
+        noise: Tensor | None = None,
+        projected: bool = False,
+        text_index: Tensor | None = None,
+        text_key: tuple | None = None,
     ) -> Tensor:
         """Block-`extract_layer` features (B, S, D) that condition the action head (one early-exit forward).
 
@@ -398,6 +300,8 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             prompt_embeds: (B, L, E) from `video.encode_prompts`, or with `projected` the (B, L, D) context
                 from `video.text_context`.
             noise: (B, 16, T_lat, h, w) pure-noise latents of the feature forward; global RNG when None.
+            text_index, text_key: the row gather of a training context and the cache key of an inference
+                context (`CosmosVideoBackbone.extract_features`).
         Returns:
             (B, S, D) with S = T_lat * (h / 2) * (w / 2), or (h / 2) * (w / 2) with `action_feature_frames`
             "current" (the DiT's tokens are frame-major, so the current frame's come first).
@@ -411,6 +315,8 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             extract_layer=self.config.extract_layer,
             noise=noise,
             projected=projected,
+            text_index=text_index,
+            text_key=text_key,
         )
         if self.config.action_feature_frames == "current":
             features = self.current_frame_tokens(features, cond_latent)
@@ -474,9 +380,9 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             (loss, {"action_loss": float, "video_loss": float})
         """
         if self.training:
-            self.training_forwards += 1
+            self.weights.training_forwards += 1
         if self.config.training_mode != "action":
-            self.restore_deferred_blocks()  # the video loss runs every block, in eval mode too
+            restore_deferred_blocks(self)  # the video loss runs every block, in eval mode too
         # On a latent cache the dataset loads only the current frame (`observation_delta_indices`): the cache
         # holds the clip's latents, so the frame count is not checked.
         video = self.tile_cameras(batch, train=self.config.latent_cache is None)
@@ -489,9 +395,9 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         cfg = self.config
         mode = cfg.training_mode
         bsz = video.shape[0]
-        # The projected instruction (B, L, D), computed once per distinct instruction of the batch, and so are
-        # the DiT's text K/V on it (`video.training_context`).
-        context = self.video.training_context(self._tasks(batch, bsz))
+        # The projected instruction, computed once per distinct instruction of the batch: (U, L, D) rows and
+        # the (B,) row of each sample, which the DiT's text K/V gather (`video.training_context`).
+        context, text_index = self.video.training_context(check_tasks(batch.get("task"), bsz))
 
         # One VAE pass over the clip: the causal Wan VAE gives latent frame 0 from pixel frame 0 alone, so it
         # is both the condition and the first frame of the video-loss target.
@@ -506,25 +412,24 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         loss = torch.zeros((), device=video.device)
         # Joint training with detached features: both DiT forwards read the same projected instruction, so
         # the video-loss forward (with grad) runs first and the no-grad feature forward reuses its text K/V
-        # in blocks 0..extract_layer instead of projecting the (B, L, D) context again. Not when compiled: the
-        # swapped-in to_k/to_v wrappers split each compiled block into pieces (slower than projecting twice),
-        # and a checkpointed block, recomputed after the swap is undone, would run another graph that saves
-        # other tensors (torch.utils.checkpoint raises CheckpointError).
+        # (`fast_paths.KeyedOutput` under this step's key). Not when compiled: a cache hit inside a compiled
+        # block is a Python branch on stored tensors, which splits the block's graph (slower than projecting).
         share_text = (
             mode == "joint"
             and cfg.detach_video_features
             and torch.is_grad_enabled()
             and not cfg.compile_model
         )
+        step_key = fast_paths.next_step_key("train") if share_text else None
         video_loss = None
-        with self.video.text_kv_shared(cfg.extract_layer + 1) if share_text else contextlib.nullcontext():
+        with self.video.shared_kv_key.use(step_key):
             if share_text:
-                video_loss = self._video_loss(latents, context, noise, future_mask)
+                video_loss = self._video_loss(latents, context, noise, future_mask, text_index)
             if mode != "video":
                 # no_grad only when detaching: an enclosing no_grad (evaluation) must stay in force otherwise.
                 with torch.no_grad() if cfg.detach_video_features else contextlib.nullcontext():
                     features = self.extract_features(
-                        cond_latent, context, noise=noise.feature, projected=True
+                        cond_latent, context, noise=noise.feature, projected=True, text_index=text_index
                     )
         if mode != "video":
             action_loss = self._action_loss(batch, features, noise)
@@ -533,16 +438,21 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             self._check_finite(batch, "action_loss", info["action_loss"])
         if mode != "action":
             if video_loss is None:
-                video_loss = self._video_loss(latents, context, noise, future_mask)
+                video_loss = self._video_loss(latents, context, noise, future_mask, text_index)
             loss = loss + cfg.video_loss_weight * video_loss
             info["video_loss"] = video_loss.item()
             self._check_finite(batch, "video_loss", info["video_loss"])
         return loss, info
 
     def _video_loss(
-        self, latents: Tensor, context: Tensor, noise: ForwardNoise, future_mask: Tensor | None
+        self,
+        latents: Tensor,
+        context: Tensor,
+        noise: ForwardNoise,
+        future_mask: Tensor | None,
+        text_index: Tensor | None,
     ) -> Tensor:
-        """Video flow-matching loss on the projected text `context` (B, L, D) of `video.training_context`."""
+        """Video flow-matching loss on the projected text `context` of `video.training_context`."""
         cfg = self.config
         return self.video.video_loss(
             latents,
@@ -559,6 +469,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             },
             future_mask=future_mask,
             projected=True,
+            text_index=text_index,
         )
 
     def _cached_latents(self, batch: dict, device: torch.device, mode: str) -> tuple[Tensor, Tensor | None]:
@@ -601,7 +512,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         keys = ("episode_index", "frame_index", "index")
         where = {k: batch[k].flatten().tolist()[:8] for k in keys if k in batch}
         raise FloatingPointError(
-            f"DiT4DiT: {name} is {value} at training forward {self.training_forwards} (counted since "
+            f"DiT4DiT: {name} is {value} at training forward {self.weights.training_forwards} (counted since "
             f"this process built the policy); batch {where or '(no index keys)'}. Check the dataset for "
             "NaN/Inf actions or state at those frames, or lower the learning rate. Training stops here so "
             "that no NaN is saved."
@@ -662,7 +573,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
                 with `feature_noise_seed` when None (global RNG if that is None).
         """
         self.eval()
-        self._cast_for_inference()
+        cast_for_inference(self)
         if self.config.training_mode == "video":
             raise RuntimeError(
                 "DiT4DiT: this policy was trained with training_mode='video' (video loss only): its "
@@ -686,7 +597,8 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         bsz = video.shape[0]
         state = self._state(batch)
         # The projected text context: shipped instructions need no text encoder (see `text_conditioning`).
-        context = self.video.text_context(self._tasks(batch, bsz))
+        tasks = check_tasks(batch.get("task"), bsz)
+        context, text_key = self.video.text_context(tasks), self.video.text_context_key(tasks)
         cond_latent = self.video.encode_video(video)
         if feature_noise is None:
             generator = None
@@ -696,9 +608,11 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             feature_noise = torch.randn(
                 (b, c, self.num_latent_frames, h, w), generator=generator, device=video.device
             )
-        features = self.extract_features(cond_latent, context, noise=feature_noise, projected=True)
+        features = self.extract_features(
+            cond_latent, context, noise=feature_noise, projected=True, text_key=text_key
+        )
         if self.config.save_predicted_video:
-            self.restore_deferred_blocks()
+            restore_deferred_blocks(self)
             self.last_predicted_latents = self.video.imagine(
                 cond_latent,
                 feature_noise,
@@ -707,6 +621,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
                 conditional_frame_timestep=self.config.conditional_frame_timestep,
                 num_steps=self.config.predicted_video_steps,
                 projected=True,
+                text_key=text_key,
             ).cpu()
         shape = (bsz, self.config.chunk_size, self.config.max_action_dim)
         if noise is None:
@@ -762,33 +677,11 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         frames = ((video[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return frames.permute(1, 2, 3, 0).cpu()
 
-    # ------------------------------------------------------------------ checkpoints
     def _save_pretrained(self, save_directory: Path, state_dict: dict[str, Tensor] | None = None) -> None:
-        """config.json + model.safetensors holding the video DiT and the action head only."""
-        if self.deferred_blocks:
-            self.restore_deferred_blocks()
-            state_dict = None  # a state dict taken before the restore lacks the deferred blocks
-        if state_dict is None:
-            # Loaded straight into bf16/fp16 and never trained: save the checkpoint's own fp32 weights.
-            state_dict = self._master_weights() or torch.nn.Module.state_dict(self)
-        trained = {
-            k: v.detach().contiguous() for k, v in state_dict.items() if k.startswith(TRAINED_PREFIXES)
-        }
-        bad = [k for k, v in trained.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-        if bad:
-            raise ValueError(
-                f"DiT4DiT: refusing to save {save_directory}: {len(bad)} parameter tensors hold NaN/Inf "
-                f"(first: {bad[:3]}). The run diverged; nothing was written."
-            )
-        metadata = {
-            "format": "pt",
-            "dit4dit_action_dim": str(self.config.action_dim),
-            "dit4dit_state_dim": str(self.config.state_dim),
-            "dit4dit_cameras": json.dumps(self.config.cameras),
-        }
+        """config.json + model.safetensors (the video DiT and the action head only) + the projected text
+        context of every instruction seen, so inference needs no text encoder."""
+        save_trained(self, save_directory, state_dict)
         self.config._save_pretrained(save_directory)
-        save_file(trained, str(Path(save_directory) / SAFETENSORS_SINGLE_FILE), metadata=metadata)
-        # The projected text context of every instruction seen, so inference needs no text encoder.
         save_text_conditioning(self, save_directory)
 
     @classmethod
@@ -797,9 +690,11 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         model.safetensors (local directory or hub repo). The base transformer's weights are not read: the
         checkpoint overwrites every one of them."""
         kwargs.setdefault("load_base_transformer_weights", False)
-        _check_checkpoint_path(str(pretrained_name_or_path), has_config=kwargs.get("config") is not None)
+        check_checkpoint_path(
+            str(pretrained_name_or_path), has_config=kwargs.get("config") is not None, expected_type=cls.name
+        )
         policy = super().from_pretrained(pretrained_name_or_path, **kwargs)
-        shipped = _find_checkpoint_file(str(pretrained_name_or_path), TEXT_CONDITIONING_FILE, **kwargs)
+        shipped = find_checkpoint_file(str(pretrained_name_or_path), TEXT_CONDITIONING_FILE, **kwargs)
         if shipped is not None:
             n = len(load_text_conditioning(policy, shipped))
             logger.info("DiT4DiT: %d instructions ship their text conditioning (%s)", n, shipped)
@@ -808,72 +703,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
     @classmethod
     def _load_as_safetensor(cls, model: T, model_file: str, map_location: str, strict: bool) -> T:
         """Strict, explicit loading: every checkpoint key must match a trained parameter by name and shape."""
-        try:
-            with safe_open(model_file, framework="pt") as f:
-                metadata = f.metadata() or {}
-        except Exception as e:  # safetensors raises its own error types for every kind of damage
-            raise ValueError(
-                f"DiT4DiT: cannot read {model_file}: {e}. The file is damaged or not safetensors."
-            ) from e
-        new_embodiment = []
-        for what in ("action", "state"):
-            saved = metadata.get(f"dit4dit_{what}_dim")
-            expected = getattr(model.config, f"{what}_dim")
-            if saved is not None and int(saved) != expected:
-                new_embodiment.append(f"{what} dim {saved} -> {expected}")
-        if new_embodiment and not model.config.reinit_embodiment_layers:
-            raise ValueError(
-                f"DiT4DiT checkpoint {model_file} was trained for another embodiment "
-                f"({', '.join(new_embodiment)} from the dataset/env features). To fine-tune it on this "
-                "one, keeping both DiTs and re-initialising the state encoder, action encoder and action "
-                "decoder, pass --policy.reinit_embodiment_layers=true."
-            )
-        saved_cameras = metadata.get("dit4dit_cameras")
-        if saved_cameras is not None and json.loads(saved_cameras) != model.config.cameras:
-            raise ValueError(
-                f"DiT4DiT checkpoint {model_file} was trained on cameras {json.loads(saved_cameras)} "
-                f"(tiled in that order), but this config has {model.config.cameras}. Set "
-                "--policy.camera_order to the trained cameras (rename env cameras with --rename_map)."
-            )
-        # Lean inference loading: leave the blocks after `extract_layer` unread (see `defer_unused_blocks`).
-        # They are on the meta device (`load_base_transformer_weights=False`), so they hold no memory either.
-        total = len(model.video.transformer.transformer_blocks)
-        keep = model.config.extract_layer + 1
-        defer = model.config.defer_unused_blocks and not model.config.save_predicted_video and keep < total
-        if defer and any(
-            not p.is_meta for p in model.video.transformer.transformer_blocks[keep].parameters()
-        ):
-            defer = False  # built with the base's weights: nothing to save by deferring
-        with safe_open(model_file, framework="pt") as f:
-            names = f.keys()  # a safe_open handle is not iterable
-            if defer:
-                names = [k for k in names if (_block_index(k) if _block_index(k) is not None else -1) < keep]
-        if defer:
-            blocks = model.video.transformer.transformer_blocks
-            model.video.transformer.transformer_blocks = torch.nn.ModuleList(list(blocks)[:keep])
-        dtype = DTYPES[model.config.dtype]
-        if dtype != torch.float32 and not new_embodiment:
-            # Straight into the inference dtype, one tensor at a time: the destinations are allocated first,
-            # then each fp32 tensor is read, cast into its place and freed, so the peak is the reduced-dtype
-            # model plus one tensor (reading every tensor first held fp32 and bf16 copies at once, and
-            # interleaving long-lived casts with freed reads fragmented the heap). train() and saving read
-            # the fp32 weights back from the file.
-            _stream_trained_state_dict(model, model_file, names, dtype)
-            model._inference_cast = True
-            model._master_file = str(model_file)
-        else:
-            state_dict = dict(read_checkpoint(model_file, names))
-            _refuse_non_finite(
-                model_file,
-                [k for k, v in state_dict.items() if v.is_floating_point() and not v.isfinite().all()],
-            )
-            if new_embodiment:
-                state_dict = _reinit_embodiment_layers(model, state_dict, new_embodiment)
-            load_trained_state_dict(model, state_dict, source=model_file)
-            del state_dict
-        if defer:  # set last: state_dict() restores deferred blocks, and loading itself reads it
-            model._deferred = (str(model_file), total)
-        return model
+        return load_checkpoint(model, model_file)
 
     def generate_model_card(
         self,
@@ -898,215 +728,3 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             dataset_meta=dataset_meta,
             instructions=[(t, True) for t in seen],  # save_pretrained ships every instruction it has seen
         )
-
-
-# Parts of the action head that read or write the embodiment's state and action vectors.
-EMBODIMENT_PREFIXES = (
-    "action_head.state_encoder.",
-    "action_head.action_encoder.",
-    "action_head.action_decoder.",
-)
-
-
-def _reinit_embodiment_layers(model: DiT4DiTPolicy, state_dict: dict, changes: list[str]) -> dict:
-    """The checkpoint without its embodiment layers: `model` keeps their fresh initialisation, every other
-    weight (both DiTs) comes from the checkpoint. Fresh processors follow: `pretrained_path` is cleared so
-    that `lerobot-train` builds them from this config and the new dataset's statistics instead of loading the
-    old embodiment's."""
-    own = torch.nn.Module.state_dict(model)
-    dropped = sorted(k for k in state_dict if k.startswith(EMBODIMENT_PREFIXES))
-    for key in dropped:
-        logger.warning("DiT4DiT: new embodiment (%s): re-initialising %s", ", ".join(changes), key)
-    kept = {k: v for k, v in state_dict.items() if k not in dropped}
-    kept.update({k: v for k, v in own.items() if k.startswith(EMBODIMENT_PREFIXES)})
-    model.config.pretrained_path = None
-    return kept
-
-
-def _find_checkpoint_file(path: str, filename: str, **kwargs) -> str | None:
-    """`filename` of a local checkpoint directory or hub repo, or None when the checkpoint has none."""
-    if Path(path).is_dir():
-        local = Path(path) / filename
-        return str(local) if local.is_file() else None
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
-    try:
-        return hf_hub_download(
-            path,
-            filename,
-            revision=kwargs.get("revision"),
-            cache_dir=kwargs.get("cache_dir"),
-            force_download=kwargs.get("force_download", False),
-            token=kwargs.get("token"),
-            local_files_only=kwargs.get("local_files_only", False),
-        )
-    except (EntryNotFoundError, LocalEntryNotFoundError):
-        return None
-
-
-def _check_checkpoint_path(path: str, has_config: bool) -> None:
-    """Fail early, naming the file, for local checkpoints that LeRobot would otherwise report obscurely: a
-    directory that does not exist (LeRobot: "Repo id must be in the form..."), an unreadable config.json, or a
-    checkpoint of another policy type."""
-    local = Path(path).expanduser()
-    if not local.exists():
-        if looks_local(path):
-            raise FileNotFoundError(f"DiT4DiT: checkpoint directory {path} does not exist.")
-        return  # a hub repo id
-    if not local.is_dir():
-        raise NotADirectoryError(
-            f"DiT4DiT: {path} is a file; pass the checkpoint directory (pretrained_model)."
-        )
-    config_file = local / "config.json"
-    if has_config:
-        return
-    if not config_file.is_file():
-        raise FileNotFoundError(f"DiT4DiT: {path} has no config.json; is it a `pretrained_model` directory?")
-    try:
-        policy_type = json.loads(config_file.read_text()).get("type")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-        raise ValueError(f"DiT4DiT: cannot parse {config_file}: {e}.") from e
-    if policy_type != DiT4DiTPolicy.name:
-        raise ValueError(
-            f"DiT4DiT: {config_file} is a {policy_type!r} checkpoint, not dit4dit; load it with that policy "
-            "class (or lerobot.policies.factory.make_policy)."
-        )
-
-
-@dataclass
-class ForwardNoise:
-    """The random draws of one training forward; a field left None is drawn fresh from the global RNG.
-
-    Shapes, for a batch of B with R = `num_action_noise_draws` (see `DiT4DiTPolicy.noise_shapes`):
-        feature:     (B, 16, T_lat, h, w)      pure-noise latents of the feature forward (frame 0 is replaced)
-        video_time:  (B,)                      video flow time
-        video:       (B, 16, T_lat - 1, h, w)  noise of the future latent frames
-        action:      (R * B, H, max_action_dim) action noise; row i belongs to sample i % B
-        action_beta: (R * B,)                  raw Beta(alpha, beta) draws, mapped to the flow time by / s
-    """
-
-    feature: Tensor | None = None
-    video_time: Tensor | None = None
-    video: Tensor | None = None
-    action: Tensor | None = None
-    action_beta: Tensor | None = None
-
-    def check(self, shapes: dict[str, tuple[int, ...]]) -> None:
-        """Raise ValueError naming every given draw whose shape differs from `shapes`."""
-        bad = [
-            f"{f.name} {tuple(value.shape)} (expected {shapes[f.name]})"
-            for f in fields(self)
-            if (value := getattr(self, f.name)) is not None and tuple(value.shape) != tuple(shapes[f.name])
-        ]
-        if bad:
-            raise ValueError(f"DiT4DiT: explicit noise of the wrong shape: {', '.join(bad)}.")
-
-
-BLOCKS_PREFIX = "video.transformer.transformer_blocks."
-
-
-def _block_index(key: str) -> int | None:
-    """Video-DiT block number of a checkpoint key, None for other keys."""
-    if not key.startswith(BLOCKS_PREFIX):
-        return None
-    return int(key[len(BLOCKS_PREFIX) :].split(".", 1)[0])
-
-
-def _check_trained_keys(own: dict[str, Tensor], shapes: dict[str, tuple], source: str) -> None:
-    """Raise a ValueError naming the unexpected keys, the missing keys and the shape mismatches between the
-    model's trained tensors `own` and a checkpoint's `shapes` (name -> shape)."""
-    unexpected = sorted(set(shapes) - set(own))
-    missing = sorted(set(own) - set(shapes))
-    mismatched = [
-        f"{k}: checkpoint {tuple(shapes[k])} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(shapes) & set(own))
-        if tuple(shapes[k]) != tuple(own[k].shape)
-    ]
-    problems = []
-    if unexpected:
-        problems.append(f"unexpected keys {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
-    if missing:
-        problems.append(f"missing keys {missing[:10]}{' ...' if len(missing) > 10 else ''}")
-    if mismatched:
-        problems.append(f"shape mismatches {mismatched[:10]}")
-    if problems:
-        raise ValueError(f"DiT4DiT: cannot load {source}: " + "; ".join(problems))
-
-
-def _trained_tensors(model: DiT4DiTPolicy) -> dict[str, Tensor]:
-    return {k: v for k, v in torch.nn.Module.state_dict(model).items() if k.startswith(TRAINED_PREFIXES)}
-
-
-def _stream_trained_state_dict(model: DiT4DiTPolicy, model_file: str, names: list[str], dtype) -> None:
-    """Load the trained video DiT + action head from `model_file` in `dtype`, one tensor at a time.
-
-    The video DiT is on the meta device: its parameters are allocated in `dtype` (uninitialised) first, and
-    every one of them is then written from the file; the strict key and shape check runs before anything is
-    read, and a NaN/Inf tensor raises after the pass (the half-loaded policy is never returned)."""
-    model.video.transformer.to(dtype)
-    model.action_head.to(dtype)
-    with safe_open(model_file, framework="pt") as f:
-        shapes = {k: f.get_slice(k).get_shape() for k in names}
-    _check_trained_keys(_trained_tensors(model), shapes, source=model_file)
-    transformer = model.video.transformer
-    if any(t.is_meta for t in (*transformer.parameters(), *transformer.buffers())):
-        transformer.to_empty(device="cpu")  # every tensor it allocates is written below (keys checked)
-    own = _trained_tensors(model)  # views of the parameters and buffers, now allocated
-    bad = []
-    with torch.no_grad():
-        for k, tensor in read_checkpoint(model_file, names):
-            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                bad.append(k)
-            own[k].copy_(tensor)
-            del tensor
-    _refuse_non_finite(model_file, bad)
-
-
-def read_checkpoint(model_file: str, names: list[str] | None = None, reopen_bytes: int = 256 * 2**20):
-    """Yield (name, tensor) for `names` (default: every tensor) of a safetensors file, in that order.
-
-    The file is reopened after every `reopen_bytes` read: the pages a safetensors handle has read stay mapped,
-    and count in the process's RSS, until it closes. With one handle, loading a real-width fp32 checkpoint
-    into a 3.9 GiB bf16 policy peaked at 9.5 GiB; reopening every 256 MiB brought the peak to 4.3 GiB.
-    """
-    if names is None:
-        with safe_open(model_file, framework="pt") as f:
-            names = list(f.keys())  # noqa: SIM118 (a safe_open handle is no dict)
-    pending = list(names)[::-1]  # popped from the end: in order
-    while pending:
-        with safe_open(model_file, framework="pt") as f:
-            read = 0
-            while pending and read < reopen_bytes:
-                k = pending.pop()
-                tensor = f.get_tensor(k)
-                read += tensor.numel() * tensor.element_size()
-                yield k, tensor
-                del tensor
-
-
-def _refuse_non_finite(model_file: str, bad: list[str]) -> None:
-    """Raise naming the checkpoint tensors `bad` that hold NaN/Inf (none: nothing to do)."""
-    if bad:
-        raise ValueError(
-            f"DiT4DiT checkpoint {model_file} holds NaN/Inf in {len(bad)} tensors (first: {bad[:3]}): "
-            "the file is corrupted or the run diverged."
-        )
-
-
-def load_trained_state_dict(model: DiT4DiTPolicy, state_dict: dict[str, Tensor], source: str) -> None:
-    """Load the trained video DiT + action head strictly: every key must match by name and shape.
-
-    Raises:
-        ValueError naming the unexpected keys, the missing keys and the shape mismatches.
-    """
-    own = _trained_tensors(model)
-    _check_trained_keys(own, {k: tuple(v.shape) for k, v in state_dict.items()}, source)
-    # assign: take the checkpoint's tensors as they are (a video DiT built on the meta device has none yet);
-    # they are cast to each parameter's dtype first so that assigning never changes a module's precision.
-    own_dtypes = {k: v.dtype for k, v in own.items()}
-    state_dict = {k: v.to(own_dtypes[k]) if v.is_floating_point() else v for k, v in state_dict.items()}
-    model.load_state_dict(state_dict, strict=False, assign=True)
-    meta = [k for k, v in torch.nn.Module.state_dict(model).items() if v.is_meta]
-    if meta:
-        raise ValueError(f"DiT4DiT: {source} left {len(meta)} tensors unset (first: {meta[:3]}).")

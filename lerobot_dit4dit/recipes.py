@@ -8,6 +8,8 @@ here, and `configs/README.md` describes them for people.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -108,3 +110,18 @@ def recipe_for_data_mix(data_mix: str) -> Recipe | None:
     """The recipe an official config's `data_mix` names (case-insensitive substring match), or None."""
     data_mix = data_mix.lower()
     return next((r for r in RECIPES.values() if any(key in data_mix for key in r.official_data_mix)), None)
+
+
+def preset_path(name: str) -> Path:
+    """The file of the `lerobot-train` preset `name` (`configs/<name>.json` of the repository), shipped in the
+    wheel as package data so that installed commands never read the checkout around them.
+
+    Raises:
+        FileNotFoundError naming the preset and the ones that exist.
+    """
+    folder = files("lerobot_dit4dit") / "presets"
+    path = Path(str(folder / f"{name}.json"))
+    if not path.is_file():
+        known = sorted(p.name.removesuffix(".json") for p in Path(str(folder)).glob("*.json"))
+        raise FileNotFoundError(f"DiT4DiT: no preset {name!r}; the presets are {known}.")
+    return path

@@ -10,10 +10,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import pytest
 import torch
+from helpers.reach_dataset import make_reach_dataset
 from utils import ACTION_DIM, IMG, tiny_config
 
 from lerobot_dit4dit import DiT4DiTPolicy
-from lerobot_dit4dit.testing.reach_dataset import make_reach_dataset
 from lerobot_dit4dit.testing.tiny_base import build_tiny_cosmos_base
 
 

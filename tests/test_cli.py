@@ -223,11 +223,11 @@ def test_lerobot_train_resumes_after_sigkill(tiny_base, reach_dataset, tmp_path)
 def test_finetune_on_another_embodiment(trained, tiny_base, tmp_path):
     """A 4-D-action checkpoint on a 6-D-action dataset: refused by default; with the opt-in, both DiTs are
     kept, the embodiment layers re-initialised (each key logged), and training runs with fresh processors."""
+    from helpers.reach_dataset import make_reach_dataset
     from safetensors.torch import load_file
 
     from lerobot_dit4dit import DiT4DiTPolicy
     from lerobot_dit4dit.modeling_dit4dit import EMBODIMENT_PREFIXES
-    from lerobot_dit4dit.testing.reach_dataset import make_reach_dataset
 
     data = tmp_path / "reach6"
     make_reach_dataset(data, num_episodes=2, episode_length=24, image_size=32, action_dim=6)
@@ -397,7 +397,7 @@ def test_real_width_benchmark_base_is_the_real_video_dit_config():
     `crossattn_proj` reads. Its text K/V project the 1,024-wide context, not one as wide as the DiT."""
     from diffusers import CosmosTransformer3DModel
 
-    from lerobot_dit4dit.benchmarks.speed import REAL_TRANSFORMER
+    from benchmarks.speed import REAL_TRANSFORMER
     from lerobot_dit4dit.testing.tiny_base import BENCH_BASES, TINY_BASE, transformer_config
 
     public = {
@@ -433,12 +433,12 @@ def test_real_width_benchmark_base_is_the_real_video_dit_config():
     ids=["vae", "latent_cache", "diffusers_norms", "lora"],
 )
 def test_speed_benchmark_prints_and_writes_every_stage(tmp_path, mode):
-    """`python -m lerobot_dit4dit.benchmarks.speed` at tiny width (its CI-size run): it pins the thread count,
+    """`python -m benchmarks.speed` at tiny width (its CI-size run): it pins the thread count,
     times the train step, the chunk and each inference stage, and writes them with the machine to its JSON.
     No figure is compared with a bound: a benchmark prints figures, the test only checks they are there."""
     out = tmp_path / "speed.json"
     proc = run(
-        [sys.executable, "-m", "lerobot_dit4dit.benchmarks.speed", "--threads", "1", "--batch-size", "2"]
+        [sys.executable, "-m", "benchmarks.speed", "--threads", "1", "--batch-size", "2"]
         + ["--warmup", "0", "--repeats", "1", "--json", str(out), *mode],
         timeout=300,
     )

@@ -330,7 +330,7 @@ def test_g1_config_errors():
 def test_g1_probe_ridge_forms_agree():
     """The button probe's ridge solve takes the (N, N) dual form when features outnumber frames; it must give
     the primal (F, F) solution."""
-    from lerobot_dit4dit.benchmarks.g1_open_loop import ridge_weights
+    from benchmarks.g1_open_loop import ridge_weights
 
     rng = np.random.default_rng(0)
     for n, f in ((9, 300), (40, 12)):
@@ -349,7 +349,7 @@ def test_g1_record_train_rollout(tiny_base, tmp_path):
     """The offline loop through LeRobot's CLIs: bridge (capsules, 64 px) -> lerobot-record 2 episodes with the
     scripted expert -> lerobot-train 2 steps -> the open-loop diagnostic -> lerobot-rollout sync (recording)
     and RTC."""
-    from lerobot_dit4dit.benchmarks.g1_open_loop import button_probe, open_loop
+    from benchmarks.g1_open_loop import button_probe, open_loop
     from lerobot_dit4dit.sim.g1_loop import TASK, bridge, robot_flags
     from lerobot_dit4dit.sim.scene_client import SceneClient
 

@@ -174,7 +174,7 @@ def test_second_version_by_sha_and_tag(pushed, hub_server):
 
 
 def test_lerobot_eval_by_repo_id(pushed, hub_server):
-    """lerobot-eval --policy.path=<repo id>, run as `python -m lerobot_dit4dit.envs.metaworld`: lerobot-eval's
+    """lerobot-eval --policy.path=<repo id>, run as `dit4dit-metaworld-eval`: lerobot-eval's
     main with the episode capped at 40 steps (LeRobot fixes MetaWorld at 500): one short episode."""
     tmp = pushed["tmp"]
     env = {**hub_env(hub_server.url, tmp / "home_eval"), "MUJOCO_GL": "egl"}
@@ -183,7 +183,7 @@ def test_lerobot_eval_by_repo_id(pushed, hub_server):
         [
             sys.executable,
             "-m",
-            "lerobot_dit4dit.envs.metaworld",
+            "lerobot_dit4dit.scripts.metaworld_eval",
             "--step-limit=40",
             f"--policy.path={POLICY_REPO}",
             "--policy.device=cpu",

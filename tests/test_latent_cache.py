@@ -1,4 +1,4 @@
-"""The optional VAE-latent cache: built by `python -m lerobot_dit4dit.latent_cache` with lerobot-train's own
+"""The optional VAE-latent cache: built by `dit4dit-latent-cache` with lerobot-train's own
 flags, read by training instead of the VAE, with the same losses."""
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ CAMERA = "observation.images.front"
 def test_latent_cache_gives_the_losses_of_the_vae(tiny_base, reach_dataset, tmp_path):
     flags = [*tiny_policy_flags(tiny_base), *dataset_flags(reach_dataset)]
     cache = tmp_path / "latents.safetensors"
-    out = run([sys.executable, "-m", "lerobot_dit4dit.latent_cache", f"--output={cache}", *flags]).stdout
+    out = run(
+        [sys.executable, "-m", "lerobot_dit4dit.scripts.latent_cache", f"--output={cache}", *flags]
+    ).stdout
     assert "wrote" in out and cache.exists() and not cache.with_name(cache.name + ".partial").exists()
 
     cfg = draccus.parse(TrainPipelineConfig, args=flags)

@@ -50,7 +50,13 @@ def test_libero_setup_writes_config_and_checks_every_suite(libero_config, tmp_pa
     assert set(cfg) == {"benchmark_root", "bddl_files", "init_states", "datasets", "assets"}
     # The command line, for every suite, into another config dir; no stdin (hf-libero's prompt must not run).
     out = _run(
-        [sys.executable, "-m", "lerobot_dit4dit.envs.libero", "--config-path", str(tmp_path / "cfg")],
+        [
+            sys.executable,
+            "-m",
+            "lerobot_dit4dit.scripts.libero_setup",
+            "--config-path",
+            str(tmp_path / "cfg"),
+        ],
         _env(libero_config),
     ).stdout
     assert (tmp_path / "cfg" / "config.yaml").is_file()
@@ -262,8 +268,7 @@ def test_lerobot_eval_on_real_libero(libero_config, tiny_base, tmp_path):
     lerobot-eval --env.type=libero --env.task=libero_spatial --eval.n_episodes=1, with imagined-frame
     video."""
     import av
-
-    from lerobot_dit4dit.testing.libero_dataset import CAMERAS
+    from helpers.libero_dataset import CAMERAS
 
     env = _env(libero_config)
     start = time.perf_counter()
@@ -271,8 +276,7 @@ def test_lerobot_eval_on_real_libero(libero_config, tiny_base, tmp_path):
     _run(
         [
             sys.executable,
-            "-m",
-            "lerobot_dit4dit.testing.libero_dataset",
+            str(Path(__file__).parent / "helpers" / "libero_dataset.py"),
             "--root",
             str(data),
             "--episodes",

@@ -865,7 +865,7 @@ def test_fast_vae_rms_norm_holds_no_more_memory_than_diffusers():
 
     from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
 
-    from lerobot_dit4dit.benchmarks.train_memory import LiveBytes
+    from benchmarks.train_memory import LiveBytes
     from lerobot_dit4dit.video_backbone import use_fast_rms_norms
 
     plain = WanRMS_norm(16, images=False).to(torch.bfloat16)

@@ -1,5 +1,5 @@
 """The sample-efficiency benchmark's report (table + plot) from per-run results; the runs themselves are a
-benchmark (`lerobot_dit4dit.benchmarks.sample_efficiency`), not a test."""
+benchmark (`benchmarks.sample_efficiency`), not a test."""
 
 from __future__ import annotations
 

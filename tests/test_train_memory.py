@@ -1,4 +1,4 @@
-"""The training-memory estimate (`lerobot_dit4dit.benchmarks.train_memory`): its byte counter, and its
+"""The training-memory estimate (`benchmarks.train_memory`): its byte counter, and its
 fake-tensor run against the same training steps on real tensors at tiny width."""
 
 import json
@@ -10,7 +10,7 @@ import pytest
 import torch
 from utils import run
 
-from lerobot_dit4dit.benchmarks.train_memory import (
+from benchmarks.train_memory import (
     RECIPES,
     LiveBytes,
     preset_policy_config,
@@ -96,7 +96,7 @@ def test_recipes_order_the_memory_as_expected(tiny_base):
 def test_train_memory_command_writes_its_table(tiny_base, tmp_path):
     out = tmp_path / "mem.json"
     proc = run(
-        [sys.executable, "-m", "lerobot_dit4dit.benchmarks.train_memory", "--preset", "metaworld_quickstart"]
+        [sys.executable, "-m", "benchmarks.train_memory", "--preset", "metaworld_quickstart"]
         + ["--base", tiny_base, "--batch-size", "2", "--recipes", "full", "frozen-video", "--json", str(out)],
         timeout=300,
     )
@@ -112,7 +112,7 @@ def test_train_memory_command_writes_its_table(tiny_base, tmp_path):
     # --measure: the same steps on real tensors (the tiny base has DiT weights), with their times.
     measured_out = tmp_path / "measured.json"
     run(
-        [sys.executable, "-m", "lerobot_dit4dit.benchmarks.train_memory", "--preset", "metaworld_quickstart"]
+        [sys.executable, "-m", "benchmarks.train_memory", "--preset", "metaworld_quickstart"]
         + ["--base", tiny_base, "--batch-size", "2", "--recipes", "full", "--measure"]
         + ["--json", str(measured_out)],
         timeout=300,
@@ -128,7 +128,7 @@ def test_train_memory_command_writes_its_table(tiny_base, tmp_path):
 
     # Without a base that holds DiT weights there is nothing to measure: refused, naming the option.
     refused = subprocess.run(
-        [sys.executable, "-m", "lerobot_dit4dit.benchmarks.train_memory", "--measure"],
+        [sys.executable, "-m", "benchmarks.train_memory", "--measure"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -190,8 +190,8 @@ def test_estimate_base_holds_the_transformer_config_only(tmp_path):
     builds from it on the meta device and the fake steps run on it."""
     from diffusers import AutoencoderKLWan, CosmosTransformer3DModel
 
-    from lerobot_dit4dit.benchmarks.speed import REAL_TRANSFORMER
-    from lerobot_dit4dit.benchmarks.train_memory import write_estimate_base
+    from benchmarks.speed import REAL_TRANSFORMER
+    from benchmarks.train_memory import write_estimate_base
 
     small = {"num_attention_heads": 2, "attention_head_dim": 32, "num_layers": 4, "adaln_lora_dim": 16}
     base = write_estimate_base(

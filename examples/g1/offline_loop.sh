@@ -8,10 +8,10 @@
 #   bash examples/g1/offline_loop.sh --policy act         # LeRobot's ACT on the same recordings
 #   bash examples/g1/offline_loop.sh --episodes 2 --episode-s 4 --steps 10 --rollout-minutes 0.25  # smoke run
 #
-# Options are those of `python -m lerobot_dit4dit.sim.g1_loop --help`.
+# Options are those of `dit4dit-g1-loop --help`.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/scripts/env.sh"  # creates .venv and installs the project (with the g1 extra) on first use
 cd "$ROOT"
 export MUJOCO_GL="${MUJOCO_GL:-egl}"  # off-screen rendering, no display needed
-exec python -m lerobot_dit4dit.sim.g1_loop "$@"
+exec dit4dit-g1-loop "$@"

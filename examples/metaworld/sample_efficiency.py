@@ -1,5 +1,5 @@
 """The MetaWorld sample-efficiency study (a benchmark, not a test):
-`lerobot_dit4dit.benchmarks.sample_efficiency`.
+`benchmarks.sample_efficiency`.
 
     MUJOCO_GL=egl python examples/metaworld/sample_efficiency.py --out outputs/sample_efficiency
     python examples/metaworld/sample_efficiency.py --out outputs/sample_efficiency --report-only
@@ -7,7 +7,7 @@
 Run from the project checkout: the presets are read from configs/.
 """
 
-from lerobot_dit4dit.benchmarks.sample_efficiency import main
+from benchmarks.sample_efficiency import main
 
 if __name__ == "__main__":
     main()

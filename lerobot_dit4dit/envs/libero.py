@@ -1,7 +1,7 @@
 """Set up the real LIBERO simulator offline: write its config non-interactively and check every suite.
 
-    python -m lerobot_dit4dit.envs.libero            # config in $LIBERO_CONFIG_PATH (default ~/.libero)
-    python -m lerobot_dit4dit.envs.libero --config-path "$HOME/.libero" --suites libero_spatial
+    dit4dit-libero-setup            # config in $LIBERO_CONFIG_PATH (default ~/.libero)
+    dit4dit-libero-setup --config-path "$HOME/.libero" --suites libero_spatial
 
 `hf-libero` (installed by `lerobot[libero]`, our `.[libero]` extra) ships the BDDL task files and the init
 states but not the scene/object/texture assets: on first use it downloads them from the Hub, and the first
@@ -24,11 +24,9 @@ Nothing here downloads. Set `MUJOCO_GL=egl` to render on a machine without a dis
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import re
-import sys
 from pathlib import Path
 
 # Every LIBERO suite and its task count (the paper's protocol uses the first four).
@@ -293,36 +291,3 @@ def setup_libero(
     link = link_assets(source, root)
     tasks = check_libero(paths, suites) if check else {}
     return {"config": str(config), "paths": paths, "assets_link": str(link), "tasks": tasks}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--config-path",
-        default=None,
-        help="LIBERO config directory (default: $LIBERO_CONFIG_PATH, else ~/.libero)",
-    )
-    parser.add_argument("--suites", default=",".join(SUITES), help="comma-separated suites to check")
-    parser.add_argument("--no-check", action="store_true", help="only write the config and link the assets")
-    args = parser.parse_args(argv)
-    try:
-        out = setup_libero(
-            args.config_path, [s for s in args.suites.split(",") if s], check=not args.no_check
-        )
-    except LiberoSetupError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {out['config']}:")
-    for k, v in out["paths"].items():
-        print(f"  {k}: {v}")
-    print(f"assets: hf-libero reads them through {out['assets_link']}")
-    for suite, n in out["tasks"].items():
-        print(f"  {suite}: {n} tasks, BDDL files, init states and assets present")
-    print(f"export LIBERO_CONFIG_PATH={Path(out['config']).parent}   # and MUJOCO_GL=egl without a display")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

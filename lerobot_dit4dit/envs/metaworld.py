@@ -19,10 +19,10 @@ switches that `lerobot-eval` cannot set.
 - `cap_episode_steps(limit)`: envs built afterwards end an episode after `limit` steps (LeRobot fixes 500 and
   ignores `--env.episode_length` for MetaWorld).
 
-`python -m lerobot_dit4dit.envs.metaworld [--step-limit N] [--no-shadows] <lerobot-eval arguments>` is
+`dit4dit-metaworld-eval [--step-limit N] [--no-shadows] <lerobot-eval arguments>` is
 `lerobot-eval` with those switches applied first (the sample-efficiency study evaluates with it):
 
-    MUJOCO_GL=egl python -m lerobot_dit4dit.envs.metaworld --step-limit 100 --no-shadows \
+    MUJOCO_GL=egl dit4dit-metaworld-eval --step-limit 100 --no-shadows \
         --policy.path=CKPT --env.type=metaworld --env.task=push-v3 --eval.n_episodes=10
 """
 
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -268,27 +267,3 @@ def record(
     shutil.rmtree(root, ignore_errors=True)
     partial.rename(root)
     return summary
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`lerobot-eval` with `--step-limit N` and `--no-shadows` applied to LeRobot's MetaworldEnv first."""
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--step-limit", type=int, default=None, help="end episodes after this many steps")
-    parser.add_argument("--no-shadows", action="store_true", help="render without shadows (as recorded)")
-    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    if args.step_limit is not None:
-        cap_episode_steps(args.step_limit)
-    if args.no_shadows:
-        disable_shadows()
-    from lerobot.scripts.lerobot_eval import main as lerobot_eval
-
-    sys.argv = [sys.argv[0], *rest]  # lerobot-eval parses sys.argv itself
-    lerobot_eval()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """A simulated Unitree G1 behind the same ZMQ protocol as LeRobot's `run_g1_server`.
 
-    MUJOCO_GL=egl python -m lerobot_dit4dit.sim.g1_bridge --variant capsules --image-size 96
+    MUJOCO_GL=egl dit4dit-g1-bridge --variant capsules --image-size 96
 
 prints `READY` once every socket is bound and the first camera frame is out. Then the unmodified LeRobot
 client (`unitree_g1_dit4dit`, or the stock `unitree_g1` with `is_simulation=false`) talks to it exactly as
@@ -330,12 +330,3 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 64 <= args.image_size <= 224:
         parser.error(f"--image-size {args.image_size}: expected 64-224")
     return args
-
-
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s g1_bridge %(levelname)s %(message)s")
-    run(parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()

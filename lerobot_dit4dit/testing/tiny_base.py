@@ -5,13 +5,12 @@ Qwen2_5_VLForConditionalGeneration, a Qwen2 byte-level tokenizer with the Qwen c
 tokens, UniPCMultistepScheduler with Cosmos' flow sigmas) and is written with `save_pretrained`, so the
 policy loads it through exactly the code path of the real model; only the path differs.
 
-    python -m lerobot_dit4dit.testing.tiny_base --output outputs/tiny_cosmos_base
+    dit4dit-tiny-base --output outputs/tiny_cosmos_base
 """
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -273,7 +272,7 @@ def build_tiny_cosmos_base(
 
     from diffusers import Cosmos2_5_PredictBasePipeline
 
-    from ..video_backbone import NoSafetyChecker
+    from ..base_model import NoSafetyChecker
 
     pipe = Cosmos2_5_PredictBasePipeline(
         text_encoder=text_encoder,
@@ -286,22 +285,3 @@ def build_tiny_cosmos_base(
     pipe.safety_checker = None  # not saved: loaders pass their own no-op checker
     pipe.save_pretrained(output_dir)
     return output_dir
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--output", required=True, help="directory to write the pipeline to")
-    for f in fields(TinyBaseSizes):
-        if isinstance(getattr(TINY_BASE, f.name), int):
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=getattr(TINY_BASE, f.name))
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    sizes = replace(TINY_BASE, **{k: getattr(args, k) for k in asdict(TINY_BASE) if hasattr(args, k)})
-    path = build_tiny_cosmos_base(args.output, sizes, seed=args.seed)
-    print(f"tiny Cosmos-Predict2.5 base written to {path}")
-
-
-if __name__ == "__main__":
-    main()

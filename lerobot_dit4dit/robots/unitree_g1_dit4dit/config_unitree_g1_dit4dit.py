@@ -26,7 +26,7 @@ def default_head_camera(robot_ip: str = "127.0.0.1", size: int = 96) -> dict[str
 class UnitreeG1Dit4ditConfig(UnitreeG1Config):
     """LeRobot's `unitree_g1` config (gains, `control_dt`, cameras, ...) plus the fields below.
 
-    The defaults drive the offline simulator (`python -m lerobot_dit4dit.sim.g1_bridge`) on this machine; set
+    The defaults drive the offline simulator (`dit4dit-g1-bridge`) on this machine; set
     `robot_ip` to the robot's address to drive a real G1 through LeRobot's `run_g1_server` on the robot.
     """
 
@@ -59,7 +59,7 @@ class UnitreeG1Dit4ditConfig(UnitreeG1Config):
             raise ValueError(
                 "unitree_g1_dit4dit: is_simulation=True starts LeRobot's DDS MuJoCo simulation (Unitree "
                 "SDK and Hub download). Use is_simulation=false with "
-                "`python -m lerobot_dit4dit.sim.g1_bridge`, or with `run_g1_server` on a real G1."
+                "`dit4dit-g1-bridge`, or with `run_g1_server` on a real G1."
             )
         if not 0 < self.max_step_rad <= 0.5:
             raise ValueError(

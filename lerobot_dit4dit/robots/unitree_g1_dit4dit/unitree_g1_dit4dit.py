@@ -206,7 +206,7 @@ class UnitreeG1Dit4dit(UnitreeG1):
                 raise TimeoutError(
                     f"unitree_g1_dit4dit: no robot state from tcp://{self.config.robot_ip}:6001 within "
                     f"{self.config.connect_timeout_s} s. Is the bridge running (`run_g1_server` on the "
-                    "robot, or `python -m lerobot_dit4dit.sim.g1_bridge`)?"
+                    "robot, or `dit4dit-g1-bridge`)?"
                 )
             time.sleep(0.01)
 

@@ -10,7 +10,7 @@ from lerobot.teleoperators.config import TeleoperatorConfig
 @TeleoperatorConfig.register_subclass("g1_scripted_expert")
 @dataclass
 class G1ScriptedExpertConfig(TeleoperatorConfig):
-    """The scripted expert of the simulated G1 (`python -m lerobot_dit4dit.sim.g1_bridge`).
+    """The scripted expert of the simulated G1 (`dit4dit-g1-bridge`).
 
     It reads the joint state from the bridge (port 6001) and the button position from the simulator's scene
     channel (port 6002), and returns joint targets in the robot's `.pos` action space.

@@ -1,10 +1,10 @@
 """Print DiT4DiT figures: parameter counts of the real-size model, and train-step / select_action timings.
 
-    python -m lerobot_dit4dit.benchmarks.speed --param-counts     # real-size, meta device, no weights
+    python -m benchmarks.speed --param-counts     # real-size, meta device, no weights
                                                                   # (+ shipped text conditioning sizes)
-    python -m lerobot_dit4dit.benchmarks.speed                    # tiny base built offline, CPU
-    python -m lerobot_dit4dit.benchmarks.speed --width medium --real-size --batch-size 4 --json m.json
-    python -m lerobot_dit4dit.benchmarks.speed --base-model nvidia/Cosmos-Predict2.5-2B --device cuda \
+    python -m benchmarks.speed                    # tiny base built offline, CPU
+    python -m benchmarks.speed --width medium --real-size --batch-size 4 --json m.json
+    python -m benchmarks.speed --base-model nvidia/Cosmos-Predict2.5-2B --device cuda \
         --dtype bfloat16 --real-size --resolution 224 --batch-size 8   # on a GPU with the real weights
 
 Timings are medians over `--repeats` runs after `--warmup` runs. Peak memory is the process's max RSS on
@@ -23,46 +23,18 @@ from pathlib import Path
 
 import torch
 
-from ..configuration_dit4dit import DTYPES
-from ..testing.tiny_base import REAL_WIDTH_BASE, transformer_config
-from .machine import peak_rss_mib
-from .train_memory import RECIPES, recipe_policy, trained_param_groups
+from lerobot_dit4dit import fast_paths
+from lerobot_dit4dit.configuration_dit4dit import DTYPES
 
-# Public configs of the real components (diffusers' Cosmos-2.5-Predict-Base-2B conversion table, Wan 2.1
-# VAE, Qwen2.5-VL-7B); used only to count parameters on the meta device. The video DiT (after REAL_TEXT) is
-# the benchmarks' real-width base, reading the real text encoder's embedding.
-REAL_VAE = {
-    "base_dim": 96,
-    "z_dim": 16,
-    "dim_mult": [1, 2, 4, 4],
-    "num_res_blocks": 2,
-    "attn_scales": [],
-    "temperal_downsample": [False, True, True],
-}
-REAL_TEXT = {
-    "text_config": {
-        "hidden_size": 3584,
-        "intermediate_size": 18944,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 28,
-        "num_key_value_heads": 4,
-        "vocab_size": 152064,
-    },
-    "vision_config": {
-        "depth": 32,
-        "hidden_size": 1280,
-        "intermediate_size": 3420,
-        "num_heads": 16,
-        "out_hidden_size": 3584,
-        "fullatt_block_indexes": [7, 15, 23, 31],
-    },
-}
-# Cosmos-Predict2.5 concatenates every decoder layer's hidden state: 28 x 3,584 = 100,352 channels.
-REAL_TEXT_EMBEDDING = REAL_TEXT["text_config"]["num_hidden_layers"] * REAL_TEXT["text_config"]["hidden_size"]
-REAL_TRANSFORMER = {
-    **transformer_config(REAL_WIDTH_BASE),
-    "crossattn_proj_in_channels": REAL_TEXT_EMBEDDING,
-}
+from .common import (
+    REAL_TEXT,
+    REAL_TRANSFORMER,
+    REAL_VAE,
+    RECIPES,
+    recipe_policy,
+    trained_param_groups,
+)
+from .machine import peak_rss_mib
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -74,8 +46,8 @@ def real_param_counts() -> dict[str, int]:
     from diffusers import AutoencoderKLWan, CosmosTransformer3DModel
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    from ..action_head import FlowMatchingActionHead
-    from ..configuration_dit4dit import DiT4DiTConfig
+    from lerobot_dit4dit.action_head import FlowMatchingActionHead
+    from lerobot_dit4dit.configuration_dit4dit import DiT4DiTConfig
 
     cfg = DiT4DiTConfig(device="cpu")
     with torch.device("meta"):
@@ -124,8 +96,8 @@ def bench_config(args):
     `args.scratch/base` (the caller's directory, which it removes)."""
     from lerobot.configs import FeatureType, PolicyFeature
 
-    from ..configuration_dit4dit import DiT4DiTConfig
-    from ..testing.tiny_base import (
+    from lerobot_dit4dit.configuration_dit4dit import DiT4DiTConfig
+    from lerobot_dit4dit.testing.tiny_base import (
         BENCH_BASES,
         TINY_POLICY_OVERRIDES,
         build_tiny_cosmos_base,
@@ -176,7 +148,7 @@ def time_load(args) -> dict:
     import subprocess
     import sys
 
-    from ..modeling_dit4dit import DiT4DiTPolicy
+    from lerobot_dit4dit.modeling_dit4dit import DiT4DiTPolicy
 
     cfg = bench_config(args)
     ckpt = Path(args.scratch) / "pretrained_model"
@@ -211,9 +183,9 @@ def time_load(args) -> dict:
 
 def load_child(ckpt: str, full: bool) -> dict:
     """In this (fresh) process: `from_pretrained` the checkpoint and act once; time both, report peak RSS."""
-    from .. import video_backbone
-    from ..configuration_dit4dit import DiT4DiTConfig
-    from ..modeling_dit4dit import DiT4DiTPolicy
+    from lerobot_dit4dit import video_backbone
+    from lerobot_dit4dit.configuration_dit4dit import DiT4DiTConfig
+    from lerobot_dit4dit.modeling_dit4dit import DiT4DiTPolicy
 
     config = DiT4DiTConfig.from_pretrained(ckpt)
     if full:  # the "before": every block, and the pipeline's whole VAE
@@ -251,12 +223,34 @@ def read_latents_from_memory(policy, batch: dict) -> None:
     )
 
 
+# Each legacy "before" flag of this benchmark -> the fast paths it switches off.
+BEFORE_FLAGS = {
+    "no_caches": ("text_kv_cache", "action_kv_cache"),
+    "no_cast": ("inference_cast",),
+    "no_per_frame_adaln": ("per_frame_adaln",),
+    "no_fast_norms": ("fast_rms_norm",),
+    "no_instruction_gather": ("instruction_gather",),
+}
+
+
+def disabled_fast_paths(args) -> set[str]:
+    """The fast paths `--disable` and the legacy `--no-*` flags switch off."""
+    off = set(getattr(args, "disable", None) or ())
+    for flag, names in BEFORE_FLAGS.items():
+        if getattr(args, flag, False):
+            off.update(names)
+    return off
+
+
 def time_policy(args) -> dict:
     """Time a train step, a new action chunk and each inference stage; return the figures (also printed)."""
-    import contextlib
 
-    from ..modeling_dit4dit import DiT4DiTPolicy
+    from lerobot_dit4dit.modeling_dit4dit import DiT4DiTPolicy
 
+    # Every "before" is a switch of the speed layer (`lerobot_dit4dit.fast_paths`), set for this process and
+    # the children it starts.
+    off = disabled_fast_paths(args)
+    os.environ[fast_paths.DISABLE_ENV] = ",".join(sorted(off | fast_paths.disabled_by_env()))
     cfg = bench_config(args)
     base, res, cams = cfg.base_model, cfg.image_resolution[0], list(cfg.image_features)
     device = torch.device(cfg.device)
@@ -265,21 +259,6 @@ def time_policy(args) -> dict:
         wrapped.to(device)
     else:
         wrapped = policy = DiT4DiTPolicy(cfg).to(device)
-    if (
-        args.no_cast
-    ):  # the "before" of the bf16 cast: fp32 weights under autocast, as a training process keeps
-        policy.training_forwards = 1
-    if args.no_per_frame_adaln:  # the "before" of video_backbone.use_per_frame_adaln: diffusers' per token
-        policy.video.per_frame_adaln = False
-    if args.no_fast_norms:  # the "before" of video_backbone.use_fast_rms_norms: diffusers' F.normalize
-        from ..video_backbone import use_fast_rms_norms
-
-        use_fast_rms_norms(policy.video.vae, enable=False)
-    if args.no_instruction_gather:  # the "before" of video_backbone.training_context: every sample's copy
-        policy.video.gather_instructions = False
-    if args.no_caches:  # the "before" of the inference caches (lerobot_dit4dit.caching)
-        policy.action_head.feature_kv_cached = contextlib.nullcontext
-        policy.video.text_kv_cached = lambda n=None: contextlib.nullcontext()
     b, t, h = args.batch_size, cfg.num_video_frames, cfg.chunk_size
     batch = {c: torch.rand(b, t, 3, res, res, device=device) * 2 - 1 for c in cams}
     batch["observation.state"] = torch.randn(b, t, 8, device=device)
@@ -375,6 +354,7 @@ def time_policy(args) -> dict:
             "compile_model": cfg.compile_model,
             "distinct_instructions": min(args.instructions, b),
             "instruction_gather": not args.no_instruction_gather,
+            "disabled_fast_paths": sorted(disabled_fast_paths(args) | fast_paths.disabled_by_env()),
             "recipe": args.recipe,
             "gradient_checkpointing": cfg.gradient_checkpointing,
         },
@@ -383,7 +363,7 @@ def time_policy(args) -> dict:
 
 
 def main() -> None:
-    from ..testing.tiny_base import BENCH_BASES, BENCH_WIDTH_HELP
+    from lerobot_dit4dit.testing.tiny_base import BENCH_BASES, BENCH_WIDTH_HELP
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -422,6 +402,13 @@ def main() -> None:
         "--no-instruction-gather",
         action="store_true",
         help="train on every sample's copy of a repeated instruction's text path (before)",
+    )
+    parser.add_argument(
+        "--disable",
+        nargs="+",
+        default=[],
+        choices=sorted(fast_paths.FAST_PATHS),
+        help="switch these fast paths off (the 'before' of each; same as DIT4DIT_DISABLE)",
     )
     parser.add_argument("--no-caches", action="store_true", help="disable the inference K/V caches (before)")
     parser.add_argument("--no-cast", action="store_true", help="keep fp32 weights under autocast (before)")
@@ -464,7 +451,7 @@ def main() -> None:
             print(f"{name:36s} {n:>15,}")
         for name, n in real_text_conditioning_bytes().items():
             print(f"{name:52s} {n / 2**20:>10.2f} MiB")
-        print("training memory per recipe: python -m lerobot_dit4dit.benchmarks.train_memory")
+        print("training memory per recipe: python -m benchmarks.train_memory")
         return
     from .machine import machine_info
 

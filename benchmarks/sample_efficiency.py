@@ -20,7 +20,7 @@ the table.
     MUJOCO_GL=egl python examples/metaworld/sample_efficiency.py --out outputs/sample_efficiency
     python examples/metaworld/sample_efficiency.py --out outputs/sample_efficiency --report-only
 
-(the example is this module's `main`; `python -m lerobot_dit4dit.benchmarks.sample_efficiency` is the same)
+(the example is this module's `main`; `python -m benchmarks.sample_efficiency` is the same)
 
 On a 2-core machine, one single-threaded process per task uses both cores (same --out; then --report-only):
 
@@ -41,7 +41,8 @@ import time
 from datetime import date
 from pathlib import Path
 
-from ..envs.metaworld import record
+from lerobot_dit4dit.envs.metaworld import record
+
 from .machine import cpu_name
 
 # The presets are read relative to the project checkout (configs/ is not part of the wheel): run from there.
@@ -138,7 +139,7 @@ def run_one(args, task: str, method: str, n: int, data: Path, base: Path) -> dic
         [
             sys.executable,
             "-m",
-            "lerobot_dit4dit.envs.metaworld",
+            "lerobot_dit4dit.scripts.metaworld_eval",
             f"--step-limit={args.episode_length}",
             *shadow_flags,
             f"--policy.path={ckpt}",
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
 
     base = args.out / "base"
     if not args.report_only and not (base / "model_index.json").exists():
-        from ..testing.tiny_base import build_tiny_cosmos_base
+        from lerobot_dit4dit.testing.tiny_base import build_tiny_cosmos_base
 
         # Build aside and rename: one process per task may start at once, and the first rename wins.
         partial = build_tiny_cosmos_base(args.out / f"base.partial-{os.getpid()}")

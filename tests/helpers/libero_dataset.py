@@ -1,6 +1,6 @@
 """Write a small LeRobotDataset in the format of LeRobot's LIBERO datasets, recorded in the real simulator.
 
-    MUJOCO_GL=egl python -m lerobot_dit4dit.testing.libero_dataset \
+    MUJOCO_GL=egl python -m tests.helpers.libero_dataset \
         --root outputs/data/libero_tiny --episodes 2
 
 The features are those of `HuggingFaceVLA/libero` as `lerobot-eval --env.type=libero` feeds them to a policy:
@@ -14,7 +14,7 @@ The features are those of `HuggingFaceVLA/libero` as `lerobot-eval --env.type=li
 Frames come from LeRobot's own `LiberoEnv` and `LiberoProcessorStep`, so orientation and state layout are the
 env's by construction. The actions are a smooth random exploration (not an expert): the dataset is for
 checking the pipeline (lerobot-train -> lerobot-eval) end to end, not for learning the task. Needs the LIBERO
-setup (`python -m lerobot_dit4dit.envs.libero`).
+setup (`dit4dit-libero-setup`).
 """
 
 from __future__ import annotations

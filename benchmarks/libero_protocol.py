@@ -1,10 +1,10 @@
 """The official LIBERO protocol through `lerobot-eval`: 4 suites x 10 tasks x 50 episodes, fixed seeds,
 resumable.
 
-    MUJOCO_GL=egl python -m lerobot_dit4dit.benchmarks.libero_protocol \
+    MUJOCO_GL=egl python -m benchmarks.libero_protocol \
         --policy-path outputs/dit4dit_libero_official --output-dir outputs/libero_protocol \
         --device cuda --batch-size 10
-    python -m lerobot_dit4dit.benchmarks.libero_aggregate outputs/libero_protocol
+    python -m benchmarks.libero_aggregate outputs/libero_protocol
 
 Each (suite, task) is one `lerobot-eval --env.type=libero --env.task=<suite> --env.task_ids=[<task>]` run
 into `<output-dir>/<suite>/task_<NN>/`; the rollout, success check and videos are lerobot-eval's own. A task
@@ -29,7 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..envs.libero import SUITES, TASKS_PER_SUITE
+from lerobot_dit4dit.envs.libero import SUITES, TASKS_PER_SUITE
+
 from .machine import machine_info
 
 # The paper's protocol: the four suites of its LIBERO table.
@@ -174,10 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             f"about {eta / 60:.0f} min left",
             flush=True,
         )
-    print(
-        f"[protocol] all {len(rows)} tasks done; table: "
-        f"python -m lerobot_dit4dit.benchmarks.libero_aggregate {output_dir}"
-    )
+    print(f"[protocol] all {len(rows)} tasks done; table: python -m benchmarks.libero_aggregate {output_dir}")
     return 0
 
 

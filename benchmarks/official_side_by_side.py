@@ -1,12 +1,12 @@
 """DiT4DiT against the official code (github Mondo-Robotics/DiT4DiT @0362b34): same weights, same inputs.
 
-    python -m lerobot_dit4dit.benchmarks.official_side_by_side --official-src /path/to/DiT4DiT \
+    python -m benchmarks.official_side_by_side --official-src /path/to/DiT4DiT \
         --width tiny --rounds 1 --repeats 3 --train            # CPU, seconds
-    python -m lerobot_dit4dit.benchmarks.official_side_by_side --official-src /path/to/DiT4DiT \
+    python -m benchmarks.official_side_by_side --official-src /path/to/DiT4DiT \
         --width medium --rounds 3 --repeats 5 --train --json side_by_side_medium.json
-    python -m lerobot_dit4dit.benchmarks.official_side_by_side --official-src /path/to/DiT4DiT \
+    python -m benchmarks.official_side_by_side --official-src /path/to/DiT4DiT \
         --width real --device cuda --dtype bfloat16 --resolution 224 --batch-size 8 --train
-    python -m lerobot_dit4dit.benchmarks.official_side_by_side --official-src /path/to/DiT4DiT \
+    python -m benchmarks.official_side_by_side --official-src /path/to/DiT4DiT \
         --check-fixture                                         # the shims reproduce tests/fixtures/parity
 
 The official code is imported from the `--official-src` checkout (nothing of it is copied here). One base with
@@ -60,7 +60,7 @@ TASK = "pick up the black bowl and place it on the plate"
 OFFICIAL_DIT_TYPES = {"DiT-B": (768, 64, 12), "DiT-L": (1536, 48, 32)}
 BENCH_DIT_TYPE = "DiT-bench"
 RESULT_PREFIX = "SIDE_BY_SIDE_RESULT "
-DEFAULT_FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "parity"
+DEFAULT_FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "parity"
 
 
 def _import_model_classes() -> None:
@@ -381,8 +381,9 @@ def prepare(args, work: Path) -> dict:
     from omegaconf import OmegaConf
     from safetensors.torch import save_file
 
-    from ..convert_official import convert_official
-    from ..testing.tiny_base import BENCH_BASES
+    from lerobot_dit4dit.convert_official import convert_official
+    from lerobot_dit4dit.testing.tiny_base import BENCH_BASES
+
     from .speed import bench_config
 
     bench_args = argparse.Namespace(
@@ -609,8 +610,8 @@ def _autocast_device(args) -> str | None:
 def run_dit4dit(args, work: Path, meta: dict) -> dict:
     """Load the converted checkpoint with `DiT4DiTPolicy.from_pretrained` and time it."""
 
-    from ..configuration_dit4dit import DTYPES, DiT4DiTConfig
-    from ..modeling_dit4dit import DiT4DiTPolicy
+    from lerobot_dit4dit.configuration_dit4dit import DTYPES, DiT4DiTConfig
+    from lerobot_dit4dit.modeling_dit4dit import DiT4DiTPolicy
 
     inputs, device, sync = _child_setup(args, work)
     out: dict = {"rss_before_load_mib": peak_rss_mib()}
@@ -882,7 +883,7 @@ def print_report(args, meta: dict, runs: dict[str, list[dict]], parity: dict[str
 
 def main() -> None:
     if __package__:
-        from ..testing.tiny_base import BENCH_BASES, BENCH_WIDTH_HELP
+        from lerobot_dit4dit.testing.tiny_base import BENCH_BASES, BENCH_WIDTH_HELP
 
         widths, width_help = list(BENCH_BASES), f"speed.py's {BENCH_WIDTH_HELP}"
     else:  # the official child runs this file as a script: it imports nothing of this package
@@ -971,7 +972,8 @@ def main() -> None:
 
 def _compare(args, work: Path, load: float) -> None:
     """Prepare `work` (or reuse it), run the children alternately, print the report and write the JSON."""
-    from ..testing.tiny_base import BENCH_BASES
+    from lerobot_dit4dit.testing.tiny_base import BENCH_BASES
+
     from .machine import machine_info
 
     work.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ agent. State = (agent x, y, velocity x, y), action = the 2-D
 velocity command, padded to `action_dim` with the gripper-like constant channels. The frames change smoothly
 with the actions, so both the video loss and the action loss have something to learn.
 
-    python -m lerobot_dit4dit.testing.reach_dataset --root outputs/data/reach --episodes 20
+    python -m tests.helpers.reach_dataset --root outputs/data/reach --episodes 20
 """
 
 from __future__ import annotations

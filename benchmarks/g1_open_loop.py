@@ -1,6 +1,6 @@
 """Open-loop fit of a trained policy on its own G1 recordings, and how much of it comes from the image.
 
-    python -m lerobot_dit4dit.benchmarks.g1_open_loop \\
+    python -m benchmarks.g1_open_loop \\
         --policy outputs/g1/dit4dit/train/checkpoints/last/pretrained_model --data outputs/g1/data
 
 On `--frames` random recorded frames it compares the policy's action chunk with the recorded (expert) chunk,

@@ -1,9 +1,9 @@
 """Peak memory of a DiT4DiT training step at real width, on fake tensors: no weights, no compute, no GPU.
 
-    python -m lerobot_dit4dit.benchmarks.train_memory                    # configs/libero.json, B=4, 4 recipes
-    python -m lerobot_dit4dit.benchmarks.train_memory --batch-size 8 --recipes full checkpointing
-    python -m lerobot_dit4dit.benchmarks.train_memory --preset robocasa_gr1 --json mem.json
-    python -m lerobot_dit4dit.benchmarks.train_memory --measure --base <Cosmos-Predict2.5-2B directory> \
+    python -m benchmarks.train_memory                    # configs/libero.json, B=4, 4 recipes
+    python -m benchmarks.train_memory --batch-size 8 --recipes full checkpointing
+    python -m benchmarks.train_memory --preset robocasa_gr1 --json mem.json
+    python -m benchmarks.train_memory --measure --base <Cosmos-Predict2.5-2B directory> \
         --device cuda --recipes checkpointing       # the same steps on real tensors: measured, one recipe
 
 The policy of a preset is built from a base whose video DiT is the real Cosmos-Predict2.5-2B config
@@ -36,25 +36,11 @@ from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from lerobot_dit4dit.recipes import preset_path
+
+from .common import RECIPE_TITLES, RECIPES, recipe_policy, trained_param_groups
+
 GIB = 2**30
-PRESETS_DIR = Path(__file__).resolve().parents[2] / "configs"
-# Recipe -> policy-config overrides (and, for "lora", LeRobot's PEFT wrap with dit4dit's default targets).
-RECIPES = {
-    "full": {"gradient_checkpointing": False},
-    "checkpointing": {"gradient_checkpointing": True},
-    "lora": {"gradient_checkpointing": True},
-    "frozen-video": {
-        "gradient_checkpointing": True,
-        "training_mode": "action",
-        "detach_video_features": True,
-    },
-}
-RECIPE_TITLES = {
-    "full": "full fine-tune (both DiTs)",
-    "checkpointing": "full fine-tune + gradient checkpointing",
-    "lora": "LoRA r={r} (both DiTs) + embodiment layers, checkpointing",
-    "frozen-video": "frozen video DiT (training_mode=action), checkpointing",
-}
 
 
 class LiveBytes(TorchDispatchMode):
@@ -165,9 +151,9 @@ def preset_policy_config(preset: str, base_model: str, **overrides):
     import draccus
     from lerobot.configs import FeatureType, PolicyFeature
 
-    from ..configuration_dit4dit import DiT4DiTConfig
+    from lerobot_dit4dit.configuration_dit4dit import DiT4DiTConfig
 
-    policy = json.loads((PRESETS_DIR / f"{preset}.json").read_text())["policy"]
+    policy = json.loads(preset_path(preset).read_text())["policy"]
     policy = {k: v for k, v in policy.items() if k not in ("type", "base_model_revision")}
     policy.update({"base_model": base_model, "device": "cpu", **overrides})
     cfg = draccus.decode(DiT4DiTConfig, policy)
@@ -189,8 +175,9 @@ def write_estimate_base(directory: str | Path, transformer_config: dict | None =
 
     from diffusers import CosmosTransformer3DModel
 
-    from ..testing.tiny_base import TINY_BASE, WAN21_VAE_SIZES, build_tiny_cosmos_base
-    from .speed import REAL_TRANSFORMER
+    from lerobot_dit4dit.testing.tiny_base import TINY_BASE, WAN21_VAE_SIZES, build_tiny_cosmos_base
+
+    from .common import REAL_TRANSFORMER
 
     sizes = replace(TINY_BASE, **WAN21_VAE_SIZES)
     directory = build_tiny_cosmos_base(directory, sizes, calibrate_latents=False)
@@ -227,31 +214,6 @@ def _fake_module(module: torch.nn.Module, fake_mode) -> None:
 def _storage_bytes(tensors) -> int:
     storages = {t.untyped_storage()._cdata: t.untyped_storage().nbytes() for t in tensors}
     return sum(storages.values())
-
-
-def recipe_policy(cfg, recipe: str, lora_rank: int = 16, load_base_transformer_weights: bool = True):
-    """The policy lerobot-train trains for `recipe`, from `cfg` with the `RECIPES[recipe]` overrides already
-    applied; for "lora", wrapped by LeRobot's PEFT support with dit4dit's default target modules.
-
-    Returns:
-        (the policy to train, the `DiT4DiTPolicy` inside it).
-    """
-    from ..modeling_dit4dit import DiT4DiTPolicy
-
-    policy = DiT4DiTPolicy(cfg, load_base_transformer_weights=load_base_transformer_weights)
-    if recipe != "lora":
-        return policy, policy
-    # LeRobot refuses LoRA on a policy with no pretrained path; the base stands in for the checkpoint.
-    cfg.pretrained_path = Path(cfg.base_model)
-    policy = policy.wrap_with_peft(peft_cli_overrides={"method_type": "lora", "r": lora_rank})
-    return policy, policy.get_base_model()
-
-
-def trained_param_groups(policy, recipe: str) -> list[dict]:
-    """The optimizer parameter groups lerobot-train builds for `recipe`'s policy (from `recipe_policy`)."""
-    if recipe == "lora":  # the adapters and the fully trained embodiment copies
-        return [{"params": [p for p in policy.parameters() if p.requires_grad]}]
-    return policy.get_optim_params()
 
 
 def training_step_memory(

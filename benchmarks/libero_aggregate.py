@@ -1,6 +1,6 @@
 """Per-suite LIBERO success table, in the paper's format, from lerobot-eval's eval_info.json files.
 
-    python -m lerobot_dit4dit.benchmarks.libero_aggregate outputs/libero_protocol [--json summary.json]
+    python -m benchmarks.libero_aggregate outputs/libero_protocol [--json summary.json]
 
 Reads every `eval_info.json` under the directory (as written by `libero_protocol`, or by any `lerobot-eval
 --env.type=libero` run): the per-episode successes of each (suite, task) in `per_task`. A task that appears in

@@ -1,6 +1,6 @@
 """Figures of the simulated G1: physics step, head-camera render, and the rates the bridge actually publishes.
 
-    MUJOCO_GL=egl python -m lerobot_dit4dit.benchmarks.g1_sim [--image-size 64] [--seconds 5]
+    MUJOCO_GL=egl python -m benchmarks.g1_sim [--image-size 64] [--seconds 5]
 
 Prints one line per figure and a JSON summary. Run it alone: the rates depend on what else the CPU runs.
 """

@@ -1,6 +1,6 @@
 """Seconds per LIBERO env step with a dit4dit checkpoint, split between the policy and the simulator.
 
-    MUJOCO_GL=egl python -m lerobot_dit4dit.benchmarks.libero_env_step --policy-path CKPT --steps 40 --size 64
+    MUJOCO_GL=egl python -m benchmarks.libero_env_step --policy-path CKPT --steps 40 --size 64
 
 Builds the env, policy and processors exactly as `lerobot-eval` does (LeRobot's make_env / make_policy /
 make_pre_post_processors / make_env_pre_post_processors) and runs one episode of `--steps` steps, timing

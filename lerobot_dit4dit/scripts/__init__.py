@@ -1,0 +1,2 @@
+"""Command lines of the plugin (`[project.scripts]` in pyproject.toml), apart from the library code they
+drive."""

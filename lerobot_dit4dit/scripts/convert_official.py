@@ -1,0 +1,85 @@
+"""Convert an official DiT4DiT checkpoint (github Mondo-Robotics/DiT4DiT) into a dit4dit checkpoint directory.
+
+    dit4dit-convert-official \
+        --checkpoint <run>/checkpoints/steps_80000_pytorch_model.pt \
+        --config <run>/config.yaml \
+        --output outputs/dit4dit_libero_official
+
+(--checkpoint also takes a .safetensors file, or <org>/<repo>/<file> on the Hub.)
+
+The output holds config.json (settings that reproduce the official model), a slim model.safetensors (video DiT
++ action head) and the pre/post processors with the official normalisation (from `dataset_statistics.json`
+next to the config, when present). It loads with `DiT4DiTPolicy.from_pretrained` and `lerobot-eval
+--policy.path`.
+
+Every key of the official state dict is accounted for: the video transformer and the action model are
+converted, the frozen VAE and text encoder are checked against `--base-model` (they are re-loaded from there),
+and anything else is an error naming the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from lerobot_dit4dit.convert_official import (
+    convert_official,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--checkpoint", required=True, help="official .pt/.safetensors, local or <org>/<repo>/<file>"
+    )
+    parser.add_argument("--config", required=True, help="the official config.yaml of that run")
+    parser.add_argument("--output", required=True, help="directory to write the dit4dit checkpoint to")
+    parser.add_argument(
+        "--base-model", default=None, help="Cosmos-Predict2.5 base (hub id or dir); default: the yaml's"
+    )
+    parser.add_argument(
+        "--base-model-revision", default=None, help="e.g. diffusers/base/post-trained for the hub id"
+    )
+    parser.add_argument("--cameras", default=None, help="comma-separated LeRobot camera keys in tiling order")
+    parser.add_argument("--state-dim", type=int, default=None, help="raw state dim of the dataset/env")
+    parser.add_argument("--action-dim", type=int, default=None, help="action dim of the dataset/env")
+    parser.add_argument(
+        "--state-encoding", default=None, choices=["none", "sincos_interleaved", "sincos_blocked"]
+    )
+    parser.add_argument("--dataset-statistics", default=None, help="official dataset_statistics.json")
+    parser.add_argument(
+        "--gripper-dim",
+        default="auto",
+        help="action dim the postprocessor binarises like the official LIBERO client: an index, "
+        "'none', or 'auto' (the recipe's: 6 for LIBERO, none otherwise)",
+    )
+    parser.add_argument(
+        "--no-verify-frozen",
+        action="store_true",
+        help="do not compare the checkpoint's VAE/text encoder with the base model's",
+    )
+    args = parser.parse_args()
+    out = convert_official(
+        args.checkpoint,
+        args.config,
+        args.output,
+        base_model=args.base_model,
+        base_model_revision=args.base_model_revision,
+        cameras=args.cameras.split(",") if args.cameras else None,
+        state_dim=args.state_dim,
+        action_dim=args.action_dim,
+        state_encoding=args.state_encoding,
+        dataset_statistics=args.dataset_statistics,
+        verify_frozen=not args.no_verify_frozen,
+        gripper_dim={"auto": "auto", "none": None}.get(args.gripper_dim.lower())
+        if not args.gripper_dim.lstrip("-").isdigit()
+        else int(args.gripper_dim),
+    )
+    print(json.dumps(json.loads((out / "conversion.json").read_text()), indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
