@@ -10,10 +10,12 @@ A disabled path runs the third-party module's own forward (or, for the caches an
 so the outputs are those of plain diffusers / LeRobot. Every path gives the same values as the code it
 replaces up to float rounding; the caches are exact (they return what the same call computed before).
 
-Patches go through diffusers' own hook registry (`diffusers.hooks.HookRegistry`): one named hook per module,
-instance-level (state_dict keys never change), idempotent, and removable. Caches are keyed explicitly: the
-caller passes a key (an instruction key, a chunk or a training-step counter) for the span in which an input
-is known not to change; no cache ever compares tensor objects.
+Each optimisation is a `Hook` installed under its name on a module instance (state_dict keys never change;
+installing twice is a no-op). Not diffusers' `HookRegistry`: it installs each hook as a `functools.partial`,
+which torch.compile guards by object id, so every compiled Cosmos block (one shared code object) would
+recompile for every other block; a plain function per instance is guarded by its code and compiles once.
+Caches are keyed explicitly: the caller passes a key (an instruction key, a chunk or a training-step counter)
+for the span in which an input is known not to change; no cache ever compares tensor objects.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from collections.abc import Hashable, Iterable
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from diffusers.hooks import HookRegistry, ModelHook
 from torch import Tensor, nn
 
 # name -> what it does. The README's speed reference (docs/speed.md) measures each against its "before".
@@ -78,21 +79,42 @@ def disabled(*names: str):
         _disabled.difference_update(added)
 
 
-def _install(module: nn.Module, hook: ModelHook, name: str) -> bool:
-    """Register `hook` on `module` under `name` once; returns True when newly registered."""
-    registry = HookRegistry.check_if_exists_or_initialize(module)
-    if registry.get_hook(name) is not None:
+class Hook:
+    """One optimisation on one module: `new_forward(module, *args, **kwargs)` replaces the module's forward
+    and calls `self.original` (the forward it wraps) for everything it does not handle."""
+
+    original = None
+
+    def new_forward(self, module: nn.Module, *args, **kwargs):
+        raise NotImplementedError
+
+
+def _install(module: nn.Module, hook: Hook, name: str) -> bool:
+    """Install `hook` on `module` under `name` once; returns True when newly installed."""
+    hooks = module.__dict__.setdefault("_dit4dit_hooks", {})
+    if name in hooks:
         return False
-    registry.register_hook(hook, name)
+    hook.original = module.forward
+
+    def forward(*args, _hook=hook, _module=module, **kwargs):
+        return _hook.new_forward(_module, *args, **kwargs)
+
+    module.forward = forward
+    hooks[name] = hook
     return True
 
 
-def _original(hook: ModelHook):
-    return hook.fn_ref.original_forward
+def get_hook(module: nn.Module, name: str) -> Hook | None:
+    """The hook installed on `module` under `name`, or None."""
+    return module.__dict__.get("_dit4dit_hooks", {}).get(name)
+
+
+def _original(hook: Hook):
+    return hook.original
 
 
 # ---------------------------------------------------------------------------------------------- Wan VAE
-class SingleFrameConv(ModelHook):
+class SingleFrameConv(Hook):
     """A Wan causal 3D conv on one frame without cache: only the kernel's last temporal slice meets data (the
     causal padding in front is zeros), so it is a 2D conv with that slice. diffusers convolves the padding
     too. Reads the private `WanCausalConv3d._padding` (guarded in tests/test_upstream.py)."""
@@ -107,7 +129,7 @@ class SingleFrameConv(ModelHook):
         return out.unsqueeze(2)
 
 
-class FastRMSNorm(ModelHook):
+class FastRMSNorm(Hook):
     """diffusers' `WanRMS_norm` calls `F.normalize` over the channels; on CPU that strided reduction is far
     slower than `square().sum().sqrt()`. Same formula (x / max(||x||, 1e-12), fp32 for half inputs)."""
 
@@ -151,7 +173,7 @@ class LatentFrames:
             self.frames = None
 
 
-class PerFrameAdaLN(ModelHook):
+class PerFrameAdaLN(Hook):
     """diffusers expands the per-frame timestep embedding to every token before the blocks, so each
     `CosmosAdaLayerNormZero` runs its two linears on H*W equal rows per frame. This computes one row per frame
     and broadcasts: the same (B, T*H*W, D) tensors up to float rounding. Active only while `frames` is set
@@ -159,7 +181,6 @@ class PerFrameAdaLN(ModelHook):
     checkpointing, whose recomputation runs after the frame count is unset: both passes must take one path."""
 
     def __init__(self, frames: LatentFrames, transformer: nn.Module):
-        super().__init__()
         self.frames = frames
         self.transformer = transformer
 
@@ -184,12 +205,11 @@ class PerFrameAdaLN(ModelHook):
         return out.flatten(1, 2), gate.expand(-1, -1, hw, -1).flatten(1, 2)
 
 
-class SkipProjection(ModelHook):
+class SkipProjection(Hook):
     """Lets the Cosmos DiT take an already-projected text context (diffusers' forward has no switch for it):
     while `active`, `crossattn_proj` returns its input."""
 
     def __init__(self):
-        super().__init__()
         self.active = False
 
     def new_forward(self, proj: nn.Module, x: Tensor) -> Tensor:
@@ -212,11 +232,8 @@ def install_transformer_fast_paths(transformer: nn.Module, frames: LatentFrames)
     for norm in transformer.transformer_blocks.modules():
         if isinstance(norm, CosmosAdaLayerNormZero):
             _install(norm, PerFrameAdaLN(frames, transformer), "dit4dit_per_frame_adaln")
-    name = "dit4dit_skip_projection"
-    registry = HookRegistry.check_if_exists_or_initialize(transformer.crossattn_proj)
-    if registry.get_hook(name) is None:
-        registry.register_hook(SkipProjection(), name)
-    return registry.get_hook(name)
+    _install(transformer.crossattn_proj, SkipProjection(), "dit4dit_skip_projection")
+    return get_hook(transformer.crossattn_proj, "dit4dit_skip_projection")
 
 
 # ---------------------------------------------------------------------------------------------- caches
@@ -245,13 +262,12 @@ class CacheKey:
             self.value = previous
 
 
-class KeyedOutput(ModelHook):
+class KeyedOutput(Hook):
     """Returns a projection's stored output while `key` holds the value it was computed under, with the same
     weights (their in-place version), dtype and autocast state. An output made with grad is handed, detached,
     to a no-grad caller; one made without grad is never handed to a caller that needs one."""
 
     def __init__(self, key: CacheKey):
-        super().__init__()
         self.key = key
         self.clear()
 
@@ -306,9 +322,8 @@ class RowGather:
         self.index, self.rows = index, rows
 
 
-class GatherRows(ModelHook):
+class GatherRows(Hook):
     def __init__(self, gather: RowGather):
-        super().__init__()
         self.gather = gather
 
     def new_forward(self, module: nn.Module, x: Tensor) -> Tensor:
@@ -337,7 +352,7 @@ def next_step_key(prefix: str) -> tuple[str, int]:
 
 
 # ---------------------------------------------------------------------------------------------- GR00T DiT
-class CheckpointedBlock(ModelHook):
+class CheckpointedBlock(Hook):
     """LeRobot's GR00T `DiT` declares `_supports_gradient_checkpointing` but its forward never checkpoints:
     recompute the block in the backward pass instead of storing its activations."""
 

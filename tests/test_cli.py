@@ -227,7 +227,7 @@ def test_finetune_on_another_embodiment(trained, tiny_base, tmp_path):
     from safetensors.torch import load_file
 
     from lerobot_dit4dit import DiT4DiTPolicy
-    from lerobot_dit4dit.modeling_dit4dit import EMBODIMENT_PREFIXES
+    from lerobot_dit4dit.checkpointing import EMBODIMENT_PREFIXES
 
     data = tmp_path / "reach6"
     make_reach_dataset(data, num_episodes=2, episode_length=24, image_size=32, action_dim=6)

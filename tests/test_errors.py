@@ -22,7 +22,7 @@ from lerobot.configs import FeatureType, PolicyFeature, PreTrainedConfig
 from utils import ACTION_DIM, CAMERAS, IMG, STATE_DIM, inference_batch, tiny_config, train_batch
 
 from lerobot_dit4dit import DiT4DiTConfig, DiT4DiTPolicy, make_dit4dit_pre_post_processors
-from lerobot_dit4dit.modeling_dit4dit import ForwardNoise
+from lerobot_dit4dit.flow_matching import ForwardNoise
 
 FRONT, WRIST = CAMERAS
 

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from lerobot_dit4dit import DiT4DiTPolicy
 from lerobot_dit4dit.convert_official import OFFICIAL_DEFAULTS, convert_official
-from lerobot_dit4dit.modeling_dit4dit import ForwardNoise
+from lerobot_dit4dit.flow_matching import ForwardNoise
 from lerobot_dit4dit.recipes import recipe_for_data_mix
 
 FIXTURES = Path(os.environ.get("DIT4DIT_PARITY_FIXTURES", Path(__file__).parent / "fixtures" / "parity"))

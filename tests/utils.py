@@ -110,3 +110,22 @@ def dataset_flags(root, repo_id: str = "local/dit4dit_reach", batch_size: int = 
         "--log_freq=1",
         "--wandb.enable=false",
     ]
+
+
+def record_linear_rows(monkeypatch) -> list[tuple[torch.Tensor, int]]:
+    """Record (weight, rows) of every `F.linear` call from now on: the rows a projection actually multiplied.
+    A cache hit or a gather of the speed layer shows up as a call that did not happen or had fewer rows."""
+    calls: list[tuple[torch.Tensor, int]] = []
+    real = torch.nn.functional.linear
+
+    def linear(x, weight, bias=None):
+        calls.append((weight, x.shape[0]))
+        return real(x, weight, bias)
+
+    monkeypatch.setattr(torch.nn.functional, "linear", linear)
+    return calls
+
+
+def rows_of(calls: list[tuple[torch.Tensor, int]], *modules: torch.nn.Module) -> list[int]:
+    """The row counts of the recorded calls that multiplied the weight of one of `modules` (nn.Linear)."""
+    return [rows for weight, rows in calls if any(weight is m.weight for m in modules)]
