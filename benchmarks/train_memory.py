@@ -7,7 +7,7 @@
         --device cuda --recipes checkpointing       # the same steps on real tensors: measured, one recipe
 
 The policy of a preset is built from a base whose video DiT is the real Cosmos-Predict2.5-2B config
-(`speed.REAL_TRANSFORMER`, never initialised), with the real Wan 2.1 VAE. Every tensor is then replaced by a
+(`common.REAL_TRANSFORMER`, never initialised), with the real Wan 2.1 VAE. Every tensor is then replaced by a
 `FakeTensor` (a shape, a dtype and a device, no storage), and two training steps run on them as lerobot-train
 runs them: the policy's forward under its bf16 autocast, backward, gradient clipping, AdamW. `LiveBytes`
 counts the bytes of every tensor storage alive at each moment, and the peak is the figure.

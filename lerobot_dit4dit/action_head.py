@@ -63,10 +63,10 @@ class SharedContextAttnProcessor(AttnProcessor2_0):
 
     The action loss draws r (noise, time) pairs per sample (`num_action_noise_draws`), so its N = r * B rows
     attend to B feature maps: row i to map i % B. diffusers' processor would project r identical copies of
-    each (S_f, D_f) map to keys and values, the largest matmuls of the head (at medium width 59% of its
-    forward). This one projects each map once and lets the r * T queries of a sample attend to it as one
-    sequence, saving (r - 1) / r of that work in the forward and in the backward of `to_k` / `to_v`, and
-    copying no key. With as many context rows as query rows it is diffusers' processor unchanged.
+    each (S_f, D_f) map to keys and values, the largest matmuls of the head. This one projects each map once
+    and lets the r * T queries of a sample attend to it as one sequence, saving (r - 1) / r of that work in
+    the forward and in the backward of `to_k` / `to_v`, and copying no key. With as many context rows as
+    query rows, or the `shared_context_attention` fast path off (`fast_paths`), it is diffusers' processor.
     """
 
     def __call__(

@@ -406,7 +406,7 @@ def read_checkpoint(model_file: str, names: list[str] | None = None, reopen_byte
 
     The file is reopened after every `reopen_bytes` read: the pages a safetensors handle has read stay mapped,
     and count in the process's RSS, until it closes. With one handle, loading a real-width fp32 checkpoint
-    into a 3.9 GiB bf16 policy peaked at 9.5 GiB; reopening every 256 MiB brought the peak to 4.3 GiB.
+    into a bf16 policy held every page read; reopening every 256 MiB bounds it (figures: docs/speed.md).
     """
     if names is None:
         with safe_open(model_file, framework="pt") as f:

@@ -1,8 +1,9 @@
 """Configuration of the DiT4DiT policy (arXiv 2603.10448).
 
-Defaults reproduce the paper's LIBERO recipe on the real Cosmos-Predict2.5-2B base model. Only the
-`base_model` path differs between a real run and the offline tests (which point it at a tiny base built
-with `lerobot_dit4dit.testing.tiny_base`).
+Defaults follow the paper's model (Cosmos-Predict2.5-2B base, block 18 features, GR00T action DiT, dual flow
+matching). A benchmark's full recipe (state encoding, normalisation, action clipping, dtype, frames) is its
+preset: `configs/libero.json` is the paper's LIBERO recipe, and `recipes.RECIPES` holds the facts each preset
+is checked against. The offline tests point `base_model` at a tiny base (`dit4dit-tiny-base`).
 """
 
 from __future__ import annotations
@@ -224,9 +225,9 @@ class DiT4DiTConfig(PreTrainedConfig):
     optimizer_weight_decay: float = 1e-8
     # Maximum global gradient norm; `lerobot-train` clips to it every step.
     optimizer_grad_clip_norm: float = 1.0
-    # torch's fused AdamW kernel: one pass per tensor instead of about ten elementwise ops. On CPU it is 4x
-    # faster than torch's default loop (0.12 vs 0.47 s per step for 105 M parameters, docs/speed.md); on CUDA
-    # it also skips the foreach step's extra fp32 copy of the trained weights. false: torch's default.
+    # torch's fused AdamW kernel: one pass per tensor instead of about ten elementwise ops (faster than
+    # torch's default loop on CPU, docs/speed.md); on CUDA it also skips the foreach step's extra fp32 copy
+    # of the trained weights. false: torch's default.
     optimizer_fused: bool = True
     # Cosine decay with linear warmup (LeRobot scales both down when `--steps` is shorter than the decay).
     scheduler_warmup_steps: int = 5000

@@ -24,12 +24,13 @@ NVIDIA_OPEN_MODEL_LICENSE = {
     "license_link": "https://www.nvidia.com/en-us/agreements/enterprise-software/nvidia-open-model-license/",
 }
 BASE_LICENSES = {"nvidia/Cosmos-Predict2.5": NVIDIA_OPEN_MODEL_LICENSE}
-# Weights in bf16 at real width (parameter counts: docs/measured_figures.md).
+# Weights in bf16 at real width (parameter counts: `python -m benchmarks.speed --param-counts`).
 HARDWARE = (
     "At real width (Cosmos-Predict2.5-2B) in bf16, inference holds the video DiT (2.06 B parameters), "
     "the action head (0.16 B) and the Wan VAE (0.13 B): about 4.4 GiB of weights plus activations, so a "
     "12 GB GPU suffices for the shipped instructions. An instruction that is not shipped loads the "
-    "Qwen2.5-VL text encoder (8.3 B parameters, 15.4 GiB in bf16) once, which needs a 24 GB-class GPU (or "
+    "Qwen2.5-VL-7B text encoder (8.3 B parameters with its vision tower, 15.4 GiB in bf16) once, which "
+    "needs a 24 GB-class GPU (or "
     "add the instruction beforehand with `dit4dit-text-conditioning`)."
 )
 

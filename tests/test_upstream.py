@@ -56,3 +56,45 @@ def test_lerobot_card_context():
     assert _params(fn)[:4] == ["cfg", "dataset_meta", "input_features", "output_features"], (
         f"{where} changed its signature: {_params(fn)}"
     )
+
+
+def test_diffusers_wan_causal_conv_padding():
+    """`fast_paths.SingleFrameConv` reads the private `WanCausalConv3d._padding` (F.pad order: W, W, H, H, T
+    front, T back) to find a causal conv and its spatial padding."""
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+
+    conv = WanCausalConv3d(2, 2, kernel_size=3, padding=1)
+    where = "diffusers WanCausalConv3d._padding"
+    assert hasattr(conv, "_padding"), f"{where} is gone; update fast_paths.SingleFrameConv"
+    assert tuple(conv._padding) == (1, 1, 1, 1, 2, 0), f"{where} changed its layout: {conv._padding}"
+    assert _params(WanCausalConv3d.forward)[1:] == ["x", "cache_x"], _params(WanCausalConv3d.forward)
+
+
+def test_diffusers_wan_rms_norm_attributes():
+    """`fast_paths.FastRMSNorm` re-implements `WanRMS_norm.forward` from its `channel_first`, `scale`, `gamma`
+    and `bias`."""
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
+
+    norm = WanRMS_norm(4, images=False)
+    for name in ("channel_first", "scale", "gamma", "bias"):
+        assert hasattr(norm, name), f"diffusers WanRMS_norm.{name} is gone; update fast_paths.FastRMSNorm"
+
+
+def test_diffusers_cosmos_adaln_and_text_attention():
+    """`fast_paths.PerFrameAdaLN` re-implements `CosmosAdaLayerNormZero.forward` from its `norm`,
+    `activation`, `linear_1` and `linear_2`; the text K/V caches and the row gather rely on the Cosmos
+    attention processor reading the text context through `to_k` / `to_v` only; `SkipProjection` hooks
+    `crossattn_proj`."""
+    from diffusers.models.transformers import transformer_cosmos
+
+    norm = transformer_cosmos.CosmosAdaLayerNormZero(8, hidden_features=4)
+    for name in ("norm", "activation", "linear_1", "linear_2"):
+        assert hasattr(norm, name), f"CosmosAdaLayerNormZero.{name} is gone; update fast_paths.PerFrameAdaLN"
+    assert _params(type(norm).forward)[1:4] == ["hidden_states", "embedded_timestep", "temb"]
+    source = inspect.getsource(transformer_cosmos.CosmosAttnProcessor2_0.__call__)
+    uses = [line.strip() for line in source.splitlines() if "encoder_hidden_states" in line and "=" in line]
+    assert (
+        "key = attn.to_k(encoder_hidden_states)" in uses
+        and "value = attn.to_v(encoder_hidden_states)" in uses
+    )
+    assert "crossattn_proj" in inspect.getsource(transformer_cosmos.CosmosTransformer3DModel.__init__)

@@ -87,8 +87,8 @@ def _after_env_built(marker: str, apply) -> bool:
 def disable_shadows() -> None:
     """Make every LeRobot MetaworldEnv built from now on in this process render without shadows.
 
-    On a CPU renderer (EGL/llvmpipe) shadow maps are most of MetaWorld's cost: 72 ms -> 28 ms per step at
-    480x480 here. Idempotent.
+    On a CPU renderer (EGL/llvmpipe) shadow maps are most of MetaWorld's rendering cost
+    (docs/sample_efficiency_metaworld.md). Idempotent.
     """
 
     def no_shadows(env) -> None:

@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
             cache_s = 0.0
             if args.latent_cache:
                 # The VAE is frozen and the recordings are not augmented: their latents never change, and
-                # encoding them was most of a step of this small model (530 -> 216 ms at batch 16).
+                # encoding them was most of a step of this small model (docs/unitree_g1_sim.md).
                 latents = out / "latents.safetensors"
                 print(f"[g1] encoding the recordings' latents once: {latents}", flush=True)
                 latents.unlink(missing_ok=True)

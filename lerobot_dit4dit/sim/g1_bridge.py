@@ -24,7 +24,6 @@ the button respawns at a random reachable spot.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import logging
@@ -195,7 +194,7 @@ def _camera_process(variant, size, fps, port, shared_qpos, shared_button, ready,
         renderer.close()
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args) -> None:
     import zmq
 
     sim = G1Sim(args.variant, seed=args.seed)
@@ -313,20 +312,3 @@ def _scene_request(sim: G1Sim, request: dict, now: float, first_command: float |
         "max_command_step": sim.max_command_step,
         "fingertip": sim.data.site_xpos[sim.fingertip].tolist(),
     }
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--variant", choices=["capsules", "meshes"], default="capsules")
-    parser.add_argument("--image-size", type=int, default=96, help="head camera, square, 64-224 px")
-    parser.add_argument("--camera-fps", type=float, default=30.0)
-    parser.add_argument("--seed", type=int, default=0, help="button positions")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 to serve a network")
-    parser.add_argument("--lowcmd-port", type=int, default=LOWCMD_PORT)
-    parser.add_argument("--lowstate-port", type=int, default=LOWSTATE_PORT)
-    parser.add_argument("--camera-port", type=int, default=CAMERA_PORT)
-    parser.add_argument("--scene-port", type=int, default=SCENE_PORT)
-    args = parser.parse_args(argv)
-    if not 64 <= args.image_size <= 224:
-        parser.error(f"--image-size {args.image_size}: expected 64-224")
-    return args

@@ -4,8 +4,8 @@ The robot model is Unitree's BSD-3 G1 MJCF (through MuJoCo Menagerie), taken fro
 `mjlab==1.6.0` (see `lerobot_dit4dit.sim.assets`). Two variants share one scene:
 
 - ``capsules``: the model's own collision capsules rendered as the body (committed here, no download);
-  5-11 ms a frame, used by the tests.
-- ``meshes``: Unitree's 35 STL meshes (fetched from PyPI); 26-33 ms a frame.
+  the faster one to render, used by the tests.
+- ``meshes``: Unitree's 35 STL meshes (fetched from PyPI); slower to render (docs/unitree_g1_sim.md).
 
 The hinge order of the MJCF equals LeRobot's `G1_29_JointIndex`, so `qpos[i]` is joint `i` of the
 robot protocol. The pelvis is welded at z = 0.793 m (the model's free joint is removed): the task is
