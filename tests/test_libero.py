@@ -14,8 +14,8 @@ import pytest
 import torch
 from utils import BIN, ROOT, dataset_flags, offline_env, run
 
-from lerobot_dit4dit.benchmarks import libero_aggregate as aggregate
-from lerobot_dit4dit.benchmarks import libero_protocol as eval_protocol
+from benchmarks import libero_aggregate as aggregate
+from benchmarks import libero_protocol as eval_protocol
 from lerobot_dit4dit.recipes import OFFLINE_PRESETS, RECIPES, Recipe
 from lerobot_dit4dit.testing.tiny_base import TINY_POLICY_OVERRIDES
 

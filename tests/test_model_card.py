@@ -8,7 +8,8 @@ from huggingface_hub import ModelCard
 from lerobot.configs import FeatureType, PolicyFeature
 from utils import tiny_config
 
-from lerobot_dit4dit.model_card import build_model_card, main
+from lerobot_dit4dit.model_card import build_model_card
+from lerobot_dit4dit.scripts.model_card import main
 
 
 def _cosmos_config(tiny_base: str):

@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from lerobot_dit4dit.benchmarks import sample_efficiency as se
+from benchmarks import sample_efficiency as se
 
 pytest.importorskip("matplotlib")
 

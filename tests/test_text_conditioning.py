@@ -9,7 +9,8 @@ import torch
 from utils import inference_batch, tiny_config
 
 from lerobot_dit4dit import DiT4DiTPolicy
-from lerobot_dit4dit.text_conditioning import FILENAME, main, read_text_conditioning
+from lerobot_dit4dit.scripts.text_conditioning import main
+from lerobot_dit4dit.text_conditioning import FILENAME, read_text_conditioning
 
 
 @pytest.fixture
