@@ -373,7 +373,7 @@ class CosmosVideoBackbone(TextContext, nn.Module):
         for name in ("decoder", "post_quant_conv"):
             part = getattr(full, name).to(device=ref.device, dtype=ref.dtype).requires_grad_(False).eval()
             setattr(self.vae, name, part)
-        fast_paths.install_vae_fast_paths(self.vae.decoder)
+        fast_paths.install_vae_fast_paths(self.vae)  # the decoder and post_quant_conv
         logger.info("DiT4DiT: loaded the VAE decoder (frames are being decoded)")
 
     def decode_latents(self, latents: Tensor) -> Tensor:

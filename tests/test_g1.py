@@ -163,6 +163,7 @@ def check_wire(wire: list[np.ndarray], locked: np.ndarray, max_step: float, marg
     assert (q >= LIMITS[:, 0] + margin - 1e-9).all() and (q <= LIMITS[:, 1] - margin + 1e-9).all()
     steps = np.abs(np.diff(q, axis=0))
     assert steps.max() <= max_step + 1e-9, f"step {steps.max()} rad above the cap {max_step}"
+    # Exact: a locked joint is sent its start pose as stored (no arithmetic changes it).
     np.testing.assert_array_equal(q[:, locked], np.broadcast_to(START[locked], (len(q), locked.sum())))
     return {
         "commands": len(q),

@@ -349,12 +349,16 @@ def test_lerobot_eval_on_real_libero(libero_config, tiny_base, tmp_path):
     t_eval = time.perf_counter() - start - t_data - t_train
 
     info = json.loads((out / "eval_info.json").read_text())
-    task = info["per_task"][0]
+    (task,) = info["per_task"]  # the one task asked for
     assert (task["task_group"], task["task_id"]) == ("libero_spatial", 0)
-    assert len(task["metrics"]["successes"]) == 1 and isinstance(task["metrics"]["successes"][0], bool)
-    assert info["per_group"]["libero_spatial"]["n_episodes"] == 1
-    overall = info["overall"]
-    assert overall["n_episodes"] == 1 and 0.0 <= overall["pc_success"] <= 100.0 and overall["eval_s"] > 0
+    successes = task["metrics"]["successes"]
+    assert len(successes) == 1 and isinstance(successes[0], bool)  # the one episode asked for
+    # Any outcome is right for a 2-step policy; the rates must be the episodes' outcome, at every level.
+    rate = 100.0 * sum(successes) / len(successes)
+    group, overall = info["per_group"]["libero_spatial"], info["overall"]
+    assert group["n_episodes"] == overall["n_episodes"] == 1
+    assert group["pc_success"] == pytest.approx(rate) and overall["pc_success"] == pytest.approx(rate)
+    assert overall["eval_s"] > 0
     video = out / "videos" / "libero_spatial_0" / "eval_episode_0.mp4"
     pred = out / "videos" / "libero_spatial_0" / "pred_episode_0.mp4"
     assert overall["video_paths"] == [str(video)] and overall["predicted_video_paths"] == [str(pred)]
@@ -372,7 +376,9 @@ def test_lerobot_eval_on_real_libero(libero_config, tiny_base, tmp_path):
     assert (w, h) == (64, 32) and n == 10
     # The aggregator reads lerobot-eval's file as it is.
     summary = aggregate.summarise(aggregate.collect(out))
-    assert summary["suites"]["libero_spatial"]["episodes"] == 1
+    suite = summary["suites"]["libero_spatial"]
+    assert suite["episodes"] == 1 and suite["successes"] == sum(successes)
+    assert suite["rate"] == pytest.approx(rate)
     print(f"\n[libero e2e] dataset {t_data:.1f}s, train {t_train:.1f}s, eval {t_eval:.1f}s")
 
 

@@ -48,6 +48,8 @@ def test_inference_without_any_text_encoder(trained_dir, tiny_base, tmp_path):
     loaded = DiT4DiTPolicy.from_pretrained(ckpt, config=tiny_config(str(base)))
     batch = inference_batch()
     noise = torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim)
+    # Exact: the shipped contexts were saved from the same projection of the same two instructions that
+    # `policy` computes, and both act with the same weights from there.
     assert torch.equal(
         loaded.predict_action_chunk(batch, noise=noise), policy.predict_action_chunk(batch, noise=noise)
     )

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from lerobot.configs.train import TrainPipelineConfig
 
-    from .text_conditioning import FILENAME, read_text_conditioning
+    from lerobot_dit4dit.text_conditioning import FILENAME, read_text_conditioning
 
     ckpt = Path(args.checkpoint)
     config = DiT4DiTConfig.from_pretrained(ckpt)
