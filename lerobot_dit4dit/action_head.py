@@ -21,7 +21,15 @@ from torch import Tensor, nn
 
 from . import fast_paths
 from .configuration_dit4dit import DiT4DiTConfig
-from .flow_matching import interpolate, sampling_time_to_bucket, time_to_bucket, velocity_target
+from .flow_matching import (
+    beta_draw_to_time,
+    interpolate,
+    masked_mse,
+    sample_beta_time,
+    sampling_time_to_bucket,
+    time_to_bucket,
+    velocity_target,
+)
 
 
 class MLP(nn.Module):
@@ -268,6 +276,45 @@ class FlowMatchingActionHead(nn.Module):
             state_tokens = state_tokens * keep[:, None, None].to(state_tokens.dtype)
         pred = self.velocity(noisy, buckets, state_tokens, features)
         return pred, velocity_target(actions, noise)
+
+    def flow_matching_loss(
+        self,
+        actions: Tensor,
+        action_is_pad: Tensor | None,
+        state: Tensor,
+        features: Tensor,
+        noise: Tensor | None,
+        beta_draws: Tensor | None,
+        cfg: DiT4DiTConfig,
+    ) -> Tensor:
+        """The masked action flow-matching loss, `num_action_noise_draws` (noise, time) draws per sample.
+
+        Args:
+            actions: (B, H, action_dim) normalised; action_is_pad: (B, H) bool or None.
+            state: (B, max_state_dim) padded; features: (B, S_f, D_f).
+            noise: (R * B, H, max_action_dim) or None (drawn); beta_draws: (R * B,) raw Beta draws or None.
+        Returns:
+            the MSE over the real action dims of the unpadded steps.
+        """
+        b, _, a = actions.shape
+        actions = F.pad(actions.float(), (0, cfg.max_action_dim - a))
+        mask = torch.zeros_like(actions, dtype=torch.bool)
+        mask[..., :a] = True
+        if action_is_pad is not None:
+            mask &= ~action_is_pad.bool()[..., None]
+        # R independent (noise, time) draws per sample; row i of the expanded batch is sample i % B. The
+        # features stay (B, S_f, D_f): the cross-attention projects each sample's once.
+        r = cfg.num_action_noise_draws
+        actions, mask, state = actions.repeat(r, 1, 1), mask.repeat(r, 1, 1), state.repeat(r, 1)
+        noise = torch.randn_like(actions) if noise is None else noise
+        if beta_draws is not None:
+            t = beta_draw_to_time(beta_draws, cfg.action_noise_s)
+        else:
+            t = sample_beta_time(
+                b * r, actions.device, cfg.action_beta_alpha, cfg.action_beta_beta, cfg.action_noise_s
+            )
+        pred, target = self.loss_inputs(actions, state, features.to(actions.dtype), noise, t)
+        return masked_mse(pred.float(), target, mask)
 
     def enable_gradient_checkpointing(self) -> None:
         """Recompute each DiT block in the backward pass instead of storing its activations

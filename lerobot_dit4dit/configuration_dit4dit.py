@@ -268,6 +268,10 @@ class DiT4DiTConfig(PreTrainedConfig):
             )
         if self.training_mode not in TRAINING_MODES:
             raise ValueError(f"training_mode={self.training_mode!r}; expected one of {TRAINING_MODES}.")
+        if self.chunk_size + 1 > self.action_max_seq_len:  # the state token and the chunk's tokens
+            raise ValueError(
+                f"chunk_size={self.chunk_size} exceeds action_max_seq_len={self.action_max_seq_len}."
+            )
         if self.video_time_distribution not in VIDEO_TIME_DISTRIBUTIONS:
             raise ValueError(
                 f"video_time_distribution={self.video_time_distribution!r}; "

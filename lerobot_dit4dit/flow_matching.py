@@ -10,6 +10,7 @@ and sampling integrates dx/dt = v from t = 1 down to t = 0 with Euler steps x <-
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import torch
@@ -122,6 +123,25 @@ class ForwardNoise:
     action: Tensor | None = None
     action_beta: Tensor | None = None
 
+    @classmethod
+    def draw(
+        cls, shapes: dict[str, tuple[int, ...]], beta_alpha: float, beta_beta: float, generator=None
+    ) -> ForwardNoise:
+        """Every draw, of the given `shapes`, from `generator` (seeded from the global RNG when None)."""
+        g = generator if generator is not None else torch.Generator().manual_seed(torch.seed() % 2**63)
+        # torch's Beta sampler takes no generator: seed a forked global RNG from `g` instead.
+        beta_seed = int(torch.randint(0, 2**62, (1,), generator=g))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(beta_seed)
+            beta = torch.distributions.Beta(beta_alpha, beta_beta).sample(shapes["action_beta"])
+        return cls(
+            feature=torch.randn(shapes["feature"], generator=g),
+            video_time=torch.rand(shapes["video_time"], generator=g),
+            video=torch.randn(shapes["video"], generator=g),
+            action=torch.randn(shapes["action"], generator=g),
+            action_beta=beta,
+        )
+
     def check(self, shapes: dict[str, tuple[int, ...]]) -> None:
         """Raise ValueError naming every given draw whose shape differs from `shapes`."""
         bad = [
@@ -131,3 +151,22 @@ class ForwardNoise:
         ]
         if bad:
             raise ValueError(f"DiT4DiT: explicit noise of the wrong shape: {', '.join(bad)}.")
+
+
+def check_finite_loss(name: str, value: float, batch: dict, training_forwards: int) -> None:
+    """Stop on a non-finite loss term, naming the batch's frames. `value` is already on the host (it is
+    logged): no extra sync.
+
+    Raises:
+        FloatingPointError naming the term, the training forward and the batch's episode/frame indices.
+    """
+    if math.isfinite(value):
+        return
+    keys = ("episode_index", "frame_index", "index")
+    where = {k: batch[k].flatten().tolist()[:8] for k in keys if k in batch}
+    raise FloatingPointError(
+        f"DiT4DiT: {name} is {value} at training forward {training_forwards} (counted since "
+        f"this process built the policy); batch {where or '(no index keys)'}. Check the dataset for "
+        "NaN/Inf actions or state at those frames, or lower the learning rate. Training stops here so "
+        "that no NaN is saved."
+    )

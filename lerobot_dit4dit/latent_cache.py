@@ -98,6 +98,16 @@ class LatentCache:
         self.row = torch.full((int(index.max()) + 1,), -1, dtype=torch.long)
         self.row[index] = torch.arange(len(index))
 
+    def batch_latents(self, batch: dict, device, current_only: bool = False) -> tuple[Tensor, Tensor | None]:
+        """The latents (B, 16, T_lat, h, w) and future mask (B, T_lat - 1) or None of a training batch, by its
+        dataset `index`; with `current_only`, latent frame 0 only and no mask."""
+        if "index" not in batch:
+            raise KeyError("DiT4DiT: latent_cache needs each sample's dataset `index` in the batch.")
+        latents, future_mask = self.lookup(batch["index"])
+        if current_only:
+            return latents[:, :, :1].to(device), None
+        return latents.to(device), None if future_mask is None else future_mask.to(device)
+
     def lookup(self, index: Tensor) -> tuple[Tensor, Tensor | None]:
         """index (B,) -> latents (B, 16, T_lat, h, w), future mask (B, T_lat - 1) bool (None: no future)."""
         index = index.reshape(-1).long().cpu()

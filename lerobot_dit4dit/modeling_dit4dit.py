@@ -20,17 +20,15 @@ from __future__ import annotations
 import builtins
 import contextlib
 import logging
-import math
 from collections import deque
 from pathlib import Path
 from typing import TypeVar
 
 import torch
-import torch.nn.functional as F  # noqa: N812
 from huggingface_hub import ModelCard
 from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot.policies.rtc.modeling_rtc import RTCProcessor
-from lerobot.utils.constants import ACTION, OBS_STATE
+from lerobot.utils.constants import ACTION
 from torch import Tensor
 
 from . import fast_paths
@@ -47,7 +45,8 @@ from .checkpointing import (
     weights_for_training,
 )
 from .configuration_dit4dit import DTYPES, DiT4DiTConfig
-from .flow_matching import ForwardNoise, beta_draw_to_time, masked_mse, sample_beta_time
+from .flow_matching import ForwardNoise, check_finite_loss
+from .inputs import future_latent_mask, padded_state, tile_cameras
 from .model_card import build_model_card
 from .text_conditioning import FILENAME as TEXT_CONDITIONING_FILE
 from .text_conditioning import check_tasks, load_text_conditioning, save_text_conditioning
@@ -108,10 +107,6 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             for block in self.video.transformer.transformer_blocks:
                 block.compile()
             self.action_head.model.compile()
-        if config.chunk_size + 1 > config.action_max_seq_len:
-            raise ValueError(
-                f"chunk_size={config.chunk_size} exceeds action_max_seq_len={config.action_max_seq_len}."
-            )
         # A model trained without the video loss, with detached features, never updates the video DiT.
         if config.training_mode == "action" and config.detach_video_features:
             self.video.transformer.requires_grad_(False)
@@ -223,11 +218,10 @@ class DiT4DiTPolicy(PreTrainedPolicy):
     def _autocast(self, device: torch.device):
         """Mixed precision in `config.dtype` (a no-op for float32); `lerobot-train` adds its own on top.
 
-        Training with gradient checkpointing turns autocast's weight cache off. The cache would keep a bf16
-        copy of every trained weight alive for the whole forward (2.7 GiB of a B=4 step at real width,
-        `benchmarks.train_memory`), and saves little: each weight is cast at most twice per step (the feature
-        forward and the video-loss forward), where the cache casts it once. Without checkpointing, the
-        backward keeps those copies anyway.
+        Training with gradient checkpointing turns autocast's weight cache off: it would keep a bf16 copy of
+        every trained weight alive for the whole forward (`benchmarks.train_memory` measures it) to save one
+        of at most two casts per weight and step. Without checkpointing, the backward keeps those copies
+        anyway.
         """
         dtype = DTYPES[self.config.dtype]
         cache = not (self.training and self.config.gradient_checkpointing)
@@ -239,50 +233,12 @@ class DiT4DiTPolicy(PreTrainedPolicy):
 
     # ------------------------------------------------------------------ inputs
     def tile_cameras(self, batch: dict[str, Tensor], train: bool = False) -> Tensor:
-        """Tile the cameras side by side: (B, 3, T, H, n_cams * W) in [-1, 1]."""
-        frames = []
-        for key in self.config.cameras:
-            if key not in batch:
-                raise KeyError(f"DiT4DiT: camera {key!r} missing from the batch (has {sorted(batch)}).")
-            img = batch[key]
-            if img.shape[0] == 0:
-                raise ValueError(f"DiT4DiT: {key} holds an empty batch (shape {tuple(img.shape)}).")
-            if img.ndim == 4:
-                img = img.unsqueeze(1)
-            if img.ndim != 5:
-                raise ValueError(
-                    f"DiT4DiT: {key} has shape {tuple(img.shape)}; expected (B,C,H,W) or (B,T,C,H,W)."
-                )
-            frames.append(img)
-        video = torch.cat(frames, dim=-1).transpose(1, 2)  # (B, T, C, H, W) -> (B, C, T, H, W)
-        h, w = video.shape[-2:]
-        if h % 16 or w % 16:
-            raise ValueError(
-                f"DiT4DiT: image size {h}x{w} (tiled over {len(frames)} camera(s)) must be divisible by 16; "
-                f"resize with --policy.image_resolution."
-            )
-        n = video.shape[2]
-        if train and self.config.training_mode != "action" and n != self.config.num_video_frames:
-            raise ValueError(
-                f"DiT4DiT: got {n} frames per camera but num_video_frames={self.config.num_video_frames} "
-                f"(the dataset must load observation_delta_indices={self.config.video_frame_indices})."
-            )
-        if n % 4 != 1:
-            raise ValueError(f"DiT4DiT: {n} video frames; the Wan VAE needs a frame count that is 1 mod 4.")
-        return video
+        """Tile the cameras side by side: (B, 3, T, H, n_cams * W) in [-1, 1] (`inputs.tile_cameras`)."""
+        return tile_cameras(batch, self.config, train)
 
     def _state(self, batch: dict[str, Tensor]) -> Tensor:
-        """Current state, zero-padded: (B, max_state_dim)."""
-        state = batch[OBS_STATE]
-        if state.ndim == 3:
-            state = state[:, 0]
-        if state.shape[-1] != self.config.encoded_state_dim:
-            raise ValueError(
-                f"DiT4DiT: {OBS_STATE} has dim {state.shape[-1]}, "
-                f"config expects {self.config.encoded_state_dim} "
-                f"(state_dim {self.config.state_dim}, state_encoding={self.config.state_encoding!r})."
-            )
-        return F.pad(state.float(), (0, self.config.max_state_dim - state.shape[-1]))
+        """Current state, zero-padded: (B, max_state_dim) (`inputs.padded_state`)."""
+        return padded_state(batch, self.config)
 
     def extract_features(
         self,
@@ -352,21 +308,8 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         Replaying the same `ForwardNoise` makes `forward` deterministic (tests, parity with recorded draws).
         """
         cfg = self.config
-        shapes = self.noise_shapes(batch_size)
-        g = generator if generator is not None else torch.Generator().manual_seed(torch.seed() % 2**63)
-        # torch's Beta sampler takes no generator: seed a forked global RNG from `g` instead.
-        beta_seed = int(torch.randint(0, 2**62, (1,), generator=g))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(beta_seed)
-            beta = torch.distributions.Beta(cfg.action_beta_alpha, cfg.action_beta_beta).sample(
-                shapes["action_beta"]
-            )
-        return ForwardNoise(
-            feature=torch.randn(shapes["feature"], generator=g),
-            video_time=torch.rand(shapes["video_time"], generator=g),
-            video=torch.randn(shapes["video"], generator=g),
-            action=torch.randn(shapes["action"], generator=g),
-            action_beta=beta,
+        return ForwardNoise.draw(
+            self.noise_shapes(batch_size), cfg.action_beta_alpha, cfg.action_beta_beta, generator
         )
 
     def forward(self, batch: dict[str, Tensor], noise: ForwardNoise | None = None) -> tuple[Tensor, dict]:
@@ -435,13 +378,13 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             action_loss = self._action_loss(batch, features, noise)
             loss = loss + action_loss
             info["action_loss"] = action_loss.item()
-            self._check_finite(batch, "action_loss", info["action_loss"])
+            check_finite_loss("action_loss", info["action_loss"], batch, self.weights.training_forwards)
         if mode != "action":
             if video_loss is None:
                 video_loss = self._video_loss(latents, context, noise, future_mask, text_index)
             loss = loss + cfg.video_loss_weight * video_loss
             info["video_loss"] = video_loss.item()
-            self._check_finite(batch, "video_loss", info["video_loss"])
+            check_finite_loss("video_loss", info["video_loss"], batch, self.weights.training_forwards)
         return loss, info
 
     def _video_loss(
@@ -475,47 +418,18 @@ class DiT4DiTPolicy(PreTrainedPolicy):
     def _cached_latents(self, batch: dict, device: torch.device, mode: str) -> tuple[Tensor, Tensor | None]:
         """The batch's latents (B, 16, T_lat, h, w) and future-frame mask (B, T_lat - 1) or None, from
         `config.latent_cache`, by dataset index (see `_future_latent_mask`)."""
-        cache = getattr(self, "_latent_cache", None)
-        if cache is None:
+        if getattr(self, "_latent_cache", None) is None:
             from .latent_cache import LatentCache
 
-            cache = self._latent_cache = LatentCache(
+            self._latent_cache = LatentCache(
                 self.config.latent_cache, self.config, dataset=self._dataset_identity
             )
-        if "index" not in batch:
-            raise KeyError("DiT4DiT: latent_cache needs each sample's dataset `index` in the batch.")
-        latents, future_mask = cache.lookup(batch["index"])
-        if mode == "action":
-            return latents[:, :, :1].to(device), None
-        return latents.to(device), None if future_mask is None else future_mask.to(device)
+        return self._latent_cache.batch_latents(batch, device, current_only=mode == "action")
 
     def _future_latent_mask(self, batch: dict, num_latent_frames: int) -> Tensor | None:
-        """(B, T_lat - 1) bool: True for future latent frames made only of real frames.
-
-        LeRobot pads a clip that runs past the episode end by repeating the boundary frame and marks those
-        frames in `<camera>_is_pad` (B, T). Latent frame k >= 1 encodes pixel frames 1 + 4(k-1) .. 4k; one
-        with any padded pixel frame would teach the video DiT a frozen scene, so it leaves the video loss.
-        None when the batch carries no padding flags (every frame counts).
-        """
-        pads = [batch[f"{k}_is_pad"] for k in self.config.cameras if f"{k}_is_pad" in batch]
-        if not pads or num_latent_frames < 2:
-            return None
-        pad = torch.stack([p.bool() for p in pads]).any(0)  # (B, T)
-        stride = self.video.temporal_compression
-        groups = [pad[:, 1 + stride * (k - 1) : 1 + stride * k].any(-1) for k in range(1, num_latent_frames)]
-        return ~torch.stack(groups, dim=1)
-
-    def _check_finite(self, batch: dict, name: str, value: float) -> None:
-        """Stop on a non-finite loss term. `value` is already on the host (it is logged): no extra sync."""
-        if math.isfinite(value):
-            return
-        keys = ("episode_index", "frame_index", "index")
-        where = {k: batch[k].flatten().tolist()[:8] for k in keys if k in batch}
-        raise FloatingPointError(
-            f"DiT4DiT: {name} is {value} at training forward {self.weights.training_forwards} (counted since "
-            f"this process built the policy); batch {where or '(no index keys)'}. Check the dataset for "
-            "NaN/Inf actions or state at those frames, or lower the learning rate. Training stops here so "
-            "that no NaN is saved."
+        """(B, T_lat - 1) bool: future latent frames of real frames only (`inputs.future_latent_mask`)."""
+        return future_latent_mask(
+            batch, self.config.cameras, num_latent_frames, self.video.temporal_compression
         )
 
     def _action_loss(self, batch: dict[str, Tensor], features: Tensor, noise: ForwardNoise) -> Tensor:
@@ -526,29 +440,15 @@ class DiT4DiTPolicy(PreTrainedPolicy):
                 f"DiT4DiT: {ACTION} has shape {tuple(actions.shape)}; "
                 f"expected (B, {cfg.chunk_size}, {cfg.action_dim})."
             )
-        b, h, a = actions.shape
-        actions = F.pad(actions.float(), (0, cfg.max_action_dim - a))
-        mask = torch.zeros_like(actions, dtype=torch.bool)
-        mask[..., :a] = True
-        if "action_is_pad" in batch:
-            mask &= ~batch["action_is_pad"].bool()[..., None]
-        state = self._state(batch)
-
-        # R independent (noise, time) draws per sample; row i of the expanded batch is sample i % B. The
-        # features stay (B, S_f, D_f): the head's cross-attention projects each sample's once.
-        r = cfg.num_action_noise_draws
-        actions, mask, state = actions.repeat(r, 1, 1), mask.repeat(r, 1, 1), state.repeat(r, 1)
-        eps = noise.action
-        if eps is None:
-            eps = torch.randn_like(actions)
-        if noise.action_beta is not None:
-            t = beta_draw_to_time(noise.action_beta, cfg.action_noise_s)
-        else:
-            t = sample_beta_time(
-                b * r, actions.device, cfg.action_beta_alpha, cfg.action_beta_beta, cfg.action_noise_s
-            )
-        pred, target = self.action_head.loss_inputs(actions, state, features.to(actions.dtype), eps, t)
-        return masked_mse(pred.float(), target, mask)
+        return self.action_head.flow_matching_loss(
+            actions,
+            batch.get("action_is_pad"),
+            self._state(batch),
+            features,
+            noise.action,
+            noise.action_beta,
+            cfg,
+        )
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -671,11 +571,11 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         is decoded on its own (the Wan VAE is causal: a chunk's first latent is a single condition frame),
         giving the current frame and its imagined future frames, 1 + 4 * (T_lat - 1) per chunk. Called by
         `lerobot-eval` only."""
-        device = self.video.latents_mean.device
         chunks = latents[:1].split(self.num_latent_frames, dim=2)
-        video = torch.cat([self.video.decode_latents(c.to(device)) for c in chunks], dim=2)  # (1, 3, T, H, W)
-        frames = ((video[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return frames.permute(1, 2, 3, 0).cpu()
+        video = torch.cat(
+            [self.video.decode_latents(c.to(self.video.latents_mean.device)) for c in chunks], 2
+        )
+        return ((video[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).cpu()
 
     def _save_pretrained(self, save_directory: Path, state_dict: dict[str, Tensor] | None = None) -> None:
         """config.json + model.safetensors (the video DiT and the action head only) + the projected text
@@ -717,14 +617,9 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         """The dit4dit card (`model_card.build_model_card`): the base's licence, features, instructions (and
         which ship their conditioning), training settings, commands and hardware. Built offline: unlike
         LeRobot's default it is not validated online."""
-        shipped = set(self.video.shipped_instructions())
-        seen = dict.fromkeys([*self.video.cached_prompts(), *shipped])
+        seen = dict.fromkeys([*self.video.cached_prompts(), *self.video.shipped_instructions()])
+        # save_pretrained ships every instruction it has seen
+        kwargs = {"license": license, "tags": tags, "train_cfg": cfg, "dataset_meta": dataset_meta}
         return build_model_card(
-            self.config,
-            dataset_repo_id=dataset_repo_id,
-            license=license,
-            tags=tags,
-            train_cfg=cfg,
-            dataset_meta=dataset_meta,
-            instructions=[(t, True) for t in seen],  # save_pretrained ships every instruction it has seen
+            self.config, dataset_repo_id=dataset_repo_id, instructions=[(t, True) for t in seen], **kwargs
         )
