@@ -37,6 +37,7 @@ from lerobot.processor.relative_action_processor import (
 from lerobot.utils.constants import ACTION, OBS_STATE
 
 from .configuration_dit4dit import DiT4DiTConfig
+from .text_conditioning import check_tasks
 
 
 def resize_images(images: torch.Tensor, resolution) -> torch.Tensor:
@@ -115,10 +116,7 @@ class DiT4DiTInputCheckProcessorStep(ProcessorStep):
                 )
         tasks = (transition.get(TransitionKey.COMPLEMENTARY_DATA) or {}).get("task")
         if tasks is not None:
-            items = [tasks] if isinstance(tasks, str) else tasks
-            bad = [t for t in items if not isinstance(t, str)] if isinstance(items, list | tuple) else [tasks]
-            if bad:
-                raise TypeError(f"DiT4DiT: 'task' must be instruction strings; got {bad[:3]!r}.")
+            check_tasks(tasks)
         return transition
 
     def transform_features(
