@@ -239,6 +239,12 @@ CONFIG_ERRORS: list[Row] = [
         ValueError,
         r"state_dropout_prob=1.0 must be in \[0, 1\)",
     ),
+    (
+        "chunk_longer_than_action_sequence",
+        lambda c: DiT4DiTConfig(chunk_size=16, n_action_steps=16, action_max_seq_len=16),
+        ValueError,
+        "chunk_size=16 exceeds action_max_seq_len=16",
+    ),
     # ---------------------------------------------------------- config against features and base model
     (
         "unknown_camera_in_order",
