@@ -17,15 +17,15 @@ shadows are most of the simulator's cost (72 -> 28 ms per 480x480 frame here). R
 (steps, batch, seed, resolution, evaluation episodes, step limit, shadows) are refused rather than mixed into
 the table.
 
-    MUJOCO_GL=egl python examples/metaworld/sample_efficiency.py --out outputs/sample_efficiency
-    python examples/metaworld/sample_efficiency.py --out outputs/sample_efficiency --report-only
+    MUJOCO_GL=egl python -m benchmarks.sample_efficiency --out outputs/sample_efficiency
+    python -m benchmarks.sample_efficiency --out outputs/sample_efficiency --report-only
 
-(the example is this module's `main`; `python -m benchmarks.sample_efficiency` is the same)
+Run from the repository root (the benchmarks live outside the wheel).
 
 On a 2-core machine, one single-threaded process per task uses both cores (same --out; then --report-only):
 
     for t in pick-place-v3 push-v3; do
-        OMP_NUM_THREADS=1 python examples/metaworld/sample_efficiency.py --tasks $t &
+        OMP_NUM_THREADS=1 python -m benchmarks.sample_efficiency --tasks $t &
     done; wait
 """
 
@@ -42,14 +42,16 @@ from datetime import date
 from pathlib import Path
 
 from lerobot_dit4dit.envs.metaworld import record
+from lerobot_dit4dit.recipes import preset_path
 
 from .machine import cpu_name
 
-# The presets are read relative to the project checkout (configs/ is not part of the wheel): run from there.
+# The presets ship in the wheel (`recipes.preset_path`); the repository's configs/ is their source.
+QUICKSTART = f"--config_path={preset_path('metaworld_quickstart')}"
 METHODS = {
-    "dit4dit": ["--config_path=configs/metaworld_quickstart.json"],
-    "dit4dit_action": ["--config_path=configs/metaworld_quickstart.json", "--policy.training_mode=action"],
-    "diffusion": ["--config_path=configs/metaworld_diffusion.json"],
+    "dit4dit": [QUICKSTART],
+    "dit4dit_action": [QUICKSTART, "--policy.training_mode=action"],
+    "diffusion": [f"--config_path={preset_path('metaworld_diffusion')}"],
 }
 EVAL_SEED = 100_000
 
