@@ -356,7 +356,7 @@ def test_vae_decoder_is_read_only_when_frames_are_decoded(make_policy, tiny_base
     assert policy.video.vae_decoder_loaded
     with torch.no_grad():
         z = latents / policy.video.latents_inv_std + policy.video.latents_mean
-        # within float rounding: the decoder's RMS norms take the fast path (`use_fast_rms_norms`)
+        # within float rounding: the decoder's RMS norms take the fast path (`fast_paths.FastRMSNorm`)
         torch.testing.assert_close(frames, whole.decode(z, return_dict=False)[0], atol=1e-5, rtol=1e-5)
     assert make_policy(save_predicted_video=True).video.vae_decoder_loaded  # imagining asks for it up front
 

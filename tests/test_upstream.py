@@ -98,3 +98,19 @@ def test_diffusers_cosmos_adaln_and_text_attention():
         and "value = attn.to_v(encoder_hidden_states)" in uses
     )
     assert "crossattn_proj" in inspect.getsource(transformer_cosmos.CosmosTransformer3DModel.__init__)
+
+
+def test_torch_tensor_version_counter():
+    """`fast_paths.tensor_version` reads the private `Tensor._version` (the in-place modification counter) so
+    that a keyed cache and the shipped text contexts notice an optimizer step; inference tensors have none."""
+    import torch
+
+    from lerobot_dit4dit.fast_paths import tensor_version
+
+    t = torch.zeros(3)
+    before = t._version
+    t.add_(1)
+    assert t._version == before + 1, "torch.Tensor._version no longer counts in-place updates"
+    assert tensor_version(t) == t._version
+    with torch.inference_mode():
+        assert tensor_version(torch.zeros(1)) == -1
