@@ -320,16 +320,21 @@ def time_policy(args) -> dict:
         video = policy.tile_cameras(obs)[:, :, :1]
         tasks = obs["task"]
         context = policy.video.text_context(tasks)
+        text_key = policy.video.text_context_key(
+            tasks
+        )  # as `predict_action_chunk` passes it: text K/V reused
         cond = policy.video.encode_video(video)
         feature_noise = torch.randn(cond.shape[0], cond.shape[1], policy.num_latent_frames, *cond.shape[-2:])
-        features = policy.extract_features(cond, context, noise=feature_noise, projected=True)
+        features = policy.extract_features(
+            cond, context, noise=feature_noise, projected=True, text_key=text_key
+        )
         state = policy._state(obs)
         action_noise = torch.randn(cond.shape[0], cfg.chunk_size, cfg.max_action_dim)
         stages = {
             "text_context": lambda: policy.video.text_context(tasks),
             "vae_encode_frame0": lambda: policy.video.encode_video(video),
             "feature_forward": lambda: policy.extract_features(
-                cond, context, noise=feature_noise, projected=True
+                cond, context, noise=feature_noise, projected=True, text_key=text_key
             ),
             "action_sampling": lambda: policy.action_head.sample(
                 state, features.float(), action_noise, cfg.num_inference_steps
