@@ -21,6 +21,7 @@ for the span in which an input is known not to change; no cache ever compares te
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 from collections.abc import Hashable, Iterable
@@ -51,9 +52,15 @@ def _check_names(names: Iterable[str], source: str) -> None:
         raise ValueError(f"DiT4DiT: unknown fast path(s) {unknown} in {source}; known: {sorted(FAST_PATHS)}.")
 
 
-def disabled_by_env() -> set[str]:
+def disabled_by_env() -> frozenset[str]:
     """The names listed in `DIT4DIT_DISABLE` (raises ValueError naming an unknown one)."""
-    names = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
+    return _parse_disabled(os.environ.get(DISABLE_ENV, ""))
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_disabled(value: str) -> frozenset[str]:
+    # Cached by the variable's text: `enabled` runs in every hooked module's forward.
+    names = frozenset(n.strip() for n in value.split(",") if n.strip())
     _check_names(names, DISABLE_ENV)
     return names
 

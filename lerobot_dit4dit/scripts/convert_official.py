@@ -1,26 +1,12 @@
-"""Convert an official DiT4DiT checkpoint (github Mondo-Robotics/DiT4DiT) into a dit4dit checkpoint directory.
+"""dit4dit-convert-official: convert an official DiT4DiT checkpoint.
 
-    dit4dit-convert-official \
-        --checkpoint <run>/checkpoints/steps_80000_pytorch_model.pt \
-        --config <run>/config.yaml \
-        --output outputs/dit4dit_libero_official
-
-(--checkpoint also takes a .safetensors file, or <org>/<repo>/<file> on the Hub.)
-
-The output holds config.json (settings that reproduce the official model), a slim model.safetensors (video DiT
-+ action head) and the pre/post processors with the official normalisation (from `dataset_statistics.json`
-next to the config, when present). It loads with `DiT4DiTPolicy.from_pretrained` and `lerobot-eval
---policy.path`.
-
-Every key of the official state dict is accounted for: the video transformer and the action model are
-converted, the frozen VAE and text encoder are checked against `--base-model` (they are re-loaded from there),
-and anything else is an error naming the key.
-"""
+Its --help is the documentation of `lerobot_dit4dit.convert_official`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from lerobot_dit4dit.convert_official import (
     convert_official,
@@ -29,7 +15,8 @@ from lerobot_dit4dit.convert_official import (
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=sys.modules["lerobot_dit4dit.convert_official"].__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--checkpoint", required=True, help="official .pt/.safetensors, local or <org>/<repo>/<file>"

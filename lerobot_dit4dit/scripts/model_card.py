@@ -1,16 +1,12 @@
-"""The model card of a dit4dit checkpoint (`hub_cards/dit4dit_model_card.md`), rendered offline.
+"""dit4dit-model-card: write the model card of a checkpoint.
 
-`lerobot-train --policy.push_to_hub=true` writes it through `DiT4DiTPolicy.generate_model_card`. To publish
-measured results with a model, render it again with lerobot-eval's `eval_info.json` and upload the README:
-
-    dit4dit-model-card --checkpoint outputs/.../pretrained_model \
-        --eval-info outputs/eval/eval_info.json        # writes <checkpoint>/README.md
-"""
+Its --help is the documentation of `lerobot_dit4dit.model_card`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from lerobot_dit4dit.configuration_dit4dit import DiT4DiTConfig
@@ -21,7 +17,8 @@ from lerobot_dit4dit.model_card import (
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=sys.modules["lerobot_dit4dit.model_card"].__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--checkpoint", required=True, help="a local dit4dit pretrained_model directory")
     parser.add_argument("--eval-info", default=None, help="lerobot-eval's eval_info.json to publish")

@@ -1,28 +1,12 @@
-"""Shipped text conditioning: the projected text context of each instruction, saved next to the weights, so
-that inference on a shipped instruction never loads (or downloads) the 7B text encoder.
+"""dit4dit-text-conditioning: add instructions to a checkpoint's shipped text conditioning.
 
-What is stored: for each instruction, the output of the video DiT's `crossattn_proj` applied to its prompt
-embeddings, (L, D) = (max_prompt_tokens, DiT text width): 512 x 1,024 values, 1 MiB per instruction in bf16 at
-real width, against 103 MB for the raw 512 x 100,352 embeddings. It is exact while the projection weights
-are the ones it was computed with; `projection_sha256` in the metadata ties the file to them, and loading
-refuses a file made for other weights. Padded positions are kept: they differ between prompts (the encoder
-attends to the whole padded sequence).
-
-    text_conditioning.safetensors
-        tensors   context.<i>: (L, D), one per instruction
-        metadata  format, instructions (JSON list, index i), max_prompt_tokens, base_model,
-                  base_model_revision, projection_sha256, dtype
-
-Add instructions to an existing checkpoint on a machine that has the text encoder:
-
-    dit4dit-text-conditioning --checkpoint outputs/.../pretrained_model \\
-        --instructions "put the bowl on the plate" "open the drawer"
-"""
+Its --help is the documentation of `lerobot_dit4dit.text_conditioning`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from lerobot_dit4dit.modeling_dit4dit import DiT4DiTPolicy
@@ -43,7 +27,8 @@ def add_instructions(checkpoint: str | Path, instructions: list[str]) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=sys.modules["lerobot_dit4dit.text_conditioning"].__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--checkpoint", required=True, help="a local dit4dit pretrained_model directory")
     parser.add_argument("--instructions", nargs="+", required=True, help="instructions to add")

@@ -1,16 +1,11 @@
-"""Build a tiny, randomly initialised Cosmos-Predict2.5 base pipeline, offline.
+"""dit4dit-tiny-base: build the small random Cosmos-Predict2.5-shaped base.
 
-It uses the SAME classes as `nvidia/Cosmos-Predict2.5-2B` (CosmosTransformer3DModel, AutoencoderKLWan,
-Qwen2_5_VLForConditionalGeneration, a Qwen2 byte-level tokenizer with the Qwen chat template and special
-tokens, UniPCMultistepScheduler with Cosmos' flow sigmas) and is written with `save_pretrained`, so the
-policy loads it through exactly the code path of the real model; only the path differs.
-
-    dit4dit-tiny-base --output outputs/tiny_cosmos_base
-"""
+Its --help is the documentation of `lerobot_dit4dit.testing.tiny_base`."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import asdict, fields, replace
 
 from lerobot_dit4dit.testing.tiny_base import (
@@ -22,7 +17,8 @@ from lerobot_dit4dit.testing.tiny_base import (
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=sys.modules["lerobot_dit4dit.testing.tiny_base"].__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--output", required=True, help="directory to write the pipeline to")
     for f in fields(TinyBaseSizes):
