@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lerobot_dit4dit.inputs import tile_cameras
+
 
 def load_policy(path: Path, device: str = "cpu"):
     """A trained LeRobot policy and its pre/post processors, from a `pretrained_model` folder."""
@@ -156,11 +158,12 @@ def button_probe(policy_path: Path, data: Path, frames: int = 600, seed: int = 0
             obs = {k: v for k, v in item.items() if k.startswith("observation.")}
             obs["task"] = item["task"]
             batch = pre(obs)
-            latent = policy.video.encode_video(policy.tile_cameras(batch)[:, :, :1])  # (1, 16, 1, h, w)
+            video = tile_cameras(batch, policy.config)[:, :, :1]
+            latent = policy.video.encode_video(video)  # (1, 16, 1, h, w)
             features = policy.extract_features(latent, policy.video.encode_prompts(batch["task"]))
             inputs["pixels"].append(item[camera].flatten().numpy())
             inputs["VAE latent"].append(latent.flatten().numpy())
-            current = policy.current_frame_tokens(features, latent)[0]
+            current = policy.video.current_frame_tokens(features, latent)[0]
             inputs["features, current-frame tokens"].append(current.flatten().float().numpy())
     y = np.array(centroids)
     return {

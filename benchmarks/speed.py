@@ -25,6 +25,7 @@ import torch
 
 from lerobot_dit4dit import fast_paths
 from lerobot_dit4dit.configuration_dit4dit import DTYPES
+from lerobot_dit4dit.inputs import padded_state, tile_cameras
 
 from .common import (
     REAL_TEXT,
@@ -214,7 +215,8 @@ def read_latents_from_memory(policy, batch: dict) -> None:
     policy reads those latents instead of running the frozen VAE (the file lookup of `LatentCache` is left
     out). Every later training batch must be this one."""
     with torch.no_grad():
-        latents = policy.video.encode_video(policy.tile_cameras(batch, train=True))  # (B, 16, T_lat, h, w)
+        video = tile_cameras(batch, policy.config, train=True)
+        latents = policy.video.encode_video(video)  # (B, 16, T_lat, h, w)
     policy.config.latent_cache = "<in memory>"
     # (latents, future-frame mask): no clip of this batch runs past an episode end.
     policy._cached_latents = lambda _batch, _device, mode: (
@@ -317,7 +319,7 @@ def time_policy(args) -> dict:
 
     # The stages of one chunk, through the policy's public seams (with the caches warm, as in a rollout).
     with torch.no_grad(), autocast:
-        video = policy.tile_cameras(obs)[:, :, :1]
+        video = tile_cameras(obs, policy.config)[:, :, :1]
         tasks = obs["task"]
         context = policy.video.text_context(tasks)
         text_key = policy.video.text_context_key(
@@ -328,7 +330,7 @@ def time_policy(args) -> dict:
         features = policy.extract_features(
             cond, context, noise=feature_noise, projected=True, text_key=text_key
         )
-        state = policy._state(obs)
+        state = padded_state(obs, policy.config)
         action_noise = torch.randn(cond.shape[0], cfg.chunk_size, cfg.max_action_dim)
         stages = {
             "text_context": lambda: policy.video.text_context(tasks),

@@ -379,6 +379,17 @@ class DiT4DiTConfig(PreTrainedConfig):
             raise ValueError(f"binarize_gripper_dim={dim} is out of range for action dim {self.action_dim}.")
 
     @property
+    def video_time_kwargs(self) -> dict:
+        """How the video loss draws its flow time (`flow_matching.sample_video_time`'s keywords)."""
+        return {
+            "distribution": self.video_time_distribution,
+            "logit_normal_mean": self.video_logit_normal_mean,
+            "logit_normal_std": self.video_logit_normal_std,
+            "high_sigma_ratio": self.video_high_sigma_ratio,
+            "high_sigma_min": self.video_high_sigma_min,
+        }
+
+    @property
     def cameras(self) -> list[str]:
         """Camera keys in tiling order."""
         return list(self.camera_order) if self.camera_order else list(self.image_features)

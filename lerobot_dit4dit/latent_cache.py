@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .inputs import tile_cameras
+
 logger = logging.getLogger(__name__)
 
 KEYS = (
@@ -147,9 +149,9 @@ def build(cfg, output: Path, batch_size: int = 8) -> dict:
     with torch.no_grad():
         for batch in loader:
             batch = preprocessor(batch)
-            video = policy.tile_cameras(batch, train=True)
+            video = tile_cameras(batch, policy.config, train=True)
             latent = policy.video.encode_video(video if mode != "action" else video[:, :, :1]).cpu()
-            mask = policy._future_latent_mask(batch, latent.shape[2])
+            mask = policy.future_latent_mask(batch, latent.shape[2])
             if mask is None:  # no padding flags: every future latent frame is real
                 mask = torch.ones(latent.shape[0], max(latent.shape[2] - 1, 0), dtype=torch.bool)
             latents.append(latent)

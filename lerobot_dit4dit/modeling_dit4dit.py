@@ -183,9 +183,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         sigma = self.config.feature_sigma
         if sigma is None:
             sigma = self.video.scheduler_first_sigma
-        if (
-            self.config.cast_feature_sigma_to_model_dtype
-        ):  # the official code rounds σ_f to its bf16 DiT dtype
+        if self.config.cast_feature_sigma_to_model_dtype:  # the official code rounds σ_f to its DiT dtype
             sigma = float(torch.tensor(sigma, dtype=DTYPES[self.config.dtype]))
         return sigma
 
@@ -232,14 +230,6 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         return self.video.num_latent_frames(self.config.num_video_frames)
 
     # ------------------------------------------------------------------ inputs
-    def tile_cameras(self, batch: dict[str, Tensor], train: bool = False) -> Tensor:
-        """Tile the cameras side by side: (B, 3, T, H, n_cams * W) in [-1, 1] (`inputs.tile_cameras`)."""
-        return tile_cameras(batch, self.config, train)
-
-    def _state(self, batch: dict[str, Tensor]) -> Tensor:
-        """Current state, zero-padded: (B, max_state_dim) (`inputs.padded_state`)."""
-        return padded_state(batch, self.config)
-
     def extract_features(
         self,
         cond_latent: Tensor,
@@ -275,24 +265,16 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             text_key=text_key,
         )
         if self.config.action_feature_frames == "current":
-            features = self.current_frame_tokens(features, cond_latent)
+            features = self.video.current_frame_tokens(features, cond_latent)
         return features
-
-    def current_frame_tokens(self, features: Tensor, cond_latent: Tensor) -> Tensor:
-        """(B, S, D) features -> (B, (h / 2) * (w / 2), D): the tokens of the current frame, whose latent is
-        `cond_latent` (B, 16, 1, h, w). The DiT's tokens are frame-major, so they come first."""
-        _, p_h, p_w = self.video.patch_size
-        return features[:, : (cond_latent.shape[-2] // p_h) * (cond_latent.shape[-1] // p_w)]
 
     # ------------------------------------------------------------------ training
     def noise_shapes(self, batch_size: int) -> dict[str, tuple[int, ...]]:
         """Shapes of the random draws of one training forward (the fields of `ForwardNoise`)."""
         cfg = self.config
         c, t_lat = self.video.latent_channels, self.num_latent_frames
-        h = cfg.image_resolution[0] // self.video.spatial_compression
-        w = (
-            len(cfg.cameras) * cfg.image_resolution[1] // self.video.spatial_compression
-        )  # cameras side by side
+        h, w = (n // self.video.spatial_compression for n in cfg.image_resolution)
+        w *= len(cfg.cameras)  # cameras side by side
         rows = cfg.num_action_noise_draws * batch_size
         return {
             "feature": (batch_size, c, t_lat, h, w),
@@ -328,7 +310,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             restore_deferred_blocks(self)  # the video loss runs every block, in eval mode too
         # On a latent cache the dataset loads only the current frame (`observation_delta_indices`): the cache
         # holds the clip's latents, so the frame count is not checked.
-        video = self.tile_cameras(batch, train=self.config.latent_cache is None)
+        video = tile_cameras(batch, self.config, train=self.config.latent_cache is None)
         noise = noise or ForwardNoise()
         noise.check(self.noise_shapes(video.shape[0]))
         with self._autocast(video.device):
@@ -348,7 +330,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             latents, future_mask = self._cached_latents(batch, video.device, mode)
         else:
             latents = self.video.encode_video(video if mode != "action" else video[:, :, :1])
-            future_mask = self._future_latent_mask(batch, latents.shape[2])
+            future_mask = self.future_latent_mask(batch, latents.shape[2])
         cond_latent = latents[:, :, :1]
 
         info = {}
@@ -403,13 +385,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             conditional_frame_timestep=cfg.conditional_frame_timestep,
             time=noise.video_time,
             noise=noise.video,
-            time_kwargs={
-                "distribution": cfg.video_time_distribution,
-                "logit_normal_mean": cfg.video_logit_normal_mean,
-                "logit_normal_std": cfg.video_logit_normal_std,
-                "high_sigma_ratio": cfg.video_high_sigma_ratio,
-                "high_sigma_min": cfg.video_high_sigma_min,
-            },
+            time_kwargs=cfg.video_time_kwargs,
             future_mask=future_mask,
             projected=True,
             text_index=text_index,
@@ -426,7 +402,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             )
         return self._latent_cache.batch_latents(batch, device, current_only=mode == "action")
 
-    def _future_latent_mask(self, batch: dict, num_latent_frames: int) -> Tensor | None:
+    def future_latent_mask(self, batch: dict, num_latent_frames: int) -> Tensor | None:
         """(B, T_lat - 1) bool: future latent frames of real frames only (`inputs.future_latent_mask`)."""
         return future_latent_mask(
             batch, self.config.cameras, num_latent_frames, self.video.temporal_compression
@@ -443,7 +419,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         return self.action_head.flow_matching_loss(
             actions,
             batch.get("action_is_pad"),
-            self._state(batch),
+            padded_state(batch, cfg),
             features,
             noise.action,
             noise.action_beta,
@@ -476,11 +452,11 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         cast_for_inference(self)
         if self.config.training_mode == "video":
             raise RuntimeError(
-                "DiT4DiT: this policy was trained with training_mode='video' (video loss only): its "
-                "action head "
-                "is untrained, so it cannot predict actions. Train with training_mode='joint' or 'action'."
+                "DiT4DiT: this policy was trained with training_mode='video' (video loss only), so its "
+                "action head is untrained. Fine-tune it on an action dataset first: lerobot-train "
+                "--policy.path=<this checkpoint> --policy.training_mode=joint --dataset.repo_id=<actions>."
             )
-        video = self.tile_cameras(batch, train=False)[:, :, :1]  # the current frame only
+        video = tile_cameras(batch, self.config, train=False)[:, :, :1]  # the current frame only
         rtc = {}
         if self.rtc_processor is not None:
             rtc = {
@@ -495,19 +471,16 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         self, batch: dict, video: Tensor, noise: Tensor | None, feature_noise: Tensor | None, rtc: dict
     ) -> Tensor:
         bsz = video.shape[0]
-        state = self._state(batch)
+        state = padded_state(batch, self.config)
         # The projected text context: shipped instructions need no text encoder (see `text_conditioning`).
         tasks = check_tasks(batch.get("task"), bsz)
         context, text_key = self.video.text_context(tasks), self.video.text_context_key(tasks)
         cond_latent = self.video.encode_video(video)
         if feature_noise is None:
-            generator = None
-            if self.config.feature_noise_seed is not None:
-                generator = torch.Generator(device=video.device).manual_seed(self.config.feature_noise_seed)
-            b, c, _, h, w = cond_latent.shape
-            feature_noise = torch.randn(
-                (b, c, self.num_latent_frames, h, w), generator=generator, device=video.device
-            )
+            seed, (b, c, _, h, w) = self.config.feature_noise_seed, cond_latent.shape
+            generator = None if seed is None else torch.Generator(video.device).manual_seed(seed)
+            shape = (b, c, self.num_latent_frames, h, w)
+            feature_noise = torch.randn(shape, generator=generator, device=video.device)
         features = self.extract_features(
             cond_latent, context, noise=feature_noise, projected=True, text_key=text_key
         )

@@ -126,6 +126,12 @@ class CosmosVideoBackbone(TextContext, nn.Module):
         w = width // self.spatial_compression // p_w
         return self.num_latent_frames(num_frames) // p_t * h * w
 
+    def current_frame_tokens(self, features: Tensor, cond_latent: Tensor) -> Tensor:
+        """(B, S, D) features -> (B, (h / 2) * (w / 2), D): the tokens of the current frame, whose latent is
+        `cond_latent` (B, 16, 1, h, w). The DiT's tokens are frame-major, so they come first."""
+        _, p_h, p_w = self.patch_size
+        return features[:, : (cond_latent.shape[-2] // p_h) * (cond_latent.shape[-1] // p_w)]
+
     def _text_hooks(self, num_blocks: int | None = None) -> None:
         """Hook the text `to_k`/`to_v` of the blocks as they are now (a PEFT wrapper installed since is hooked
         on the outside): the row gather innermost, then the two keyed caches (idempotent)."""

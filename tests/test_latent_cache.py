@@ -36,7 +36,7 @@ def test_latent_cache_gives_the_losses_of_the_vae(tiny_base, reach_dataset, tmp_
     ends = dataset.meta.episodes["dataset_to_index"]
     picks = [0, 5, int(ends[0]) - 1, int(ends[1]) - 3]
     batch = preprocessor(torch.utils.data.default_collate([dataset[i] for i in picks]))
-    assert policy._future_latent_mask(batch, 2)[2:].logical_not().all()  # the padded clips are masked
+    assert policy.future_latent_mask(batch, 2)[2:].logical_not().all()  # the padded clips are masked
     noise = policy.draw_noise(4, torch.Generator().manual_seed(0))
     policy.eval()
     with torch.no_grad():

@@ -21,10 +21,11 @@ from utils import (
 )
 
 from lerobot_dit4dit import DiT4DiTConfig, DiT4DiTPolicy, fast_paths
+from lerobot_dit4dit.inputs import tile_cameras
 
 
 def _cond_and_prompts(policy, batch):
-    video = policy.tile_cameras(batch, train=False)[:, :, :1]
+    video = tile_cameras(batch, policy.config, train=False)[:, :, :1]
     return policy.video.encode_video(video), policy.video.encode_prompts(batch["task"])
 
 
@@ -402,7 +403,7 @@ def test_per_frame_adaln_matches_diffusers_per_token(make_policy):
 def test_camera_order_sets_tiling(make_policy, camera_order):
     policy = make_policy(camera_order=camera_order)
     batch = inference_batch()
-    video = policy.tile_cameras(batch, train=False)
+    video = tile_cameras(batch, policy.config, train=False)
     assert torch.equal(video[:, :, 0, :, :32], batch[camera_order[0]])
     assert torch.equal(video[:, :, 0, :, 32:], batch[camera_order[1]])
 

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from lerobot_dit4dit import DiT4DiTPolicy
 from lerobot_dit4dit.convert_official import OFFICIAL_DEFAULTS, convert_official
 from lerobot_dit4dit.flow_matching import ForwardNoise
+from lerobot_dit4dit.inputs import tile_cameras
 from lerobot_dit4dit.recipes import recipe_for_data_mix
 
 FIXTURES = Path(os.environ.get("DIT4DIT_PARITY_FIXTURES", Path(__file__).parent / "fixtures" / "parity"))
@@ -95,7 +96,7 @@ def test_prompt_embeddings(parity):
 
 def test_condition_latents(parity):
     policy, batch, _, expected, _ = parity
-    video = policy.tile_cameras(batch, train=True)
+    video = tile_cameras(batch, policy.config, train=True)
     cond = policy.video.encode_video(video[:, :, :1])
     _report(
         "train.feature.cond_latents[frame 0]", cond, expected["train.feature.cond_latents"][:, :, :1], 1e-5
@@ -107,7 +108,7 @@ def test_condition_latents(parity):
 @pytest.mark.parametrize("phase", ["train", "predict"])
 def test_block_features(parity, phase):
     policy, batch, noise, expected, _ = parity
-    video = policy.tile_cameras(batch, train=True)
+    video = tile_cameras(batch, policy.config, train=True)
     cond = policy.video.encode_video(video[:, :, :1])
     prompts = policy.video.encode_prompts(batch["task"])
     with torch.no_grad():
