@@ -311,9 +311,39 @@ def test_g1_dead_bridge_stops_cleanly(fake_bridge):
     assert not robot.is_connected
 
 
+def test_g1_action_watchdog_ends_the_control_loop(fake_bridge):
+    """With `action_timeout_s`, a gap in the actions after the first one interrupts the main thread (the
+    control loop of whichever CLI drives the robot); before the first action, nothing happens."""
+    robot = connected_robot(action_timeout_s=0.3)
+    try:
+        time.sleep(0.6)  # no action yet: the loop may still be loading its policy
+        assert not robot.action_timed_out
+        robot.send_action({})
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            time.sleep(5)
+        assert robot.action_timed_out and 0.3 <= time.monotonic() - start < 2
+    finally:
+        robot.disconnect()
+
+
 def test_g1_config_errors():
     with pytest.raises(ValueError, match="mode="):
         UnitreeG1Dit4ditConfig(mode="legs")
+    # A non-finite or non-positive limit would switch a safety check off: refused by name.
+    for name, value in [
+        ("max_step_rad", float("nan")),
+        ("limit_margin_rad", float("inf")),
+        ("max_state_age_s", float("inf")),
+        ("receive_timeout_s", float("nan")),
+        ("connect_timeout_s", 0.0),
+        ("action_timeout_s", float("inf")),
+        ("action_timeout_s", -1.0),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            UnitreeG1Dit4ditConfig(**{name: value})
+    with pytest.raises(ValueError, match="every kd gain must be finite"):
+        UnitreeG1Dit4ditConfig(kd=[float("nan")] * 29)
     with pytest.raises(ValueError, match="is_simulation=True"):
         UnitreeG1Dit4ditConfig(is_simulation=True)
     with pytest.raises(ValueError, match="max_step_rad"):
@@ -346,30 +376,32 @@ def dataset_names(root) -> tuple[list[str], list[str]]:
     return features["observation.state"]["names"], features["action"]["names"]
 
 
-def test_g1_record_train_rollout(tiny_base, tmp_path):
-    """The offline loop through LeRobot's CLIs: bridge (capsules, 64 px) -> lerobot-record 2 episodes with the
-    scripted expert -> lerobot-train 2 steps -> the open-loop diagnostic -> lerobot-rollout sync (recording)
-    and RTC."""
-    from benchmarks.g1_open_loop import button_probe, open_loop
+SIZE, FPS = 64, 15
+EXPECTED_NAMES = [f"{n}.pos" for n in np.array(list(G1_JOINT_LIMITS))[list(ARM_JOINTS)]]
+
+
+@pytest.fixture(scope="module")
+def g1_trained(tiny_base, tmp_path_factory):
+    """bridge (capsules, 64 px) -> lerobot-record 2 episodes with the scripted expert -> lerobot-train 2
+    steps. Returns (dataset root, checkpoint, the scene's metrics after recording)."""
     from lerobot_dit4dit.sim.g1_loop import TASK, bridge, robot_flags
     from lerobot_dit4dit.sim.scene_client import SceneClient
 
-    size, fps = 64, 15
+    tmp = tmp_path_factory.mktemp("g1")
     env = offline_env(MUJOCO_GL="egl")
-    expected = [f"{n}.pos" for n in np.array(list(G1_JOINT_LIMITS))[list(ARM_JOINTS)]]
-    data, rollout_data, train = tmp_path / "data", tmp_path / "rollout_data", tmp_path / "train"
-    with bridge(size, log=tmp_path / "bridge.log"), SceneClient() as scene:
+    data, train = tmp / "data", tmp / "train"
+    with bridge(SIZE, log=tmp / "bridge.log"), SceneClient() as scene:
         run(
             [
                 BIN / "lerobot-record",
-                *robot_flags(size, fps),
+                *robot_flags(SIZE, FPS),
                 "--teleop.type=g1_scripted_expert",
                 "--dataset.repo_id=local/g1_ci",
                 f"--dataset.root={data}",
                 "--dataset.num_episodes=2",
                 "--dataset.episode_time_s=3",
                 "--dataset.reset_time_s=0",
-                f"--dataset.fps={fps}",
+                f"--dataset.fps={FPS}",
                 f"--dataset.single_task={TASK}",
                 "--dataset.push_to_hub=false",
                 "--display_data=false",
@@ -378,49 +410,68 @@ def test_g1_record_train_rollout(tiny_base, tmp_path):
             timeout=180,
         )
         recorded = scene.scene()
-        assert dataset_names(data) == (expected, expected)
-        assert recorded["commands"] > 0 and recorded["presses"] > 0, recorded
+    run(
+        [
+            BIN / "lerobot-train",
+            f"--config_path={ROOT / 'configs' / 'unitree_g1_sim.json'}",
+            f"--policy.base_model={tiny_base}",
+            f"--dataset.root={data}",
+            "--dataset.repo_id=local/g1_ci",
+            f"--output_dir={train}",
+            "--steps=2",
+            "--save_freq=2",
+            # The preset predicts relative actions, which LeRobot's sync engine refuses; the sync run
+            # needs absolute ones (the relative path is tested in test_model.py and drives the RTC loop).
+            "--policy.use_relative_actions=false",
+            "--batch_size=2",
+            "--num_workers=0",  # the preset's data worker is a second process importing everything
+            "--log_freq=1",
+        ],
+        env=env,
+        timeout=300,
+    )
+    return data, train / "checkpoints" / "last" / "pretrained_model", recorded
 
-        run(
-            [
-                BIN / "lerobot-train",
-                f"--config_path={ROOT / 'configs' / 'unitree_g1_sim.json'}",
-                f"--policy.base_model={tiny_base}",
-                f"--dataset.root={data}",
-                "--dataset.repo_id=local/g1_ci",
-                f"--output_dir={train}",
-                "--steps=2",
-                "--save_freq=2",
-                # The preset predicts relative actions, which LeRobot's sync engine refuses; the sync run
-                # needs absolute ones (the relative path is tested in test_model.py and drives the RTC loop).
-                "--policy.use_relative_actions=false",
-                "--batch_size=2",
-                "--num_workers=0",  # the preset's data worker is a second process importing everything
-                "--log_freq=1",
-            ],
-            env=env,
-            timeout=300,
-        )
-        ckpt = train / "checkpoints" / "last" / "pretrained_model"
-        # The open-loop diagnostic of docs/unitree_g1_sim.md on the trained policy and its recordings.
-        fit = open_loop(ckpt, data, frames=3, repo_id="local/g1_ci")
-        assert fit["frames"] == 3
-        for table in (fit["chunk_mae_rad"], fit["first_2_max_joint_error_median_rad"]):
-            assert set(table) == {"policy", "image swapped", "hold"}
-            assert all(np.isfinite(v) and v >= 0 for v in table.values()), fit
-        probe = button_probe(ckpt, data, frames=12, repo_id="local/g1_ci")
-        assert probe["frames"] >= 4, probe  # frames where the red button is in view
-        assert set(probe["probes"]) == {"pixels", "VAE latent", "features, current-frame tokens"}
-        assert all(np.isfinite(p["mae_px"]).all() for p in probe["probes"].values()), probe
-        rollout = [
-            BIN / "lerobot-rollout",
-            f"--policy.path={ckpt}",
-            *robot_flags(size, fps),
-            f"--task={TASK}",
-            f"--fps={fps}",
-            "--duration=4",
-        ]
-        before = scene.scene()["commands"]
+
+def check_commands(scene: dict) -> None:
+    """Every position command that reached the simulator was inside the model's limits and the step cap."""
+    assert scene["commands_outside_limits"] == 0, scene
+    assert scene["max_command_step"] <= UnitreeG1Dit4ditConfig().max_step_rad + 1e-9, scene
+
+
+def test_g1_record_train_rollout(g1_trained, tmp_path):
+    """The offline loop through LeRobot's CLIs: the recording and training of `g1_trained` -> the open-loop
+    diagnostic -> lerobot-rollout sync (recording) and RTC."""
+    from benchmarks.g1_open_loop import button_probe, open_loop
+    from lerobot_dit4dit.sim.g1_loop import TASK, bridge, robot_flags
+    from lerobot_dit4dit.sim.scene_client import SceneClient
+
+    data, ckpt, recorded = g1_trained
+    assert dataset_names(data) == (EXPECTED_NAMES, EXPECTED_NAMES)
+    assert recorded["commands"] > 0 and recorded["presses"] > 0, recorded
+    check_commands(recorded)
+    # The open-loop diagnostic of docs/unitree_g1_sim.md on the trained policy and its recordings.
+    fit = open_loop(ckpt, data, frames=3, repo_id="local/g1_ci")
+    assert fit["frames"] == 3
+    for table in (fit["chunk_mae_rad"], fit["first_2_max_joint_error_median_rad"]):
+        assert set(table) == {"policy", "image swapped", "hold"}
+        assert all(np.isfinite(v) and v >= 0 for v in table.values()), fit
+    probe = button_probe(ckpt, data, frames=12, repo_id="local/g1_ci")
+    assert probe["frames"] >= 4, probe  # frames where the red button is in view
+    assert set(probe["probes"]) == {"pixels", "VAE latent", "features, current-frame tokens"}
+    assert all(np.isfinite(p["mae_px"]).all() for p in probe["probes"].values()), probe
+
+    env = offline_env(MUJOCO_GL="egl")
+    rollout_data = tmp_path / "rollout_data"
+    rollout = [
+        BIN / "lerobot-rollout",
+        f"--policy.path={ckpt}",
+        *robot_flags(SIZE, FPS),
+        f"--task={TASK}",
+        f"--fps={FPS}",
+        "--duration=4",
+    ]
+    with bridge(SIZE, log=tmp_path / "bridge.log"), SceneClient() as scene:
         run(
             [
                 *rollout,
@@ -437,8 +488,95 @@ def test_g1_record_train_rollout(tiny_base, tmp_path):
         after_sync = scene.scene()["commands"]
         run([*rollout, "--strategy.type=base", "--inference.type=rtc"], env=env, timeout=180)
         final = scene.scene()
-    assert dataset_names(rollout_data) == (expected, expected)
-    assert after_sync > before and final["commands"] > after_sync, (before, after_sync, final["commands"])
-    # Every position command that reached the simulator was inside the model's limits and the step cap.
-    assert final["commands_outside_limits"] == 0
-    assert final["max_command_step"] <= UnitreeG1Dit4ditConfig().max_step_rad + 1e-9
+    assert dataset_names(rollout_data) == (EXPECTED_NAMES, EXPECTED_NAMES)
+    assert 0 < after_sync < final["commands"], (after_sync, final["commands"])
+    check_commands(final)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+ACTION_TIMEOUT_S = 2.0
+
+
+def test_g1_async_inference(g1_trained, tmp_path):
+    """bridge -> `python -m lerobot_dit4dit.serve` with the trained checkpoint -> LeRobot's unmodified
+    `python -m lerobot.async_inference.robot_client --robot.type=unitree_g1_dit4dit`. Actions reach the
+    simulator at the client's fps and inside the safety limits; when the server is killed, the robot's action
+    watchdog ends the client with a clear error instead of the client retrying forever."""
+    import signal
+    import subprocess
+    import sys
+
+    from lerobot_dit4dit.sim.g1_loop import TASK, bridge, robot_flags
+    from lerobot_dit4dit.sim.scene_client import SceneClient
+
+    _, ckpt, _ = g1_trained
+    port = _free_port()
+    env = offline_env(MUJOCO_GL="egl", OMP_NUM_THREADS="1")
+    server_cmd = [sys.executable, "-m", "lerobot_dit4dit.serve", "--host=127.0.0.1", f"--port={port}"]
+    client_cmd = [
+        sys.executable,
+        "-m",
+        "lerobot.async_inference.robot_client",
+        *robot_flags(SIZE, FPS),
+        f"--robot.action_timeout_s={ACTION_TIMEOUT_S}",
+        f"--server_address=127.0.0.1:{port}",
+        "--policy_type=dit4dit",
+        f"--pretrained_name_or_path={ckpt}",
+        "--policy_device=cpu",
+        "--actions_per_chunk=8",
+        "--chunk_size_threshold=0.5",
+        f"--fps={FPS}",
+        f"--task={TASK}",
+    ]
+    logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("server", "client")}  # noqa: SIM115
+    procs = {}
+    try:
+        with bridge(SIZE, log=tmp_path / "bridge.log"), SceneClient() as scene:
+            for name, cmd in (("server", server_cmd), ("client", client_cmd)):
+                procs[name] = subprocess.Popen(
+                    cmd,
+                    stdout=logs[name],
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    cwd=tmp_path,  # the client and server write their log files into the working directory
+                )
+                time.sleep(1.0 if name == "server" else 0)
+            deadline = time.monotonic() + 120  # the server loads the policy when the client connects
+            while scene.scene()["commands"] < FPS:
+                assert procs["client"].poll() is None, (tmp_path / "client.log").read_text()[-4000:]
+                assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-4000:]
+                time.sleep(0.2)
+            first = scene.scene()
+            time.sleep(3.0)
+            second = scene.scene()
+            rate = (second["commands"] - first["commands"]) / (second["time"] - first["time"])
+            procs["server"].send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            try:
+                procs["client"].wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pytest.fail("the robot client was still running 30 s after its server died")
+            exited_after = time.monotonic() - killed
+            final = scene.scene()
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for f in logs.values():
+            f.close()
+    client_log = (tmp_path / "client.log").read_text()
+    # The client's control loop paces itself at --fps; under load a step can run late, never early.
+    assert 0.8 * FPS <= rate <= 1.05 * FPS, rate
+    check_commands(final)
+    assert procs["client"].returncode != 0
+    assert "no action for" in client_log and "stopping the control loop" in client_log, client_log[-4000:]
+    assert exited_after < ACTION_TIMEOUT_S + 20, exited_after

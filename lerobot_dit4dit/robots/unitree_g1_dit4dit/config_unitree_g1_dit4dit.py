@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from lerobot.cameras import CameraConfig
@@ -49,6 +50,12 @@ class UnitreeG1Dit4ditConfig(UnitreeG1Config):
     receive_timeout_s: float = 0.5
     # How long connect() waits for the first robot state (s).
     connect_timeout_s: float = 10.0
+    # Once the first action has been sent, the longest wait for the next one (s). Past it the robot keeps
+    # its last safe command, logs why, and interrupts the process's main thread (as Ctrl-C does), so that a
+    # control loop whose policy is gone ends and disconnects (damping) instead of waiting forever. LeRobot's
+    # async robot client retries a dead policy server forever; set this there. None: no watchdog
+    # (lerobot-record's reset phase legitimately sends no actions).
+    action_timeout_s: float | None = None
     cameras: dict[str, CameraConfig] = field(default_factory=default_head_camera)
 
     def __post_init__(self):
@@ -61,14 +68,21 @@ class UnitreeG1Dit4ditConfig(UnitreeG1Config):
                 "SDK and Hub download). Use is_simulation=false with "
                 "`dit4dit-g1-bridge`, or with `run_g1_server` on a real G1."
             )
-        if not 0 < self.max_step_rad <= 0.5:
+        if not (math.isfinite(self.max_step_rad) and 0 < self.max_step_rad <= 0.5):
             raise ValueError(
                 f"unitree_g1_dit4dit: max_step_rad={self.max_step_rad}; expected in (0, 0.5] rad"
             )
-        for name in ("limit_margin_rad", "max_state_age_s", "receive_timeout_s", "connect_timeout_s"):
+        # A non-finite limit or timeout would switch its check off without saying so: refused by name.
+        timeouts = ("max_state_age_s", "receive_timeout_s", "connect_timeout_s", "action_timeout_s")
+        for name in ("limit_margin_rad", *timeouts):
             value = getattr(self, name)
-            if not value >= 0 or (name != "limit_margin_rad" and value == 0):
-                raise ValueError(f"unitree_g1_dit4dit: {name}={value} must be positive")
+            if value is None and name == "action_timeout_s":
+                continue
+            if not math.isfinite(value) or value < 0 or (name != "limit_margin_rad" and value == 0):
+                raise ValueError(f"unitree_g1_dit4dit: {name}={value} must be a finite positive number")
+        for name in ("kp", "kd"):
+            if not all(math.isfinite(g) and g >= 0 for g in getattr(self, name)):
+                raise ValueError(f"unitree_g1_dit4dit: every {name} gain must be finite and >= 0")
         if len(self.kp) != 29 or len(self.kd) != 29:
             raise ValueError(
                 f"unitree_g1_dit4dit: kp and kd need 29 gains, got {len(self.kp)} and {len(self.kd)}"

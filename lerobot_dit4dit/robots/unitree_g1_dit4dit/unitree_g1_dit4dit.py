@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import threading
 import time
 from functools import cached_property
@@ -117,6 +118,8 @@ class UnitreeG1Dit4dit(UnitreeG1):
         self.safety: JointSafetyFilter | None = None
         self.commands_sent = 0
         self._warned_keys: set[str] = set()
+        self._last_action_time: float | None = None
+        self.action_timed_out = False  # set by the action watchdog (`config.action_timeout_s`)
 
     # ------------------------------------------------------------------ features
     @property
@@ -197,7 +200,34 @@ class UnitreeG1Dit4dit(UnitreeG1):
             locked=locked,
             start=q,
         )
+        self._last_action_time, self.action_timed_out = None, False
+        if self.config.action_timeout_s is not None:
+            threading.Thread(target=self._watch_actions, daemon=True, name="action watchdog").start()
         logger.info("%s connected to %s (mode=%s)", self, self.config.robot_ip, self.config.mode)
+
+    def _watch_actions(self) -> None:
+        """Action watchdog: once actions have started, a gap above `action_timeout_s` ends the control loop.
+
+        The loop that drives the robot may not be ours and may never give up (LeRobot's async robot client
+        logs a dead policy server's errors and retries forever: `robot_client.py`, `receive_actions` and
+        `send_observation`), so the robot ends it as Ctrl-C does: SIGINT to the main thread, which every
+        LeRobot CLI handles by disconnecting the robot (damping). Until then the robot keeps its last safe
+        command."""
+        timeout = self.config.action_timeout_s
+        while not self._shutdown_event.wait(min(timeout / 4, 0.1)):
+            last = self._last_action_time
+            if last is not None and time.monotonic() - last > timeout:
+                self.action_timed_out = True
+                logger.error(
+                    "unitree_g1_dit4dit: no action for %.1f s (action_timeout_s=%s): the policy or its "
+                    "server stopped answering. The robot holds its last command; stopping the control loop.",
+                    time.monotonic() - last,
+                    timeout,
+                )
+                # A real SIGINT to the main thread, not `_thread.interrupt_main`: the signal also wakes a main
+                # thread that is asleep or blocked in a system call.
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                return
 
     def _wait_for_state(self) -> None:
         deadline = time.monotonic() + self.config.connect_timeout_s
@@ -323,6 +353,7 @@ class UnitreeG1Dit4dit(UnitreeG1):
                 f"no command for {self.config.receive_timeout_s} s ({LOWCMD_QUEUE} queued)."
             ) from e
         self.commands_sent += 1
+        self._last_action_time = time.monotonic()
         return {f"{G1_29_JointIndex(i).name}.pos": float(safe[i]) for i in self.joints}
 
     def reset(self, control_dt: float | None = None, default_positions: list[float] | None = None) -> None:
