@@ -99,6 +99,10 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         self.action_head = FlowMatchingActionHead.from_config(
             config, cross_attention_dim=self.video.hidden_size
         )
+        # FSDP's wrap units (Accelerate's TRANSFORMER_BASED_WRAP reads `_no_split_modules`): the block classes
+        # of both DiTs as built, so a new block class cannot go unsharded by missing from a config's list.
+        blocks = [*self.video.transformer.transformer_blocks, *self.action_head.model.transformer_blocks]
+        self._no_split_modules = sorted({type(b).__name__ for b in blocks})
         if config.gradient_checkpointing:
             self.video.transformer.enable_gradient_checkpointing()
             self.action_head.enable_gradient_checkpointing()
@@ -555,7 +559,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
         context of every instruction seen, so inference needs no text encoder."""
         save_trained(self, save_directory, state_dict)
         self.config._save_pretrained(save_directory)
-        save_text_conditioning(self, save_directory)
+        save_text_conditioning(self, save_directory, state_dict=state_dict)
 
     @classmethod
     def from_pretrained(cls: builtins.type[T], pretrained_name_or_path: str | Path, **kwargs) -> T:

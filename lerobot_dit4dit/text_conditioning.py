@@ -286,26 +286,57 @@ class TextContext:
         return dict(zip(prompts, self.text_context(prompts), strict=True))
 
 
-def projection_sha256(policy) -> str:
+PROJECTION_PREFIX = "video.transformer.crossattn_proj."  # its parameters' names in the policy's state dict
+
+
+def projection_weights(policy, state_dict: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """The video DiT's `crossattn_proj` parameters by local name: from `state_dict` (a full state dict of the
+    policy) when given, else from the module."""
+    if state_dict is None:
+        return policy.video.crossattn_proj.state_dict()
+    return {k[len(PROJECTION_PREFIX) :]: v for k, v in state_dict.items() if k.startswith(PROJECTION_PREFIX)}
+
+
+def projection_sha256(policy, state_dict: dict[str, Tensor] | None = None) -> str:
     """SHA-256 over the names, dtypes, shapes and bytes of the video DiT's `crossattn_proj` parameters."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(policy.video.crossattn_proj.state_dict().items()):
+    for name, tensor in sorted(projection_weights(policy, state_dict).items()):
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         digest.update(t.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
-def save_text_conditioning(policy, directory: str | Path, instructions=None) -> Path | None:
+def save_text_conditioning(
+    policy, directory: str | Path, instructions=None, state_dict: dict[str, Tensor] | None = None
+) -> Path | None:
     """Write the projected context of `instructions` (default: every instruction this policy has encoded or
-    holds shipped) to `directory/FILENAME`; returns the file, or None when there is nothing to write."""
+    holds shipped) to `directory/FILENAME`; returns the file, or None when there is nothing to write.
+
+    With `state_dict` (the full state dict being saved, as LeRobot passes under FSDP), the projection uses its
+    weights rather than the module's, which may be shards of a sharded model on this rank."""
     video = policy.video
     if instructions is None:
         instructions = list(dict.fromkeys([*video.cached_prompts(), *video.shipped_instructions()]))
     path = Path(directory) / FILENAME
     if not instructions:
         return None
-    contexts = video.project_prompts(list(instructions))
+    if state_dict is None:
+        contexts = video.project_prompts(list(instructions))
+    else:
+        # Instructions with cached embeddings are projected with the saved weights; shipped ones without
+        # embeddings keep their shipped context (no text encoder needed, no projection run).
+        cached = set(video.cached_prompts())
+        fresh = [p for p in instructions if p in cached]
+        rest = [p for p in instructions if p not in cached]
+        contexts = video.project_prompts(rest) if rest else {}
+        if fresh:
+            with torch.no_grad():
+                embeds = video.encode_prompts(fresh)
+                weights = projection_weights(policy, state_dict)
+                weights = {k: v.to(embeds.device, embeds.dtype) for k, v in weights.items()}
+                projected = torch.func.functional_call(video.crossattn_proj, weights, (embeds,))
+            contexts.update(zip(fresh, projected, strict=True))
     dtype = DTYPES[policy.config.dtype]
     tensors = {f"context.{i}": contexts[p].to("cpu", dtype).contiguous() for i, p in enumerate(instructions)}
     cfg = policy.config
@@ -315,7 +346,7 @@ def save_text_conditioning(policy, directory: str | Path, instructions=None) -> 
         "max_prompt_tokens": str(cfg.max_prompt_tokens),
         "base_model": cfg.base_model,
         "base_model_revision": str(cfg.base_model_revision),
-        "projection_sha256": projection_sha256(policy),
+        "projection_sha256": projection_sha256(policy, state_dict),
         "dtype": cfg.dtype,
     }
     save_file(tensors, str(path), metadata=metadata)

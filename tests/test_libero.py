@@ -382,21 +382,34 @@ def test_lerobot_eval_on_real_libero(libero_config, tiny_base, tmp_path):
     print(f"\n[libero e2e] dataset {t_data:.1f}s, train {t_train:.1f}s, eval {t_eval:.1f}s")
 
 
-def test_fsdp_preset_is_a_valid_accelerate_config(make_policy):
-    """configs/accelerate_fsdp_2b.yaml parses as an Accelerate cluster config, names classes that exist, and
-    its ignored-module pattern matches exactly the policy's frozen VAE."""
+def test_fsdp_presets_are_valid_and_aligned(make_policy):
+    """configs/accelerate_fsdp_2b.yaml and accelerate_fsdp_cpu.yaml parse as Accelerate cluster configs and
+    differ only in device, precision and process count; they name no wrap classes, so Accelerate's
+    TRANSFORMER_BASED_WRAP takes the policy's `_no_split_modules`, which are the block classes of both DiTs;
+    the ignored-module pattern matches exactly the policy's frozen VAE."""
     import re
 
     from accelerate.commands.config.config_args import ClusterConfig
     from diffusers.models.transformers.transformer_cosmos import CosmosTransformerBlock
     from lerobot.policies.groot.action_head.cross_attention_dit import BasicTransformerBlock
 
-    cfg = ClusterConfig.from_yaml_file(str(ROOT / "configs" / "accelerate_fsdp_2b.yaml"))
-    assert cfg.distributed_type == "FSDP" and cfg.mixed_precision == "bf16"
-    fsdp = cfg.fsdp_config
-    wrapped = fsdp["fsdp_transformer_layer_cls_to_wrap"].split(",")
-    assert wrapped == [CosmosTransformerBlock.__name__, BasicTransformerBlock.__name__]
+    gpu, cpu = (
+        ClusterConfig.from_yaml_file(str(ROOT / "configs" / f"accelerate_fsdp_{n}.yaml"))
+        for n in ("2b", "cpu")
+    )
+    assert gpu.distributed_type == cpu.distributed_type == "FSDP"
+    assert (gpu.mixed_precision, gpu.use_cpu, cpu.mixed_precision, cpu.use_cpu) == ("bf16", False, "no", True)
+    differ = {k for k in {*vars(gpu), *vars(cpu)} if getattr(gpu, k, None) != getattr(cpu, k, None)}
+    assert differ == {"mixed_precision", "use_cpu", "num_processes"}, differ
+    fsdp = gpu.fsdp_config
+    assert (
+        "fsdp_transformer_layer_cls_to_wrap" not in fsdp
+        and fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    )
     assert fsdp["fsdp_use_orig_params"] is True
     policy = make_policy()
+    assert policy._no_split_modules == sorted(
+        [CosmosTransformerBlock.__name__, BasicTransformerBlock.__name__]
+    )
     ignored = [n for n, _ in policy.named_modules() if re.fullmatch(fsdp["fsdp_ignored_modules"], n)]
     assert ignored == ["video.vae"] and not any(p.requires_grad for p in policy.video.vae.parameters())
