@@ -31,7 +31,7 @@ from lerobot.policies.rtc.modeling_rtc import RTCProcessor
 from lerobot.utils.constants import ACTION
 from torch import Tensor
 
-from . import fast_paths
+from . import distributed, fast_paths
 from .action_head import FlowMatchingActionHead
 from .checkpointing import (
     WeightState,
@@ -123,6 +123,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             from .latent_cache import dataset_identity
 
             self._dataset_identity = dataset_identity(dataset_meta)
+        distributed.hold_process_group()  # a rank of multi-process training must not deadlock in its exit
         self.init_rtc_processor()
         self.weights = WeightState()  # where the trained weights stand (`checkpointing`)
         self.reset()

@@ -291,8 +291,9 @@ def test_two_process_accelerate_training_keeps_ranks_identical(tiny_base, reach_
 
     The run used to hang about once in 3 runs on a loaded core (2 of about 6 on 2026-11-29): one rank
     exited, the other never did. That rank had finished training and was deadlocked in its exit, in the gloo
-    process group's destructor run under the GIL; tests/fixtures/rank_dump works around it (the cause, with
-    the upstream lines, is there). A rank still running after `RANK_HANG_S` prints every thread's stack and
+    process group's destructor run under the GIL. The policy now holds the group until exit
+    (`lerobot_dit4dit/distributed.py` has the cause, with the upstream lines), and this test runs with no
+    workaround of its own. A rank still running after `RANK_HANG_S` prints every thread's stack and
     exits, and the test fails with them."""
     from safetensors.torch import load_file
 
