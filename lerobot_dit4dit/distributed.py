@@ -19,8 +19,8 @@ def hold_process_group() -> None:
     the process group (`accelerate/state.py:816`) while the DDP-wrapped policy, a local of `train()`, still
     holds it through its C++ Reducer. The group's last reference then went when `train()` returned
     (`lerobot/configs/parser.py:436`), inside `~Reducer`, which torch runs with the GIL held (Reducer is bound
-    as a plain shared_ptr class in `torch/csrc/distributed/c10d/init.cpp`). `~ProcessGroupGloo` joins its worker
-    threads; a worker still dropping a finished work item frees a tensor created in Python (the metrics
+    as a plain shared_ptr class in `torch/csrc/distributed/c10d/init.cpp`). `~ProcessGroupGloo` joins its
+    worker threads; a worker still dropping a finished work item frees a tensor created in Python (the metrics
     all-reduce, `lerobot_train.py:634`) and waits for the GIL: the rank never exits while the other has.
     Held here, the group outlives the Reducer, and its last reference goes at exit through the ProcessGroup
     binding (`IntrusivePtrNoGilDestructor`, same init.cpp), which releases the GIL before destroying it.
