@@ -142,6 +142,12 @@ class ForwardNoise:
             action_beta=beta,
         )
 
+    def to(self, device: torch.device | str) -> ForwardNoise:
+        """The same draws on `device` (drawn on the CPU, they replay bit-equal on any device)."""
+        return ForwardNoise(
+            **{f.name: None if (v := getattr(self, f.name)) is None else v.to(device) for f in fields(self)}
+        )
+
     def check(self, shapes: dict[str, tuple[int, ...]]) -> None:
         """Raise ValueError naming every given draw whose shape differs from `shapes`."""
         bad = [

@@ -17,6 +17,22 @@ from lerobot_dit4dit import DiT4DiTPolicy
 from lerobot_dit4dit.testing.tiny_base import build_tiny_cosmos_base
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--device",
+        default="cpu",
+        help="device of tests/test_device.py, checked against separate CPU runs (scripts/gpu_check.sh: cuda)",
+    )
+
+
+@pytest.fixture(scope="session")
+def device(request) -> torch.device:
+    device = torch.device(request.config.getoption("--device"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError("--device cuda: torch sees no CUDA device on this machine")
+    return device
+
+
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> str:
     return str(build_tiny_cosmos_base(tmp_path_factory.mktemp("tiny_cosmos_base")))
