@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from diffusers import CosmosTransformer3DModel
 from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
+from lerobot.utils.constants import ACTION, OBS_STATE
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
@@ -339,6 +340,48 @@ def check_checkpoint_path(path: str, has_config: bool, expected_type: str) -> No
             f"DiT4DiT: {config_file} is a {policy_type!r} checkpoint, not dit4dit; load it with that policy "
             "class (or lerobot.policies.factory.make_policy)."
         )
+
+
+PROCESSOR_FILES = ("policy_preprocessor.json", "policy_postprocessor.json")
+STAT_NAMES = ("mean", "std", "min", "max")  # per-dimension statistics: one value per feature dimension
+
+
+def check_processor_files(path: str, config, **kwargs) -> None:
+    """Refuse, naming the file, a checkpoint whose processor files are damaged or were made for other
+    features, before LeRobot reads them (it reports a bare JSON or safetensors error without the file).
+
+    Checks each `policy_*processor.json` parses, each state file it names exists and reads, and each
+    per-dimension statistic of the state and the action has the dimension of config.json's feature."""
+    features = {**config.input_features, **config.output_features}
+    for name in PROCESSOR_FILES:
+        file = find_checkpoint_file(path, name, **kwargs)
+        if file is None:
+            continue
+        try:
+            steps = json.loads(Path(file).read_text())["steps"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"DiT4DiT: cannot parse {file}: {e!r}. The file is damaged.") from e
+        for state_file in [s["state_file"] for s in steps if isinstance(s, dict) and s.get("state_file")]:
+            state_path = find_checkpoint_file(path, state_file, **kwargs)
+            if state_path is None:
+                raise FileNotFoundError(f"DiT4DiT: {file} names {state_file}, which {path} does not hold.")
+            try:
+                with safe_open(state_path, framework="pt") as f:
+                    shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+            except Exception as e:  # safetensors raises its own error types
+                raise ValueError(
+                    f"DiT4DiT: cannot read {state_path}: {e}. The file is damaged or not safetensors."
+                ) from e
+            for key, shape in sorted(shapes.items()):
+                feature, _, stat = key.rpartition(".")
+                expected = features.get(feature)
+                if expected is None or stat not in STAT_NAMES or feature not in (OBS_STATE, ACTION):
+                    continue
+                if shape[-1:] != tuple(expected.shape)[-1:]:
+                    raise ValueError(
+                        f"DiT4DiT: {state_path} was made for other features: {key} has shape {shape}, but "
+                        f"config.json's {feature} has shape {tuple(expected.shape)}."
+                    )
 
 
 BLOCKS_PREFIX = "video.transformer.transformer_blocks."

@@ -355,14 +355,19 @@ def save_text_conditioning(
 
 def read_text_conditioning(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(instruction -> (L, D) context, metadata) of a shipped file."""
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
-        if metadata.get("format") != FORMAT:
-            raise ValueError(
-                f"DiT4DiT: {path} is not a dit4dit text-conditioning file ({metadata.get('format')})."
-            )
-        instructions = json.loads(metadata["instructions"])
-        contexts = {p: f.get_tensor(f"context.{i}") for i, p in enumerate(instructions)}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            if metadata.get("format") != FORMAT:
+                raise ValueError(
+                    f"DiT4DiT: {path} is not a dit4dit text-conditioning file ({metadata.get('format')})."
+                )
+            instructions = json.loads(metadata["instructions"])
+            contexts = {p: f.get_tensor(f"context.{i}") for i, p in enumerate(instructions)}
+    except ValueError:
+        raise
+    except Exception as e:  # safetensors' own errors, a bad JSON list, a missing context
+        raise ValueError(f"DiT4DiT: cannot read {path}: {e!r}. The file is damaged.") from e
     return contexts, metadata
 
 

@@ -54,6 +54,20 @@ class Ctx:
         self.policy(**overrides).save_pretrained(path)
         return path
 
+    def full_checkpoint(self) -> Path:
+        """A checkpoint as lerobot-train writes it: the policy, shipped text conditioning and both processor
+        pipelines with their statistics."""
+        path, policy = self.tmp / "full_ckpt", self.policy()
+        policy.select_action(inference_batch())  # an instruction seen, so its conditioning ships
+        policy.save_pretrained(path)
+        stats = {
+            "observation.state": {"min": -torch.ones(STATE_DIM), "max": torch.ones(STATE_DIM)},
+            "action": {"min": -torch.ones(ACTION_DIM), "max": torch.ones(ACTION_DIM)},
+        }
+        for pipeline in make_dit4dit_pre_post_processors(policy.config, dataset_stats=stats):
+            pipeline.save_pretrained(path)
+        return path
+
 
 def raw_observation(batch_size: int = 2) -> dict:
     """An env-style observation: float images in [0, 1] at a foreign size, unnormalised state."""
@@ -520,6 +534,34 @@ ERRORS: list[Row] = CONFIG_ERRORS + [
         "cannot read .*model.safetensors",
     ),
     (
+        "damaged_processor_statistics",
+        lambda c: DiT4DiTPolicy.from_pretrained(
+            truncate(c.full_checkpoint(), "policy_preprocessor_step_*_normalizer_processor.safetensors")
+        ),
+        ValueError,
+        "cannot read .*policy_preprocessor_step_.*_normalizer_processor.safetensors",
+    ),
+    (
+        "damaged_processor_json",
+        lambda c: DiT4DiTPolicy.from_pretrained(truncate(c.full_checkpoint(), "policy_postprocessor.json")),
+        ValueError,
+        "cannot parse .*policy_postprocessor.json",
+    ),
+    (
+        "processor_statistics_of_other_features",
+        lambda c: DiT4DiTPolicy.from_pretrained(stats_of_another_robot(c.full_checkpoint())),
+        ValueError,
+        r"normalizer_processor.safetensors was made for other features: action.max has shape \(8,\)",
+    ),
+    (
+        "damaged_text_conditioning",
+        lambda c: DiT4DiTPolicy.from_pretrained(
+            truncate(c.full_checkpoint(), "text_conditioning.safetensors")
+        ),
+        ValueError,
+        "cannot read .*text_conditioning.safetensors",
+    ),
+    (
         "corrupted_config_json",
         lambda c: DiT4DiTPolicy.from_pretrained(corrupt_config(c.checkpoint())),
         ValueError,
@@ -554,9 +596,20 @@ ERRORS: list[Row] = CONFIG_ERRORS + [
 ]
 
 
-def truncate(path: Path) -> Path:
-    data = (path / "model.safetensors").read_bytes()
-    (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+def truncate(path: Path, name: str = "model.safetensors") -> Path:
+    file = next(path.glob(name))
+    file.write_bytes(file.read_bytes()[: len(file.read_bytes()) // 2])
+    return path
+
+
+def stats_of_another_robot(path: Path) -> Path:
+    """Replace the normaliser's statistics with an action twice as wide as config.json's."""
+    from safetensors.torch import load_file, save_file
+
+    file = next(path.glob("policy_preprocessor_step_*_normalizer_processor.safetensors"))
+    stats = load_file(file)
+    stats = {k: torch.cat([v, v]) if k.startswith("action.") else v for k, v in stats.items()}
+    save_file(stats, file)
     return path
 
 
