@@ -189,12 +189,12 @@ def save_trained(policy, save_directory: Path, state_dict: dict[str, Tensor] | N
             f"(first: {bad[:3]}). The run diverged; nothing was written."
         )
     cfg = policy.config
-    metadata = {
-        "format": "pt",
-        "dit4dit_action_dim": str(cfg.action_dim),
-        "dit4dit_state_dim": str(cfg.state_dim),
-        "dit4dit_cameras": json.dumps(cfg.cameras),
-    }
+    metadata = {"format": "pt", "dit4dit_cameras": json.dumps(cfg.cameras)}
+    metadata["dit4dit_training_mode"] = cfg.training_mode
+    if cfg.action_feature is not None:  # a video-only model trained on action-free data has neither
+        metadata["dit4dit_action_dim"] = str(cfg.action_dim)
+    if cfg.robot_state_feature is not None:
+        metadata["dit4dit_state_dim"] = str(cfg.state_dim)
     save_file(trained, str(Path(save_directory) / SAFETENSORS_SINGLE_FILE), metadata=metadata)
 
 
@@ -212,10 +212,15 @@ def load_checkpoint(model, model_file: str):
     new_embodiment = []
     for what in ("action", "state"):
         saved = metadata.get(f"dit4dit_{what}_dim")
-        expected = getattr(model.config, f"{what}_dim")
-        if saved is not None and int(saved) != expected:
+        feature = getattr(model.config, "action_feature" if what == "action" else "robot_state_feature")
+        expected = None if feature is None else feature.shape[0]
+        if saved is not None and expected is not None and int(saved) != expected:
             new_embodiment.append(f"{what} dim {saved} -> {expected}")
-    if new_embodiment and not model.config.reinit_embodiment_layers:
+    # A video-pretrained checkpoint's action head never trained: fine-tuning starts it fresh, built for the
+    # new dataset, and keeps only the video DiT.
+    saved_mode = metadata.get("dit4dit_training_mode")
+    video_pretrained = saved_mode == "video" and model.config.training_mode != "video"
+    if new_embodiment and not model.config.reinit_embodiment_layers and not video_pretrained:
         raise ValueError(
             f"DiT4DiT checkpoint {model_file} was trained for another embodiment "
             f"({', '.join(new_embodiment)} from the dataset/env features). To fine-tune it on this "
@@ -244,7 +249,8 @@ def load_checkpoint(model, model_file: str):
         blocks = model.video.transformer.transformer_blocks
         model.video.transformer.transformer_blocks = torch.nn.ModuleList(list(blocks)[:keep])
     dtype = DTYPES[model.config.dtype]
-    if dtype != torch.float32 and not new_embodiment and fast_paths.enabled("inference_cast"):
+    fresh = new_embodiment or video_pretrained
+    if dtype != torch.float32 and not fresh and fast_paths.enabled("inference_cast"):
         # Straight into the inference dtype, one tensor at a time: the destinations are allocated first,
         # then each fp32 tensor is read, cast into its place and freed, so the peak is the reduced-dtype
         # model plus one tensor (reading every tensor first held fp32 and bf16 copies at once, and
@@ -259,13 +265,32 @@ def load_checkpoint(model, model_file: str):
             model_file,
             [k for k, v in state_dict.items() if v.is_floating_point() and not v.isfinite().all()],
         )
-        if new_embodiment:
+        if video_pretrained:
+            state_dict = _fresh_action_head(model, state_dict, model_file)
+        elif new_embodiment:
             state_dict = _reinit_embodiment_layers(model, state_dict, new_embodiment)
         load_trained_state_dict(model, state_dict, source=model_file)
         del state_dict
     if defer:  # set last: state_dict() restores deferred blocks, and loading itself reads it
         model.weights.deferred_file, model.weights.total_blocks = str(model_file), total
     return model
+
+
+def _fresh_action_head(model, state_dict: dict[str, Tensor], model_file: str) -> dict[str, Tensor]:
+    """`state_dict` with the action head replaced by `model`'s own, freshly initialised one; logs which
+    weights come from the checkpoint and which are new."""
+    own = {k: v for k, v in nn.Module.state_dict(model).items() if k.startswith("action_head.")}
+    kept = {k: v for k, v in state_dict.items() if not k.startswith("action_head.")}
+    logger.info(
+        "DiT4DiT: %s was trained with training_mode=video. From it: the video DiT (%d tensors, %.1f M "
+        "values). New, initialised for this dataset: the action head (%d tensors, %.1f M values).",
+        model_file,
+        len(kept),
+        sum(v.numel() for v in kept.values()) / 1e6,
+        len(own),
+        sum(v.numel() for v in own.values()) / 1e6,
+    )
+    return {**kept, **own}
 
 
 # Parts of the action head that read or write the embodiment's state and action vectors.
@@ -346,13 +371,22 @@ PROCESSOR_FILES = ("policy_preprocessor.json", "policy_postprocessor.json")
 STAT_NAMES = ("mean", "std", "min", "max")  # per-dimension statistics: one value per feature dimension
 
 
-def check_processor_files(path: str, config, **kwargs) -> None:
+def check_processor_files(path: str, **kwargs) -> None:
     """Refuse, naming the file, a checkpoint whose processor files are damaged or were made for other
-    features, before LeRobot reads them (it reports a bare JSON or safetensors error without the file).
+    weights, before LeRobot reads them (it reports a bare JSON or safetensors error without the file).
 
     Checks each `policy_*processor.json` parses, each state file it names exists and reads, and each
-    per-dimension statistic of the state and the action has the dimension of config.json's feature."""
-    features = {**config.input_features, **config.output_features}
+    per-dimension statistic of the state and the action has the width `model.safetensors` was trained for."""
+    trained = {}
+    model_file = find_checkpoint_file(path, SAFETENSORS_SINGLE_FILE, **kwargs)
+    if model_file is not None:
+        with safe_open(model_file, framework="pt") as f:
+            metadata = f.metadata() or {}
+        trained = {
+            key: int(metadata[f"dit4dit_{what}_dim"])
+            for key, what in ((ACTION, "action"), (OBS_STATE, "state"))
+            if f"dit4dit_{what}_dim" in metadata
+        }
     for name in PROCESSOR_FILES:
         file = find_checkpoint_file(path, name, **kwargs)
         if file is None:
@@ -374,13 +408,10 @@ def check_processor_files(path: str, config, **kwargs) -> None:
                 ) from e
             for key, shape in sorted(shapes.items()):
                 feature, _, stat = key.rpartition(".")
-                expected = features.get(feature)
-                if expected is None or stat not in STAT_NAMES or feature not in (OBS_STATE, ACTION):
-                    continue
-                if shape[-1:] != tuple(expected.shape)[-1:]:
+                if stat in STAT_NAMES and feature in trained and shape[-1:] != (trained[feature],):
                     raise ValueError(
-                        f"DiT4DiT: {state_path} was made for other features: {key} has shape {shape}, but "
-                        f"config.json's {feature} has shape {tuple(expected.shape)}."
+                        f"DiT4DiT: {state_path} was made for other weights: {key} has shape {shape}, but "
+                        f"{model_file} was trained for a {trained[feature]}-D {feature}."
                     )
 
 

@@ -363,20 +363,38 @@ class DiT4DiTConfig(PreTrainedConfig):
                     f"camera_order names {missing}, which are not image features. "
                     f"Available cameras: {list(self.image_features)}."
                 )
-        if self.robot_state_feature is None:
-            raise ValueError(f"DiT4DiT needs `{OBS_STATE}` among input_features.")
-        if self.action_feature is None:
-            raise ValueError(f"DiT4DiT needs `{ACTION}` among output_features.")
-        if self.encoded_state_dim > self.max_state_dim:
+        # Video-only training (`training_mode=video`) learns from cameras and instructions alone, so it also
+        # takes action-free recordings; every other mode needs the state and the action.
+        video_only = " (a camera-only dataset trains with --policy.training_mode=video)"
+        if self.robot_state_feature is None and self.training_mode != "video":
+            raise ValueError(f"DiT4DiT needs `{OBS_STATE}` among input_features{video_only}.")
+        if self.action_feature is None and self.training_mode != "video":
+            raise ValueError(f"DiT4DiT needs `{ACTION}` among output_features{video_only}.")
+        if self.robot_state_feature is not None and self.encoded_state_dim > self.max_state_dim:
             raise ValueError(
                 f"state dim {self.encoded_state_dim} (after state_encoding={self.state_encoding!r}) exceeds "
                 f"max_state_dim={self.max_state_dim}."
             )
+        if self.action_feature is None:
+            return
         if self.action_dim > self.max_action_dim:
             raise ValueError(f"action dim {self.action_dim} exceeds max_action_dim={self.max_action_dim}.")
         dim = self.binarize_gripper_dim
         if dim is not None and not -self.action_dim <= dim < self.action_dim:
             raise ValueError(f"binarize_gripper_dim={dim} is out of range for action dim {self.action_dim}.")
+
+    def set_dataset_feature_metadata(self, features: dict) -> None:
+        """Called by LeRobot's `make_policy` with the training dataset's features. A checkpoint pretrained on
+        action-free recordings (`training_mode=video`) has no state among its input features; fine-tuning it
+        with actions takes the state from the new dataset (the action comes from it already)."""
+        if self.training_mode == "video" or self.robot_state_feature is not None:
+            return
+        from lerobot.utils.feature_utils import dataset_to_policy_features
+
+        state = dataset_to_policy_features(features).get(OBS_STATE)
+        if state is not None:
+            logger.info("DiT4DiT: %s %s taken from the fine-tuning dataset", OBS_STATE, tuple(state.shape))
+            self.input_features = {**self.input_features, OBS_STATE: state}
 
     @property
     def video_time_kwargs(self) -> dict:

@@ -573,7 +573,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             str(pretrained_name_or_path), has_config=kwargs.get("config") is not None, expected_type=cls.name
         )
         policy = super().from_pretrained(pretrained_name_or_path, **kwargs)
-        check_processor_files(str(pretrained_name_or_path), policy.config, **kwargs)
+        check_processor_files(str(pretrained_name_or_path), **kwargs)
         shipped = find_checkpoint_file(str(pretrained_name_or_path), TEXT_CONDITIONING_FILE, **kwargs)
         if shipped is not None:
             n = len(load_text_conditioning(policy, shipped))

@@ -551,7 +551,8 @@ ERRORS: list[Row] = CONFIG_ERRORS + [
         "processor_statistics_of_other_features",
         lambda c: DiT4DiTPolicy.from_pretrained(stats_of_another_robot(c.full_checkpoint())),
         ValueError,
-        r"normalizer_processor.safetensors was made for other features: action.max has shape \(8,\)",
+        r"normalizer_processor.safetensors was made for other weights: action.max has shape \(8,\), but "
+        r".*model.safetensors was trained for a 4-D action",
     ),
     (
         "damaged_text_conditioning",

@@ -1,0 +1,110 @@
+"""Video first: `training_mode=video` on an action-free LeRobotDataset (made with LeRobot's own
+`lerobot-edit-dataset`), then `lerobot-train --policy.path=<that checkpoint> --policy.training_mode=joint` on
+an action dataset. The fine-tune keeps the pretrained video DiT and builds a fresh action head."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from utils import BIN, inference_batch, run, tiny_policy_flags
+
+from lerobot_dit4dit import DiT4DiTPolicy
+
+REPO, VIDEO_REPO = "local/dit4dit_reach", "local/dit4dit_reach_video"
+
+
+def flags(root, repo_id: str) -> list[str]:
+    return [
+        f"--dataset.repo_id={repo_id}",
+        f"--dataset.root={root}",
+        "--dataset.video_backend=pyav",
+        "--num_workers=0",
+        "--batch_size=4",
+        "--log_freq=1",
+        "--wandb.enable=false",
+    ]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tiny_base, reach_dataset, tmp_path_factory):
+    """(camera-only dataset, video-pretrained checkpoint, lerobot-train's log)."""
+    tmp = tmp_path_factory.mktemp("video_first")
+    video_data = tmp / "video_data"
+    run(
+        [
+            str(BIN / "lerobot-edit-dataset"),
+            f"--repo_id={REPO}",
+            f"--root={reach_dataset}",
+            f"--new_repo_id={VIDEO_REPO}",
+            f"--new_root={video_data}",
+            "--operation.type=remove_feature",
+            "--operation.feature_names=['action', 'observation.state']",
+        ]
+    )
+    proc = run(
+        [
+            str(BIN / "lerobot-train"),
+            *tiny_policy_flags(tiny_base),
+            "--policy.training_mode=video",
+            *flags(video_data, VIDEO_REPO),
+            "--steps=2",
+            "--save_freq=2",
+            f"--output_dir={tmp / 'pretrain'}",
+        ]
+    )
+    ckpt = tmp / "pretrain" / "checkpoints" / "000002" / "pretrained_model"
+    return video_data, ckpt, proc.stdout + proc.stderr
+
+
+def test_video_training_on_action_free_data(pretrained):
+    video_data, ckpt, log = pretrained
+    features = json.loads((video_data / "meta" / "info.json").read_text())["features"]
+    assert "action" not in features and "observation.state" not in features
+    assert "video_loss" in log and "action_loss" not in log
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["training_mode"] == "video" and "observation.state" not in config["input_features"]
+    assert config["output_features"] == {}
+    policy = DiT4DiTPolicy.from_pretrained(ckpt)
+    with pytest.raises(RuntimeError, match="Fine-tune it on an action dataset first: lerobot-train"):
+        policy.select_action(inference_batch())
+
+
+def test_finetune_starts_from_the_pretrained_video_dit(pretrained, tiny_base, reach_dataset, tmp_path):
+    _, ckpt, _ = pretrained
+    out = tmp_path / "finetune"
+    proc = run(
+        [
+            str(BIN / "lerobot-train"),
+            f"--policy.path={ckpt}",
+            "--policy.training_mode=joint",
+            "--policy.push_to_hub=false",
+            *flags(reach_dataset, REPO),
+            "--steps=2",
+            "--save_freq=2",
+            f"--output_dir={out}",
+        ]
+    )
+    log = proc.stdout + proc.stderr
+    assert "was trained with training_mode=video. From it: the video DiT" in log
+    assert "observation.state (4,) taken from the fine-tuning dataset" in log
+    assert "action_loss" in log and "video_loss" in log
+    tuned = DiT4DiTPolicy.from_pretrained(out / "checkpoints" / "000002" / "pretrained_model")
+    action = tuned.select_action(inference_batch())
+    assert action.shape == (2, 4) and torch.isfinite(action).all()
+
+    # What the fine-tune started from: the fine-tune's own config, loaded on the pretrained checkpoint.
+    config = tuned.config
+    config.pretrained_path = None
+    start = DiT4DiTPolicy.from_pretrained(ckpt, config=config)
+    saved = load_file(ckpt / "model.safetensors")
+    state = start.state_dict()
+    video_keys = [k for k in saved if k.startswith("video.transformer.")]
+    head_keys = [k for k in saved if k.startswith("action_head.")]
+    assert video_keys and head_keys
+    assert all(torch.equal(state[k], saved[k]) for k in video_keys)  # the pretrained video DiT
+    assert not all(torch.equal(state[k], saved[k]) for k in head_keys)  # a fresh action head
+    base = DiT4DiTPolicy(config)  # the base's own video DiT, read from `tiny_base`
+    assert not all(torch.equal(base.state_dict()[k], saved[k]) for k in video_keys)
