@@ -184,14 +184,12 @@ def time_load(args) -> dict:
 
 def load_child(ckpt: str, full: bool) -> dict:
     """In this (fresh) process: `from_pretrained` the checkpoint and act once; time both, report peak RSS."""
-    from lerobot_dit4dit import video_backbone
     from lerobot_dit4dit.configuration_dit4dit import DiT4DiTConfig
     from lerobot_dit4dit.modeling_dit4dit import DiT4DiTPolicy
 
     config = DiT4DiTConfig.from_pretrained(ckpt)
     if full:  # the "before": every block, and the pipeline's whole VAE
-        config.defer_unused_blocks = False
-        video_backbone.load_vae_without_decoder = lambda _local: None
+        config.defer_unused_blocks = config.defer_vae_decoder = False
     start = time.perf_counter()
     policy = DiT4DiTPolicy.from_pretrained(ckpt, config=config)
     load_s = time.perf_counter() - start

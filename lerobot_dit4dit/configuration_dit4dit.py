@@ -135,6 +135,9 @@ class DiT4DiTConfig(PreTrainedConfig):
     # `save_predicted_video` is off. The later blocks are read from the same checkpoint file the first time
     # something needs them: training (`train()`, `get_optim_params`, `wrap_with_peft`), saving, or imagining.
     defer_unused_blocks: bool = True
+    # The Wan VAE's decoder is read the first time something decodes (imagining, `lerobot-eval` videos):
+    # acting and training only encode. False reads the whole VAE when the policy is built.
+    defer_vae_decoder: bool = True
     # Training reads the frozen VAE's latents from this file, by each sample's dataset `index`, instead of
     # decoding and encoding the clip: the dataset then loads only the current frame (build the file with
     # `dit4dit-latent-cache`). None encodes.

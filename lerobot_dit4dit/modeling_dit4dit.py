@@ -88,8 +88,7 @@ class DiT4DiTPolicy(PreTrainedPolicy):
             frozen_dtype=DTYPES[config.dtype],
             load_transformer_weights=load_base_transformer_weights,
             max_prompt_tokens=config.max_prompt_tokens,
-            # Otherwise the decoder is read on the first decode: acting and training only encode.
-            load_vae_decoder=config.save_predicted_video,
+            load_vae_decoder=config.save_predicted_video or not config.defer_vae_decoder,
         )
         if config.extract_layer >= self.video.num_blocks:
             raise ValueError(

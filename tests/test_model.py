@@ -360,6 +360,7 @@ def test_vae_decoder_is_read_only_when_frames_are_decoded(make_policy, tiny_base
         # within float rounding: the decoder's RMS norms take the fast path (`fast_paths.FastRMSNorm`)
         torch.testing.assert_close(frames, whole.decode(z, return_dict=False)[0], atol=1e-5, rtol=1e-5)
     assert make_policy(save_predicted_video=True).video.vae_decoder_loaded  # imagining asks for it up front
+    assert make_policy(defer_vae_decoder=False).video.vae_decoder_loaded  # the switch of the lean load
 
 
 def test_per_frame_adaln_matches_diffusers_per_token(make_policy):
