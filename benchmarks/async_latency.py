@@ -13,8 +13,8 @@ times, over `--chunks` observations of the running simulator:
 
 The budget of async inference: the client asks for a chunk when its queue falls to
 `chunk_size_threshold * actions_per_chunk` actions, so the round trip must stay under
-`threshold * actions_per_chunk / fps` seconds or the robot waits. The budget of RTC: a chunk that takes
-`d = ceil(latency * fps)` control steps must leave `d < execution_horizon`. Prints a JSON line.
+`threshold * actions_per_chunk / fps` seconds or the robot waits. The budget of RTC is in docs/unitree_g1.md;
+the delay RTC is given for a chunk is `ceil(latency * fps)` control steps. Prints a JSON line.
 """
 
 from __future__ import annotations
@@ -148,11 +148,12 @@ def measure(args: argparse.Namespace) -> dict:
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
+        # In process with the simulator still running, as lerobot-rollout runs beside it.
+        steps = args.n_action_steps
+        in_process = in_process_chunks(args.checkpoint, observations[1:], features, steps)[1:]
     # The server logs "Preprocessing and inference took <s>s" for every chunk (its `_predict_action_chunk`).
     served = re.findall(r"Preprocessing and inference took ([0-9.]+)s", server_log.read_text())
     served = [float(x) for x in served]
-    steps = args.n_action_steps
-    in_process = in_process_chunks(args.checkpoint, observations[1:], features, steps)[1:]
     budget_s = args.threshold * args.actions_per_chunk / args.fps
     delay = math.ceil(statistics.median(in_process) * args.fps)
     return {
