@@ -6,7 +6,8 @@
 #   bash examples/quickstart.sh --fast    # smoke run of a few minutes (what CI runs)
 #
 # Overrides (environment): OUT, TASK, EPISODES, RESOLUTION, STEPS, BATCH_SIZE, EVAL_EPISODES,
-# EVAL_BATCH_SIZE, EVAL_SEED. Full stage logs: $OUT/logs/; the short log: $OUT/quickstart.log.
+# EVAL_BATCH_SIZE, EVAL_SEED, EVAL_STEP_LIMIT (--fast only). Full stage logs: $OUT/logs/; the short log:
+# $OUT/quickstart.log.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/env.sh"  # creates .venv and installs the project with its declared extras
@@ -27,11 +28,14 @@ EVAL_SEED="${EVAL_SEED:-100000}"  # recording uses seeds 0, 1, ...; evaluation s
 if [ "$FAST" = 1 ]; then
   OUT="${OUT:-outputs/quickstart_fast}"; EPISODES="${EPISODES:-2}"; STEPS="${STEPS:-4}"; BATCH_SIZE="${BATCH_SIZE:-4}"
   EVAL_EPISODES="${EVAL_EPISODES:-1}"; EVAL_BATCH_SIZE="${EVAL_BATCH_SIZE:-1}"
+  # lerobot-eval with MetaWorld's 500-step episodes capped at 100 (the expert presses within 100 steps).
+  EVAL=(dit4dit-metaworld-eval --step-limit "${EVAL_STEP_LIMIT:-100}")
 else
   OUT="${OUT:-outputs/quickstart}"; EPISODES="${EPISODES:-50}"
   STEPS="${STEPS:-$(python -c "import json; print(json.load(open('$PRESET'))['steps'])")}"
   BATCH_SIZE="${BATCH_SIZE:-$(python -c "import json; print(json.load(open('$PRESET'))['batch_size'])")}"
   EVAL_EPISODES="${EVAL_EPISODES:-50}"; EVAL_BATCH_SIZE="${EVAL_BATCH_SIZE:-10}"
+  EVAL=(lerobot-eval)
 fi
 mkdir -p "$OUT/logs"
 LOG="$OUT/quickstart.log"
@@ -76,10 +80,11 @@ else
 fi
 
 if [ ! -f "$OUT/eval/eval_info.json" ]; then
-  # LeRobot's MetaWorld env runs an episode until success or 500 steps (the expert needs under 100).
+  # LeRobot's MetaWorld env runs an episode until success or 500 steps (the expert needs under 100);
+  # the --fast run caps them (EVAL above).
   log "4/4 lerobot-eval --env.type=metaworld over $EVAL_EPISODES episodes (seeds from $EVAL_SEED)"
   rm -rf "$OUT/eval"
-  stage eval lerobot-eval --policy.path="$CKPT" --policy.device=cpu \
+  stage eval "${EVAL[@]}" --policy.path="$CKPT" --policy.device=cpu \
     --env.type=metaworld --env.task="$TASK" \
     --eval.n_episodes="$EVAL_EPISODES" --eval.batch_size="$EVAL_BATCH_SIZE" --eval.use_async_envs=false \
     --seed="$EVAL_SEED" --output_dir="$OUT/eval"

@@ -283,8 +283,9 @@ RANK_HANG_S = 150
 
 def test_two_process_accelerate_training_keeps_ranks_identical(tiny_base, reach_dataset, tmp_path):
     """Two-process CPU training on LeRobot's engine: `accelerate launch --multi_gpu --num_processes 2
-    lerobot-train` (torchrun; with no GPU, Accelerate uses DDP over gloo). 2 steps, and both ranks end with
-    identical weights (each rank dumps its weights after every step: tests/fixtures/rank_dump).
+    lerobot-train` (torchrun; with no GPU, Accelerate uses DDP over gloo). 2 steps, then a two-process
+    `--resume` for 2 more; both ranks end each run with identical weights (each rank dumps its weights after
+    every step: tests/fixtures/rank_dump).
 
     `--cpu` is not used: with accelerate 1.x it selects the single-process launcher, whatever
     `--num_processes` says.
@@ -297,13 +298,34 @@ def test_two_process_accelerate_training_keeps_ranks_identical(tiny_base, reach_
     exits, and the test fails with them."""
     from safetensors.torch import load_file
 
-    fixture = Path(__file__).parent / "fixtures" / "rank_dump"
-    dump, out = tmp_path / "ranks", tmp_path / "run"
+    out = tmp_path / "run"
+    train = [*tiny_policy_flags(tiny_base), *dataset_flags(reach_dataset), f"--output_dir={out}"]
+    log, ranks = _two_processes(tmp_path / "ranks", [*train, "--steps=2", "--save_freq=2"])
+    saved = load_file(out / "checkpoints" / "000002" / "pretrained_model" / "model.safetensors")
+    assert all(torch.equal(saved[k], ranks[0][k]) for k in saved)
+    assert "[rank1]" in log and "smpl:16" in log  # 2 processes x batch 4 x 2 steps
+
+    # Two processes resume from that checkpoint for 2 more steps: still identical, and moved on from it.
+    config = out / "checkpoints" / "last" / "pretrained_model" / "train_config.json"
+    resume = [f"--config_path={config}", "--resume=true", "--steps=4", "--save_freq=2"]
+    log, resumed = _two_processes(tmp_path / "ranks_resumed", resume)
+    assert "smpl:32" in log and "step:3 " in log and "step:1 " not in log, log[-3000:]
+    final = load_file(out / "checkpoints" / "000004" / "pretrained_model" / "model.safetensors")
+    assert all(torch.equal(final[k], resumed[0][k]) for k in final)
+    assert not all(torch.equal(final[k], saved[k]) for k in final)
+
+
+def _two_processes(dump: Path, train_args: list[str]) -> tuple[str, list[dict]]:
+    """`accelerate launch` two CPU ranks of `lerobot-train train_args`; returns the log and each rank's
+    weights after its last step, which must be identical. A rank still running after `RANK_HANG_S` fails the
+    test with its stacks."""
+    from safetensors.torch import load_file
+
     dump.mkdir()
     env = offline_env(
         DIT4DIT_RANK_DUMP=str(dump),
         DIT4DIT_RANK_HANG_S=str(RANK_HANG_S),
-        PYTHONPATH=str(fixture),
+        PYTHONPATH=str(Path(__file__).parent / "fixtures" / "rank_dump"),
         OMP_NUM_THREADS="1",
     )
     cmd = [
@@ -321,11 +343,7 @@ def test_two_process_accelerate_training_keeps_ranks_identical(tiny_base, reach_
         "--dynamo_backend",
         "no",
         str(BIN / "lerobot-train"),
-        *tiny_policy_flags(tiny_base),
-        *dataset_flags(reach_dataset),
-        "--steps=2",
-        "--save_freq=2",
-        f"--output_dir={out}",
+        *train_args,
     ]
     # The rank timeout ends a hang first; this bound covers the launcher itself.
     proc = subprocess.run(
@@ -339,9 +357,7 @@ def test_two_process_accelerate_training_keeps_ranks_identical(tiny_base, reach_
     ranks = [load_file(dump / f"rank{i}.safetensors") for i in range(2)]
     assert ranks[0].keys() == ranks[1].keys()
     assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
-    saved = load_file(out / "checkpoints" / "000002" / "pretrained_model" / "model.safetensors")
-    assert all(torch.equal(saved[k], ranks[0][k]) for k in saved)
-    assert "[rank1]" in log and "smpl:16" in log  # 2 processes x batch 4 x 2 steps
+    return log, ranks
 
 
 def test_lora_fine_tuning_through_lerobot_peft(trained, reach_dataset, tmp_path):
