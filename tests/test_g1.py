@@ -502,6 +502,10 @@ def _free_port() -> int:
 
 
 ACTION_TIMEOUT_S = 2.0
+# The client's rate. A chunk of 8 is asked for when 4 actions are left, so it must come within 0.5 s: the
+# server's chunk takes 0.1 s alone on 2 cores and up to about 0.3 s beside the rest of the suite, where 15 fps
+# (0.27 s) let the queue run dry.
+CLIENT_FPS = 8
 
 
 def test_g1_async_inference(g1_trained, tmp_path):
@@ -532,7 +536,7 @@ def test_g1_async_inference(g1_trained, tmp_path):
         "--policy_device=cpu",
         "--actions_per_chunk=8",
         "--chunk_size_threshold=0.5",
-        f"--fps={FPS}",
+        f"--fps={CLIENT_FPS}",
         f"--task={TASK}",
     ]
     logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("server", "client")}  # noqa: SIM115
@@ -550,12 +554,12 @@ def test_g1_async_inference(g1_trained, tmp_path):
                 )
                 time.sleep(1.0 if name == "server" else 0)
             deadline = time.monotonic() + 120  # the server loads the policy when the client connects
-            while scene.scene()["commands"] < FPS:
+            while scene.scene()["commands"] < CLIENT_FPS:
                 assert procs["client"].poll() is None, (tmp_path / "client.log").read_text()[-4000:]
                 assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-4000:]
                 time.sleep(0.2)
             first = scene.scene()
-            time.sleep(3.0)
+            time.sleep(4.0)
             second = scene.scene()
             rate = (second["commands"] - first["commands"]) / (second["time"] - first["time"])
             procs["server"].send_signal(signal.SIGKILL)
@@ -575,7 +579,7 @@ def test_g1_async_inference(g1_trained, tmp_path):
             f.close()
     client_log = (tmp_path / "client.log").read_text()
     # The client's control loop paces itself at --fps; under load a step can run late, never early.
-    assert 0.8 * FPS <= rate <= 1.05 * FPS, rate
+    assert 0.8 * CLIENT_FPS <= rate <= 1.05 * CLIENT_FPS, rate
     check_commands(final)
     assert procs["client"].returncode != 0
     assert "no action for" in client_log and "stopping the control loop" in client_log, client_log[-4000:]
