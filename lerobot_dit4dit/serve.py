@@ -19,7 +19,7 @@ the server module's name `SUPPORTED_POLICIES` to that list plus `dit4dit`, in it
 
 from __future__ import annotations
 
-POLICY_TYPE = "dit4dit"
+from .modeling_dit4dit import DiT4DiTPolicy
 
 
 def accept_dit4dit() -> list[str]:
@@ -29,9 +29,10 @@ def accept_dit4dit() -> list[str]:
     left as LeRobot ships it."""
     from lerobot.async_inference import constants, policy_server
 
+    policy_type = DiT4DiTPolicy.name  # the type name LeRobot registers the policy under
     accepted = list(constants.SUPPORTED_POLICIES)
-    if POLICY_TYPE not in accepted:
-        accepted.append(POLICY_TYPE)
+    if policy_type not in accepted:
+        accepted.append(policy_type)
     policy_server.SUPPORTED_POLICIES = accepted
     return accepted
 
