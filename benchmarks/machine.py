@@ -71,3 +71,15 @@ def peak_rss_mib() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def anon_rss_mib() -> float | None:
+    """This process's anonymous resident memory now (RssAnon of /proc/self/status): what it allocated,
+    against pages mapped from files, which the kernel can drop and processes share. None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None

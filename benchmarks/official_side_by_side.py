@@ -7,6 +7,8 @@
     python -m benchmarks.official_side_by_side --official-src /path/to/DiT4DiT \
         --width real --device cuda --dtype bfloat16 --resolution 224 --batch-size 8 --train
     python -m benchmarks.official_side_by_side --official-src /path/to/DiT4DiT \
+        --width real --dtype bfloat16 --resolution 224 --checkpoint-dtype bfloat16 --load-only
+    python -m benchmarks.official_side_by_side --official-src /path/to/DiT4DiT \
         --check-fixture                                         # the shims reproduce tests/fixtures/parity
 
 The official code is imported from the `--official-src` checkout (nothing of it is copied here). One base with
@@ -23,9 +25,12 @@ draws (the parity check: both sides get the same feature-forward noise and the s
 `--warmup` runs, then the median of `--repeats` new action chunks at `--batch-size` (official:
 `predict_action` on an official-style example batch; ours: `reset()` + `select_action`) and, with `--train`,
 of training steps (forward + backward + grad clip + AdamW step; text encoder and VAE frozen on both sides).
-`--count-flops` also counts the work of one chunk and one training step (torch's FlopCounterMode: matmuls,
-convolutions, and attention on CUDA; it has no formula for the CPU attention kernel), which tells the
-method's own work from overhead.
+`--checkpoint-dtype bfloat16` stores both checkpoints in bf16 (the official `.pt` and, through the converter,
+ours). `--load-only` times the load and then reads every weight each side holds once instead of acting, so
+that the peak counts the pages a chunk would read (for CPUs whose bf16 matmuls make a real-width chunk take
+hours); it skips the chunks and parity. `--count-flops` also counts the work of one chunk and one training
+step (torch's FlopCounterMode: matmuls, convolutions, and attention on CUDA; it has no formula for the CPU
+attention kernel), which tells the method's own work from overhead.
 
 The official code needs two fixes on current libraries (diffusers 0.39, transformers 5.5); they are applied
 as run-time shims, see `apply_official_shims` and tests/fixtures/parity/README.md.
@@ -50,9 +55,9 @@ from pathlib import Path
 import torch
 
 if __package__:
-    from .machine import peak_rss_mib
+    from .machine import anon_rss_mib, peak_rss_mib
 else:  # the official child runs this file as a script, so that it imports neither lerobot nor this package
-    from machine import peak_rss_mib
+    from machine import anon_rss_mib, peak_rss_mib
 
 CAMERA = "observation.images.image_0"
 TASK = "pick up the black bowl and place it on the plate"
@@ -425,7 +430,10 @@ def prepare(args, work: Path) -> dict:
     extractor = model.backbone_interface.extractor
     t_factor, s_factor = int(extractor.vae_scale_factor_temporal), int(extractor.vae_scale_factor_spatial)
     checkpoint = run / "checkpoints" / "steps_0_pytorch_model.pt"
-    torch.save(model.state_dict(), checkpoint)  # what the official trainer writes
+    store = getattr(torch, args.checkpoint_dtype)
+    state = {k: v.to(store) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    torch.save(state, checkpoint)  # what the official trainer writes, in --checkpoint-dtype
+    del state
     n_params = {
         "video DiT": sum(p.numel() for p in extractor.transformer.parameters()),
         "action head": sum(p.numel() for p in model.action_model.parameters()),
@@ -446,6 +454,7 @@ def prepare(args, work: Path) -> dict:
         action_dim=action_dim,
         state_encoding="none",
         gripper_dim=None,
+        checkpoint_dtype=args.checkpoint_dtype,
     )
     print(f"converted to {ours}", flush=True)
 
@@ -536,6 +545,23 @@ def _child_setup(args, work: Path):
     return inputs, device, sync
 
 
+def read_every_weight(model: torch.nn.Module) -> None:
+    """Read each parameter and buffer `model` holds once (pages mapped from a file become resident, as the
+    first chunk would make them), without an fp32 copy of any."""
+    with torch.no_grad():
+        for t in (*model.parameters(), *model.buffers()):
+            t.sum(dtype=torch.float32 if t.is_floating_point() else None)
+
+
+def _load_only(out: dict, model: torch.nn.Module) -> dict:
+    """`--load-only`: the memory figures after reading every weight, in place of the chunks."""
+    out["anon_after_load_mib"] = anon_rss_mib()
+    read_every_weight(model)
+    out["rss_after_reading_weights_mib"] = peak_rss_mib()
+    out["peak_rss_mib"] = peak_rss_mib()
+    return out
+
+
 def run_official(args, work: Path, meta: dict) -> dict:
     """Load the official checkpoint with the official loader and time it (this process runs nothing else)."""
     import yaml
@@ -551,6 +577,8 @@ def run_official(args, work: Path, meta: dict) -> dict:
     sync()
     out["load_s"] = time.perf_counter() - start
     out["rss_after_load_mib"] = peak_rss_mib()
+    if args.load_only:
+        return _load_only(out, model)
     if device.type == "cpu" and args.dtype != "float32":
         map_official_autocast_to_cpu(model, official)
     features = capture_official_features(model)
@@ -628,6 +656,8 @@ def run_dit4dit(args, work: Path, meta: dict) -> dict:
     sync()
     out["load_s"] = time.perf_counter() - start
     out["rss_after_load_mib"] = peak_rss_mib()
+    if args.load_only:
+        return _load_only(out, policy)
 
     features: list[torch.Tensor] = []
     extract = policy.extract_features
@@ -771,6 +801,8 @@ def _child(args, extra: list[str]) -> tuple[dict, str]:
         + (["--latent-cache"] if args.latent_cache else [])
         + (["--count-flops"] if args.count_flops else [])
         + (["--real-size"] if args.real_size else [])
+        + [f"--checkpoint-dtype={args.checkpoint_dtype}"]
+        + (["--load-only"] if args.load_only else [])
     )
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -813,6 +845,8 @@ def _summary(runs: dict[str, list[dict]]) -> list[tuple[str, str, float | None, 
         ("work counted, dit4dit on cached latents", "GFLOP", "train_step_latent_cache_gflop", 1.0),
         ("peak RSS before load (imports)", "MiB", "rss_before_load_mib", 1.0),
         ("peak RSS after load", "MiB", "rss_after_load_mib", 1.0),
+        ("anonymous memory after load (not file-mapped)", "MiB", "anon_after_load_mib", 1.0),
+        ("peak RSS after reading every weight once", "MiB", "rss_after_reading_weights_mib", 1.0),
         ("peak RSS after chunks", "MiB", "rss_after_chunks_mib", 1.0),
         ("peak RSS of the child", "MiB", "peak_rss_mib", 1.0),
         ("CUDA peak allocated", "MiB", "cuda_peak_mib", 1.0),
@@ -828,9 +862,18 @@ def _summary(runs: dict[str, list[dict]]) -> list[tuple[str, str, float | None, 
     ]
 
 
-def print_report(args, meta: dict, runs: dict[str, list[dict]], parity: dict[str, float]) -> list[tuple]:
-    """Print the parity figures and the table; return the table rows."""
+def print_report(args, meta: dict, runs: dict[str, list[dict]], parity: dict | None) -> list[tuple]:
+    """Print the parity figures (None with --load-only) and the table; return the table rows."""
     print()
+    if parity is None:
+        print("--load-only: no chunk, no parity (both sides load the same weights)")
+    else:
+        _print_parity(args, meta, parity)
+    rows = _summary(runs)
+    return _print_table(args, meta, runs, rows)
+
+
+def _print_parity(args, meta: dict, parity: dict[str, float]) -> None:
     print(
         f"parity: same weights and inputs, same feature noise {meta['feature_noise_shape']} and initial "
         "action noise (for this one chunk the official VAE posterior sample is replaced by its mode, as ours "
@@ -846,17 +889,19 @@ def print_report(args, meta: dict, runs: dict[str, list[dict]], parity: dict[str
     )
     if args.dtype != "float32":
         print("  (bf16: ours runs the action head in bf16 at inference, the official code keeps it in fp32)")
-    rows = _summary(runs)
+
+
+def _print_table(args, meta: dict, runs: dict[str, list[dict]], rows: list[tuple]) -> list[tuple]:
     print()
     print(
         f"{args.width} width, {args.dtype}, batch {args.batch_size}, {meta['resolution'][0]}px, "
         f"{torch.get_num_threads()} thread(s), {args.device}, {args.rounds} round(s) x {args.repeats} repeats"
     )
-    print(f"{'measurement':44s} {'official':>12s} {'dit4dit':>12s} {'ratio':>8s}")
+    print(f"{'measurement':52s} {'official':>12s} {'dit4dit':>12s} {'ratio':>8s}")
     for name, unit, off, ours in rows:
         cells = [("" if v is None else f"{v:.3f}" if unit == "s" else f"{v:.1f}") for v in (off, ours)]
         ratio = f"{ours / off:.2f}" if ours is not None and off else ""
-        print(f"{f'{name} ({unit})':44s} {cells[0]:>12s} {cells[1]:>12s} {ratio:>8s}")
+        print(f"{f'{name} ({unit})':52s} {cells[0]:>12s} {cells[1]:>12s} {ratio:>8s}")
     notes = [
         "ratio = dit4dit / official (< 1: dit4dit faster or leaner). The instruction repeats, as in a",
         "rollout: dit4dit caches its prompt embedding and reads its text encoder lazily (in 'first chunk');",
@@ -908,6 +953,17 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--train", action="store_true", help="also time a training step")
+    parser.add_argument(
+        "--checkpoint-dtype",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="dtype both checkpoints are stored in (ours: the converter's --checkpoint-dtype)",
+    )
+    parser.add_argument(
+        "--load-only",
+        action="store_true",
+        help="time the load and read every weight once instead of acting (no chunks, no parity)",
+    )
     parser.add_argument(
         "--latent-cache",
         action="store_true",
@@ -981,7 +1037,8 @@ def _compare(args, work: Path, load: float) -> None:
         f"preparing the {args.width} base, the official checkpoint and its conversion in {work}", flush=True
     )
     # A work dir prepared with the same settings is reused (at real width the preparation writes ~26 GiB).
-    stamp = {k: getattr(args, k) for k in ("width", "real_size", "resolution", "batch_size", "seed", "dtype")}
+    keys = ("width", "real_size", "resolution", "batch_size", "seed", "dtype", "checkpoint_dtype")
+    stamp = {k: getattr(args, k) for k in keys}
     stamp["official_src"] = str(Path(args.official_src).resolve())
     stamp["base_sizes"] = repr(BENCH_BASES[args.width])  # a base built by other sizes is not reused
     stamp_file = work / "prepared_with.json"
@@ -1000,14 +1057,15 @@ def _compare(args, work: Path, load: float) -> None:
         for side in runs:  # alternately, each in a fresh process
             result, _ = _child(args, [f"--child={side}", f"--work={work}"])
             runs[side].append(result)
-            chunk_ms = statistics.median(result["chunk_s"]) * 1000
+            chunk = "" if args.load_only else f", chunk {statistics.median(result['chunk_s']) * 1000:.1f} ms"
             print(
-                f"[{i + 1}/{args.rounds}] {side:8s} load {result['load_s']:.2f} s, chunk {chunk_ms:.1f} ms, "
+                f"[{i + 1}/{args.rounds}] {side:8s} load {result['load_s']:.2f} s{chunk}, "
                 f"peak RSS {result['peak_rss_mib']:.0f} MiB",
                 flush=True,
             )
-        parity.append(_parity(work))
-    worst = {k: max(p[k] for p in parity) for k in parity[0]}
+        if not args.load_only:
+            parity.append(_parity(work))
+    worst = {k: max(p[k] for p in parity) for k in parity[0]} if parity else None
     rows = print_report(args, meta, runs, worst)
 
     if args.json:
@@ -1027,6 +1085,8 @@ def _compare(args, work: Path, load: float) -> None:
             "train": args.train,
             "latent_cache": args.latent_cache,
             "count_flops": args.count_flops,
+            "checkpoint_dtype": args.checkpoint_dtype,
+            "load_only": args.load_only,
         }
         out = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),

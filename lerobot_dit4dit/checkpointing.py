@@ -2,7 +2,8 @@
 
 A checkpoint holds the trained parts only (`TRAINED_PREFIXES`: the video DiT and the action head); the frozen
 VAE and text encoder come back from `config.base_model`. Loading is strict (every key by name and shape),
-streamed (one tensor at a time, the safetensors handle reopened every 256 MiB), and refuses NaN/Inf.
+streamed (one tensor at a time, the safetensors handle reopened every 256 MiB) or, when the file stores them
+in the served dtype, mapped from the file (`map_checkpoint`), and refuses NaN/Inf.
 
 Where the trained weights of a loaded policy stand is one explicit object, `WeightState`:
 
@@ -23,6 +24,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,8 +54,9 @@ class WeightState:
 
     Attributes:
         inference_cast: the trained weights were cast to `config.dtype` for inference.
-        master_file: the checkpoint they were loaded from straight in that dtype; it holds their fp32 values,
-            read back by `train()` and `save_pretrained`. None when the weights in memory are the master.
+        master_file: the checkpoint they were loaded from straight in that dtype; it holds their full values
+            (fp32, or the `checkpoint_dtype` it was written in), read back by `train()` and
+            `save_pretrained`. None when the weights in memory are the master.
         deferred_file: the checkpoint the unread video-DiT blocks will be read from; None when none is
             deferred.
         total_blocks: the video DiT's block count when complete (meaningful while `deferred_file` is set).
@@ -189,13 +193,31 @@ def save_trained(policy, save_directory: Path, state_dict: dict[str, Tensor] | N
             f"(first: {bad[:3]}). The run diverged; nothing was written."
         )
     cfg = policy.config
+    store = DTYPES[cfg.checkpoint_dtype]
+    if store != torch.float32:
+        if policy.weights.training_forwards:
+            logger.warning(
+                "DiT4DiT: writing %s in %s (checkpoint_dtype): training resumed from it starts from the "
+                "rounded weights, not this run's float32 ones.",
+                save_directory,
+                cfg.checkpoint_dtype,
+            )
+        trained = {k: v.to(store) if v.is_floating_point() else v for k, v in trained.items()}
     metadata = {"format": "pt", "dit4dit_cameras": json.dumps(cfg.cameras)}
     metadata["dit4dit_training_mode"] = cfg.training_mode
     if cfg.action_feature is not None:  # a video-only model trained on action-free data has neither
         metadata["dit4dit_action_dim"] = str(cfg.action_dim)
     if cfg.robot_state_feature is not None:
         metadata["dit4dit_state_dim"] = str(cfg.state_dim)
-    save_file(trained, str(Path(save_directory) / SAFETENSORS_SINGLE_FILE), metadata=metadata)
+    # Written beside and then renamed over the old file: a failed save leaves the old checkpoint whole, and
+    # a policy that maps the old file (`map_weights`) keeps reading its inode, never a half-written one.
+    target = Path(save_directory) / SAFETENSORS_SINGLE_FILE
+    partial = target.with_name(target.name + ".partial")
+    try:
+        save_file(trained, str(partial), metadata=metadata)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def load_checkpoint(model, model_file: str):
@@ -250,7 +272,12 @@ def load_checkpoint(model, model_file: str):
         model.video.transformer.transformer_blocks = torch.nn.ModuleList(list(blocks)[:keep])
     dtype = DTYPES[model.config.dtype]
     fresh = new_embodiment or video_pretrained
-    if dtype != torch.float32 and not fresh and fast_paths.enabled("inference_cast"):
+    if model.config.map_weights and not fresh and _stored_in(model_file, names, dtype):
+        _map_trained_state_dict(model, model_file, names, dtype)
+        if dtype != torch.float32:  # the file's own values are the master: train() reads them back up-cast
+            model.weights.inference_cast = True
+            model.weights.master_file = str(model_file)
+    elif dtype != torch.float32 and not fresh and fast_paths.enabled("inference_cast"):
         # Straight into the inference dtype, one tensor at a time: the destinations are allocated first,
         # then each fp32 tensor is read, cast into its place and freed, so the peak is the reduced-dtype
         # model plus one tensor (reading every tensor first held fp32 and bf16 copies at once, and
@@ -473,6 +500,78 @@ def _stream_trained_state_dict(model, model_file: str, names: list[str], dtype) 
             own[k].copy_(tensor)
             del tensor
     _refuse_non_finite(model_file, bad)
+
+
+# safetensors' dtype names (its file header) of the tensors `map_checkpoint` can map.
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "BF16": torch.bfloat16,
+    "F16": torch.float16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def safetensors_layout(model_file: str) -> tuple[int, dict[str, dict]]:
+    """(byte offset of the data, header) of a safetensors file; the header maps each tensor name to its
+    `dtype`, `shape` and `data_offsets` (begin, end) relative to the data."""
+    with open(model_file, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+    header.pop("__metadata__", None)
+    return 8 + length, header
+
+
+def map_checkpoint(model_file: str, names: list[str]) -> dict[str, Tensor]:
+    """Tensors `names` of a safetensors file as views of one private, copy-on-write memory map of it.
+
+    Nothing is read until a tensor is used, and an in-place write copies the page it touches, never the
+    file. Written here because safetensors' torch loader copies every tensor into fresh memory; the map is
+    torch's own (`UntypedStorage.from_file`, MAP_PRIVATE), and lives as long as any of the tensors.
+
+    Raises:
+        ValueError naming the first tensor whose dtype cannot be mapped or whose offset is not aligned
+        to its element size.
+    """
+    start, header = safetensors_layout(model_file)
+    storage = torch.UntypedStorage.from_file(model_file, shared=False, nbytes=os.path.getsize(model_file))
+    tensors = {}
+    for name in names:
+        entry = header[name]
+        dtype = SAFETENSORS_DTYPES.get(entry["dtype"])
+        offset = start + entry["data_offsets"][0]
+        if dtype is None or offset % dtype.itemsize:
+            raise ValueError(f"DiT4DiT: cannot map {name} ({entry['dtype']}, byte {offset}) of {model_file}")
+        view = torch.empty(0, dtype=dtype)
+        tensors[name] = view.set_(storage, offset // dtype.itemsize, entry["shape"])
+    return tensors
+
+
+def _stored_in(model_file: str, names: list[str], dtype: torch.dtype) -> bool:
+    """Whether every floating tensor `names` of the file is stored in `dtype` (and can be mapped as is)."""
+    _, header = safetensors_layout(model_file)
+    stored = {SAFETENSORS_DTYPES.get(header[k]["dtype"]) for k in names}
+    return {d for d in stored if d is None or d.is_floating_point} == {dtype}  # None: not mappable
+
+
+def _map_trained_state_dict(model, model_file: str, names: list[str], dtype: torch.dtype) -> None:
+    """Load the trained video DiT + action head as views of `model_file` (`map_checkpoint`), every floating
+    tensor already in `dtype`: strict keys and shapes first, then NaN/Inf refused (which reads each page
+    once, as acting would)."""
+    model.video.transformer.to(dtype)
+    model.action_head.to(dtype)
+    tensors = map_checkpoint(model_file, names)
+    _check_trained_keys(_trained_tensors(model), {k: tuple(v.shape) for k, v in tensors.items()}, model_file)
+    _refuse_non_finite(
+        model_file, [k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()]
+    )
+    load_trained_state_dict(model, tensors, source=model_file)
+    logger.info("DiT4DiT: %d trained tensors mapped from %s (%s)", len(tensors), model_file, dtype)
 
 
 def read_checkpoint(model_file: str, names: list[str] | None = None, reopen_bytes: int = 256 * 2**20):

@@ -138,6 +138,16 @@ class DiT4DiTConfig(PreTrainedConfig):
     # The Wan VAE's decoder is read the first time something decodes (imagining, `lerobot-eval` videos):
     # acting and training only encode. False reads the whole VAE when the policy is built.
     defer_vae_decoder: bool = True
+    # Dtype of the trained weights `save_pretrained` writes to model.safetensors: "float32" (the master
+    # weights, which training resumes from) or "bfloat16"/"float16" for a checkpoint that is served: half the
+    # file, and a policy served in that `dtype` maps it (`map_weights`). Fine-tuning such a checkpoint starts
+    # from its rounded weights.
+    checkpoint_dtype: str = "float32"
+    # `from_pretrained` maps the trained weights it reads from model.safetensors (private, copy-on-write; a
+    # page is read on first use) instead of copying them, when the file stores them in `dtype`: nothing is
+    # read twice, and processes serving one checkpoint share its pages. dit4dit's own saves replace the file
+    # atomically, so a mapped file is never rewritten under a policy. False copies every tensor.
+    map_weights: bool = True
     # Training reads the frozen VAE's latents from this file, by each sample's dataset `index`, instead of
     # decoding and encoding the clip: the dataset then loads only the current frame (build the file with
     # `dit4dit-latent-cache`). None encodes.
@@ -282,8 +292,9 @@ class DiT4DiTConfig(PreTrainedConfig):
             )
         if self.state_encoding not in STATE_ENCODINGS:
             raise ValueError(f"state_encoding={self.state_encoding!r}; expected one of {STATE_ENCODINGS}.")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype={self.dtype!r}; expected one of {tuple(DTYPES)}.")
+        for name in ("dtype", "checkpoint_dtype"):
+            if getattr(self, name) not in DTYPES:
+                raise ValueError(f"{name}={getattr(self, name)!r}; expected one of {tuple(DTYPES)}.")
         if self.num_video_frames < 1 or self.num_video_frames % 4 != 1:
             raise ValueError(
                 f"num_video_frames={self.num_video_frames} must be 1 mod 4 (1, 5, 9, 13, 17...): the Wan VAE "

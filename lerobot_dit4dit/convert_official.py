@@ -27,7 +27,7 @@ import torch
 import yaml
 from lerobot.configs import FeatureType, NormalizationMode, PolicyFeature
 
-from .configuration_dit4dit import DiT4DiTConfig
+from .configuration_dit4dit import DTYPES, DiT4DiTConfig
 from .recipes import recipe_for_data_mix
 
 # Official prefix -> our prefix (trained parts) or None (frozen parts, re-loaded from the base model).
@@ -248,6 +248,7 @@ def convert_official(
     dataset_statistics: str | Path | None = None,
     gripper_dim: int | str | None = "auto",
     verify_frozen: bool = True,
+    checkpoint_dtype: str = "float32",
 ) -> Path:
     """Convert and write the checkpoint directory; returns its path. See the module docstring."""
     from .checkpointing import load_trained_state_dict
@@ -258,6 +259,8 @@ def convert_official(
         make_dit4dit_pre_post_processors,
     )
 
+    if checkpoint_dtype not in DTYPES:  # before the minutes of reading the checkpoint
+        raise ValueError(f"checkpoint_dtype={checkpoint_dtype!r}; expected one of {tuple(DTYPES)}.")
     start = time.perf_counter()
     config_path = Path(config)
     official = yaml.safe_load(config_path.read_text())
@@ -271,6 +274,7 @@ def convert_official(
         action_dim=action_dim,
         state_encoding=state_encoding,
     )
+    cfg.checkpoint_dtype = checkpoint_dtype  # model.safetensors is written in it (`save_pretrained`)
     source = load_official_state_dict(checkpoint)
 
     trained, frozen, unknown = {}, {}, []

@@ -1189,3 +1189,83 @@ def test_state_dropout_zeroes_the_state_token_in_training_only(make_policy):
     assert a != b
     with pytest.raises(ValueError, match="state_dropout_prob=1.0"):
         make_policy(state_dropout_prob=1.0)
+
+
+def test_checkpoint_in_served_dtype_is_mapped_not_copied(make_policy, tmp_path, monkeypatch):
+    """`checkpoint_dtype=bfloat16` writes bf16 weights; `from_pretrained` in bf16 then maps them from the
+    file (`map_weights`) instead of copying: the policy acts exactly as a copying load does, a write to a
+    weight never reaches the file, saving over the mapped file leaves the policy's weights alone, a failed
+    save leaves the old file whole, and `train()` reads the file's values back in fp32."""
+    import os
+
+    from safetensors.torch import load_file
+
+    from lerobot_dit4dit import checkpointing
+
+    policy = make_policy(checkpoint_dtype="bfloat16")
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    policy.save_pretrained(tmp_path / "ckpt")
+    model_file = tmp_path / "ckpt" / "model.safetensors"
+    saved = load_file(model_file)
+    assert {v.dtype for v in saved.values() if v.is_floating_point()} == {torch.bfloat16}
+
+    def load(**overrides):
+        config = DiT4DiTConfig.from_pretrained(tmp_path / "ckpt")
+        config.dtype = "bfloat16"
+        for k, v in overrides.items():
+            setattr(config, k, v)
+        return DiT4DiTPolicy.from_pretrained(tmp_path / "ckpt", config=config)
+
+    def file_backed(p: torch.Tensor) -> bool:  # a view of the whole mapped file, not its own allocation
+        return p.untyped_storage().nbytes() == os.path.getsize(model_file)
+
+    mapped, copied = load(), load(map_weights=False)
+    trained = {k: v for k, v in mapped.state_dict().items() if k in saved}
+    assert all(torch.equal(trained[k], saved[k]) for k in saved)
+    assert all(file_backed(p) for p in mapped.action_head.parameters())
+    assert not any(file_backed(p) for p in copied.action_head.parameters())
+    batch, noise = inference_batch(), torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim)
+    # Exact: the same bf16 values through the same computation.
+    chunk = mapped.predict_action_chunk(batch, noise=noise)
+    assert torch.equal(chunk, copied.predict_action_chunk(batch, noise=noise))
+
+    # Copy-on-write: an in-place write changes the policy's page, not the file.
+    name, weight = next((k, v) for k, v in mapped.state_dict().items() if k.startswith("action_head."))
+    kept = weight.clone()
+    with torch.no_grad():
+        weight.add_(1.0)
+        assert torch.equal(load_file(model_file)[name], saved[name])
+        weight.copy_(kept)
+
+    # Saving other weights over the mapped file replaces it: the mapped policy keeps reading the old inode.
+    other = make_policy(checkpoint_dtype="bfloat16")
+    other.save_pretrained(tmp_path / "ckpt")
+    assert not torch.equal(load_file(model_file)[next(iter(saved))], saved[next(iter(saved))])
+    assert torch.equal(mapped.predict_action_chunk(batch, noise=noise), chunk)
+
+    # A save that fails leaves the old file whole and no partial file beside it.
+    before = model_file.read_bytes()
+
+    def broken_save(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpointing, "save_file", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        policy.save_pretrained(tmp_path / "ckpt")
+    assert model_file.read_bytes() == before
+    assert not list((tmp_path / "ckpt").glob("*.partial"))
+    monkeypatch.undo()
+
+    # train(): fp32 weights equal to the (replaced) file's bf16 values, up-cast.
+    reloaded = load()
+    reloaded.train()
+    on_disk = load_file(model_file)
+    state = reloaded.state_dict()
+    assert all(state[k].dtype == torch.float32 and torch.equal(state[k], on_disk[k].float()) for k in on_disk)
+
+    with pytest.raises(ValueError, match="checkpoint_dtype='int8'"):
+        make_policy(checkpoint_dtype="int8")

@@ -8,9 +8,8 @@ import argparse
 import json
 import sys
 
-from lerobot_dit4dit.convert_official import (
-    convert_official,
-)
+from lerobot_dit4dit.configuration_dit4dit import DTYPES
+from lerobot_dit4dit.convert_official import convert_official
 
 
 def main() -> None:
@@ -43,6 +42,13 @@ def main() -> None:
         "'none', or 'auto' (the recipe's: 6 for LIBERO, none otherwise)",
     )
     parser.add_argument(
+        "--checkpoint-dtype",
+        default="float32",
+        choices=tuple(DTYPES),
+        help="dtype of the written model.safetensors: float32 (default; what training resumes from) or the "
+        "dtype it will be served in, which halves the file and lets from_pretrained map it (map_weights)",
+    )
+    parser.add_argument(
         "--no-verify-frozen",
         action="store_true",
         help="do not compare the checkpoint's VAE/text encoder with the base model's",
@@ -60,6 +66,7 @@ def main() -> None:
         state_encoding=args.state_encoding,
         dataset_statistics=args.dataset_statistics,
         verify_frozen=not args.no_verify_frozen,
+        checkpoint_dtype=args.checkpoint_dtype,
         gripper_dim={"auto": "auto", "none": None}.get(args.gripper_dim.lower())
         if not args.gripper_dim.lstrip("-").isdigit()
         else int(args.gripper_dim),
