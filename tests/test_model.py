@@ -1269,3 +1269,22 @@ def test_checkpoint_in_served_dtype_is_mapped_not_copied(make_policy, tmp_path, 
 
     with pytest.raises(ValueError, match="checkpoint_dtype='int8'"):
         make_policy(checkpoint_dtype="int8")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_all_finite_finds_every_nan_and_infinity(dtype):
+    """The load and save check (`checkpointing.all_finite`, one aminmax pass) finds a NaN, +Inf or -Inf at
+    either end or in the middle of a tensor, contiguous or not, and passes finite, integer and empty ones."""
+    from lerobot_dit4dit.checkpointing import all_finite
+
+    assert all_finite(torch.randn(257).to(dtype))
+    assert all_finite(torch.full((3,), torch.finfo(dtype).max, dtype=dtype))
+    assert all_finite(torch.zeros(0, dtype=dtype)) and all_finite(torch.arange(5))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for index in (0, 128, 256):
+            tensor = torch.randn(257).to(dtype)
+            tensor[index] = bad
+            assert not all_finite(tensor), (bad, index)
+        transposed = torch.randn(16, 16).to(dtype).t()
+        transposed[3, 7] = bad
+        assert not all_finite(transposed), bad
