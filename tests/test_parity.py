@@ -265,3 +265,21 @@ def test_converter_processors_reproduce_official_normalisation(tmp_path):
         state[0], torch.stack([x.sin(), x.cos()], -1).flatten()
     )  # raw, sin/cos interleaved
     assert policy.predict_action_chunk(pre(obs)).shape == (1, policy.config.chunk_size, 7)
+
+
+def test_converter_writes_the_served_dtype(tmp_path):
+    """`checkpoint_dtype=bfloat16`: the converted model.safetensors holds the fp32 conversion's weights cast to
+    bf16 (a checkpoint a bf16 policy maps), and an unknown dtype is refused by name before anything is read."""
+    kwargs = dict(cameras=[CAMERA], state_dim=8, action_dim=7, state_encoding="none")
+    source, config = str(FIXTURES / "official_model.pt"), FIXTURES / "official_config.yaml"
+    full = load_file(convert_official(source, config, tmp_path / "fp32", **kwargs) / "model.safetensors")
+    half = load_file(
+        convert_official(source, config, tmp_path / "bf16", checkpoint_dtype="bfloat16", **kwargs)
+        / "model.safetensors"
+    )
+    assert half.keys() == full.keys()
+    assert {v.dtype for v in full.values()} == {torch.float32}
+    assert all(torch.equal(half[k], full[k].to(torch.bfloat16)) for k in full)
+    with pytest.raises(ValueError, match="checkpoint_dtype='int4'"):
+        convert_official(source, config, tmp_path / "bad", checkpoint_dtype="int4", **kwargs)
+    assert not (tmp_path / "bad").exists()
