@@ -142,10 +142,11 @@ def random_observation(cfg, batch_size: int = 1) -> dict:
 
 
 def time_load(args) -> dict:
-    """Save a checkpoint of the benchmarked policy, then load it and act once in fresh processes, alternating
-    the lean load (the default: blocks after `extract_layer` and the VAE decoder left unread) with a full
-    one (`defer_unused_blocks=false`, the whole VAE). Each child reports its load time, first chunk and peak
-    RSS, so the figures are the load's alone."""
+    """Save a checkpoint of the benchmarked policy (in `--checkpoint-dtype`), then load it and act twice in
+    fresh processes, alternating the lean load (the default: blocks after `extract_layer` and the VAE decoder
+    left unread, the weights mapped from the file when it stores them in `--dtype`) with a full one
+    (`defer_unused_blocks=false`, the whole VAE) and a copying one (`map_weights=false`). Each child reports
+    its load time, first and second chunk and peak RSS, so the figures are the load's alone."""
     import subprocess
     import sys
 
@@ -153,9 +154,10 @@ def time_load(args) -> dict:
 
     cfg = bench_config(args)
     ckpt = Path(args.scratch) / "pretrained_model"
-    print(f"saving a checkpoint of the policy to {ckpt}", flush=True)
+    print(f"saving a checkpoint of the policy to {ckpt} in {args.checkpoint_dtype}", flush=True)
+    cfg.checkpoint_dtype = args.checkpoint_dtype
     DiT4DiTPolicy(cfg).save_pretrained(ckpt)
-    runs: dict[str, list[dict]] = {"full": [], "lean": []}
+    runs: dict[str, list[dict]] = {"full": [], "lean": [], "copied": []}
     for i in range(args.repeats):
         for mode in runs:
             cmd = [
@@ -166,7 +168,7 @@ def time_load(args) -> dict:
                 str(ckpt),
                 f"--threads={args.threads}",
             ]
-            cmd += ["--full-load"] if mode == "full" else []
+            cmd += [f"--load-mode={mode}"]
             line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1]
             runs[mode].append(json.loads(line))
             print(f"[{i + 1}/{args.repeats}] {mode}: {runs[mode][-1]}", flush=True)
@@ -177,19 +179,21 @@ def time_load(args) -> dict:
     }
     return {
         "base_model": cfg.base_model,
-        "config": {"dtype": cfg.dtype, "checkpoint": str(ckpt)},
+        "config": {"dtype": cfg.dtype, "checkpoint_dtype": cfg.checkpoint_dtype, "checkpoint": str(ckpt)},
         "results": results,
     }
 
 
-def load_child(ckpt: str, full: bool) -> dict:
-    """In this (fresh) process: `from_pretrained` the checkpoint and act once; time both, report peak RSS."""
+def load_child(ckpt: str, mode: str) -> dict:
+    """In this (fresh) process: `from_pretrained` the checkpoint (`mode`: lean, full or copied) and act twice
+    (a new chunk each); time each, report peak RSS."""
     from lerobot_dit4dit.configuration_dit4dit import DiT4DiTConfig
     from lerobot_dit4dit.modeling_dit4dit import DiT4DiTPolicy
 
     config = DiT4DiTConfig.from_pretrained(ckpt)
-    if full:  # the "before": every block, and the pipeline's whole VAE
+    if mode == "full":  # the "before": every block, and the pipeline's whole VAE
         config.defer_unused_blocks = config.defer_vae_decoder = False
+    config.map_weights = mode != "copied"
     start = time.perf_counter()
     policy = DiT4DiTPolicy.from_pretrained(ckpt, config=config)
     load_s = time.perf_counter() - start
@@ -199,9 +203,15 @@ def load_child(ckpt: str, full: bool) -> dict:
     start = time.perf_counter()
     with torch.no_grad(), autocast:
         policy.select_action(obs)
+    first_ms = (time.perf_counter() - start) * 1000
+    policy.reset()
+    start = time.perf_counter()
+    with torch.no_grad(), autocast:
+        policy.select_action(obs)
     return {
         "load_s": load_s,
-        "first_chunk_ms": (time.perf_counter() - start) * 1000,
+        "first_chunk_ms": first_ms,
+        "second_chunk_ms": (time.perf_counter() - start) * 1000,
         "peak_rss_mib": _peak_memory_mb(torch.device("cpu")),
         "unread_blocks_after_acting": policy.deferred_blocks,
         "vae_decoder_read": int(policy.video.vae_decoder_loaded),
@@ -443,13 +453,19 @@ def main() -> None:
         help="time from_pretrained + the first chunk in fresh processes, lean vs full load (--repeats each)",
     )
     parser.add_argument("--load-child", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--full-load", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--load-mode", default="lean", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--checkpoint-dtype",
+        default="float32",
+        choices=tuple(DTYPES),
+        help="with --load: the dtype the checkpoint is saved in (the policy's checkpoint_dtype)",
+    )
     args = parser.parse_args()
     if args.instructions < 1:
         parser.error(f"--instructions={args.instructions} must be >= 1")
     if args.load_child:
         torch.set_num_threads(args.threads)
-        print(json.dumps(load_child(args.load_child, args.full_load)))
+        print(json.dumps(load_child(args.load_child, args.load_mode)))
         return
     if args.param_counts:
         for name, n in real_param_counts().items():
