@@ -38,6 +38,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from . import fast_paths
+from .action_head import FlowMatchingActionHead
 from .base_model import looks_local
 from .configuration_dit4dit import DTYPES
 
@@ -306,6 +307,7 @@ def load_checkpoint(model, model_file: str):
 def _fresh_action_head(model, state_dict: dict[str, Tensor], model_file: str) -> dict[str, Tensor]:
     """`state_dict` with the action head replaced by `model`'s own, freshly initialised one; logs which
     weights come from the checkpoint and which are new."""
+    initialise_action_head(model)
     own = {k: v for k, v in nn.Module.state_dict(model).items() if k.startswith("action_head.")}
     kept = {k: v for k, v in state_dict.items() if not k.startswith("action_head.")}
     logger.info(
@@ -328,11 +330,22 @@ EMBODIMENT_PREFIXES = (
 )
 
 
+def initialise_action_head(model) -> None:
+    """Give an action head built on the meta device (`from_pretrained`) its random initialisation, in place
+    (the module keeps its hooks, compiled forward and requires_grad flags). A no-op for a real head."""
+    head = model.action_head
+    if not any(p.is_meta for p in head.parameters()):
+        return
+    fresh = FlowMatchingActionHead.from_config(model.config, cross_attention_dim=model.video.hidden_size)
+    head.load_state_dict(fresh.state_dict(), strict=True, assign=True)
+
+
 def _reinit_embodiment_layers(model, state_dict: dict, changes: list[str]) -> dict:
     """The checkpoint without its embodiment layers: `model` keeps their fresh initialisation, every other
     weight (both DiTs) comes from the checkpoint. Fresh processors follow: `pretrained_path` is cleared so
     that `lerobot-train` builds them from this config and the new dataset's statistics instead of loading the
     old embodiment's."""
+    initialise_action_head(model)
     own = nn.Module.state_dict(model)
     dropped = sorted(k for k in state_dict if k.startswith(EMBODIMENT_PREFIXES))
     for key in dropped:
@@ -488,9 +501,9 @@ def _stream_trained_state_dict(model, model_file: str, names: list[str], dtype) 
     with safe_open(model_file, framework="pt") as f:
         shapes = {k: f.get_slice(k).get_shape() for k in names}
     _check_trained_keys(_trained_tensors(model), shapes, source=model_file)
-    transformer = model.video.transformer
-    if any(t.is_meta for t in (*transformer.parameters(), *transformer.buffers())):
-        transformer.to_empty(device="cpu")  # every tensor it allocates is written below (keys checked)
+    for module in (model.video.transformer, model.action_head):
+        if any(t.is_meta for t in (*module.parameters(), *module.buffers())):
+            module.to_empty(device="cpu")  # every tensor it allocates is written below (keys checked)
     own = _trained_tensors(model)  # views of the parameters and buffers, now allocated
     bad = []
     with torch.no_grad():

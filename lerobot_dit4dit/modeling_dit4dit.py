@@ -95,10 +95,14 @@ class DiT4DiTPolicy(PreTrainedPolicy):
                 f"extract_layer={config.extract_layer} but the video DiT of {config.base_model} has "
                 f"{self.video.num_blocks} blocks (valid: 0..{self.video.num_blocks - 1})."
             )
-        # The cross-attention width follows the loaded video DiT.
-        self.action_head = FlowMatchingActionHead.from_config(
-            config, cross_attention_dim=self.video.hidden_size
-        )
+        # The cross-attention width follows the loaded video DiT. When a checkpoint overwrites the head
+        # (`from_pretrained`, the converter) it is built on the meta device like the video DiT: no random
+        # initialisation to throw away; `load_checkpoint` initialises it where a fine-tune needs a new head.
+        on_meta = torch.device("meta") if not load_base_transformer_weights else contextlib.nullcontext()
+        with on_meta:
+            self.action_head = FlowMatchingActionHead.from_config(
+                config, cross_attention_dim=self.video.hidden_size
+            )
         # FSDP's wrap units (Accelerate's TRANSFORMER_BASED_WRAP reads `_no_split_modules`): the block classes
         # of both DiTs as built, so a new block class cannot go unsharded by missing from a config's list.
         blocks = [*self.video.transformer.transformer_blocks, *self.action_head.model.transformer_blocks]
