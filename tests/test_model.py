@@ -1267,6 +1267,16 @@ def test_checkpoint_in_served_dtype_is_mapped_not_copied(make_policy, tmp_path, 
     state = reloaded.state_dict()
     assert all(state[k].dtype == torch.float32 and torch.equal(state[k], on_disk[k].float()) for k in on_disk)
 
+    # The mapped load refuses a non-finite weight as the copying ones do.
+    from safetensors.torch import save_file
+
+    damaged = load_file(model_file)
+    key = next(k for k in damaged if k.startswith("video.transformer.transformer_blocks.0."))
+    damaged[key] = torch.full_like(damaged[key], float("inf"))
+    save_file(damaged, model_file)
+    with pytest.raises(ValueError, match=r"NaN/Inf in 1 tensors .*" + key.replace(".", r"\.")):
+        load()
+
     with pytest.raises(ValueError, match="checkpoint_dtype='int8'"):
         make_policy(checkpoint_dtype="int8")
 

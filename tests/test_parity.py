@@ -268,9 +268,9 @@ def test_converter_processors_reproduce_official_normalisation(tmp_path):
 
 
 def test_converter_writes_the_served_dtype(tmp_path):
-    """`checkpoint_dtype=bfloat16`: the converted model.safetensors holds the fp32 conversion's weights cast to
-    bf16 (a checkpoint a bf16 policy maps), and an unknown dtype is refused by name before anything is read."""
-    kwargs = dict(cameras=[CAMERA], state_dim=8, action_dim=7, state_encoding="none")
+    """`checkpoint_dtype=bfloat16`: the converted model.safetensors holds the fp32 conversion's weights cast
+    to bf16 (a checkpoint a bf16 policy maps); an unknown dtype is refused by name before anything is read."""
+    kwargs = {"cameras": [CAMERA], "state_dim": 8, "action_dim": 7, "state_encoding": "none"}
     source, config = str(FIXTURES / "official_model.pt"), FIXTURES / "official_config.yaml"
     full = load_file(convert_official(source, config, tmp_path / "fp32", **kwargs) / "model.safetensors")
     half = load_file(
