@@ -60,26 +60,28 @@ def machine_info() -> dict:
     return info
 
 
+def _status_mib(field: str) -> float | None:
+    """`field` of /proc/self/status (a size in KiB) in MiB; None where there is no such file (not Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def peak_rss_mib() -> float:
     """This process's peak RSS so far. Linux: VmHWM of /proc/self/status, the high-water mark of this
     process's own memory; `ru_maxrss` would not do, since a child spawned by subprocess (vfork + exec) starts
     with its parent's high-water mark in it."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = _status_mib("VmHWM")
+    if peak is None:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return peak
 
 
 def anon_rss_mib() -> float | None:
     """This process's anonymous resident memory now (RssAnon of /proc/self/status): what it allocated,
     against pages mapped from files, which the kernel can drop and processes share. None off Linux."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+    return _status_mib("RssAnon")

@@ -4,6 +4,8 @@ record -> train -> rollout (sync and RTC) through LeRobot's own CLIs. `pytest -k
 from __future__ import annotations
 
 import json
+import math
+import subprocess
 import threading
 import time
 
@@ -584,3 +586,99 @@ def test_g1_async_inference(g1_trained, tmp_path):
     assert procs["client"].returncode != 0
     assert "no action for" in client_log and "stopping the control loop" in client_log, client_log[-4000:]
     assert exited_after < ACTION_TIMEOUT_S + 20, exited_after
+
+
+# ---------------------------------------------------------------------------------------------- video first
+# The study of benchmarks/g1_video_first.py (issue 28) in its --smoke mode, via examples/g1/video_first.sh:
+# every arm and k scored, the video pretraining run once and fine-tuned from, the report written, a second run
+# reusing every cell and a changed setting refused by name. Here because it starts the bridge.
+VIDEO_FIRST_ARMS = ("dit4dit_joint", "dit4dit_action", "dit4dit_video_joint", "act")
+VIDEO_FIRST = ROOT / "examples" / "g1" / "video_first.sh"
+
+
+@pytest.fixture(scope="module")
+def video_first_smoke(tmp_path_factory):
+    """`examples/g1/video_first.sh --smoke` once: (out folder, its stdout)."""
+    out = tmp_path_factory.mktemp("video_first")
+    proc = run(
+        ["bash", str(VIDEO_FIRST), "--smoke", f"--out={out}"], env=offline_env(MUJOCO_GL="egl"), timeout=900
+    )
+    return out, proc.stdout
+
+
+def test_video_first_smoke_scores_every_cell(video_first_smoke):
+    out, stdout = video_first_smoke
+    summary = json.loads((out / "summary.json").read_text())
+    ks = summary["ks"]
+    cells = {(c["arm"], c["k"]): c for c in summary["cells"]}
+    assert set(cells) == {(arm, k) for arm in VIDEO_FIRST_ARMS for k in ks}, sorted(cells)
+    for cell in [*summary["cells"], summary["expert"]]:
+        lo, hi = cell["interval_per_minute"]
+        rate = cell["presses_per_minute"]
+        assert all(math.isfinite(v) for v in (lo, rate, hi)) and 0 <= lo <= rate <= hi, cell
+        assert cell["commands"] > 0 and cell["commands_outside_limits"] == 0, cell
+    assert summary["expert"]["presses"] > 0  # the expert presses even in a 6-second window
+    for cell in summary["cells"]:
+        # The seed and the budget are written into every cell, the same steps for every arm.
+        assert cell["seed"] == 1000 and cell["steps"] == summary["steps_per_k"][str(cell["k"])], cell
+        assert cell["inference"] == ("sync" if cell["arm"] == "act" else "rtc"), cell
+
+    # The action-free recordings: LeRobot's remove_feature dropped the action and the state.
+    features = json.loads((out / "data" / "video" / "meta" / "info.json").read_text())["features"]
+    raw = json.loads((out / "data" / "video_raw" / "meta" / "info.json").read_text())["features"]
+    assert "action" in raw and "observation.state" in raw
+    assert "action" not in features and "observation.state" not in features
+    assert "observation.images.head_camera" in features
+
+    # The video pretraining ran once, and every (c) cell was fine-tuned from it, the others from the base.
+    assert stdout.count("video pretraining on") == 1 and stdout.count("pretraining cost") == 1
+    pretrained = summary["pretraining"]["checkpoint"]
+    config = json.loads(
+        (out / "pretrain" / "train" / "checkpoints" / "last" / "pretrained_model" / "config.json").read_text()
+    )
+    assert config["training_mode"] == "video"
+    for (arm, k), cell in cells.items():
+        log = (out / "cells" / f"{arm}_k{k}_seed1000" / "train.log").read_text()
+        if arm == "dit4dit_video_joint":
+            assert cell["started_from"] == pretrained
+            assert f"{pretrained}/model.safetensors was trained with training_mode=video" in log
+        else:
+            assert cell["started_from"] == (str(out / "base") if arm != "act" else "scratch")
+            assert "training_mode=video" not in log
+
+    table = (out / "results.md").read_text()
+    for label in (
+        "(a) dit4dit joint",
+        "(b) dit4dit training_mode=action",
+        "(c) dit4dit video-pretrained",
+        "(d) LeRobot ACT",
+        "expert",
+    ):
+        assert label in table
+    png = (out / "presses_vs_demos.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_video_first_smoke_resumes_cell_by_cell(video_first_smoke):
+    out, _ = video_first_smoke
+    results = sorted((out / "cells").glob("*/result.json"))
+    before = {p: p.stat().st_mtime_ns for p in results}
+    proc = run(
+        ["bash", str(VIDEO_FIRST), "--smoke", f"--out={out}"], env=offline_env(MUJOCO_GL="egl"), timeout=300
+    )
+    assert len(results) == len(VIDEO_FIRST_ARMS) and {p: p.stat().st_mtime_ns for p in results} == before
+    for stage in (": training", "recording", "video pretraining on", "encoding", "presses/min (expert"):
+        assert stage not in proc.stdout, proc.stdout
+    assert "(d) LeRobot ACT" in proc.stdout  # the table, rebuilt from the cells
+
+    # A changed setting is refused, by name, before anything runs.
+    proc = subprocess.run(
+        ["bash", str(VIDEO_FIRST), "--smoke", f"--out={out}", "--steps=3"],
+        capture_output=True,
+        text=True,
+        env=offline_env(MUJOCO_GL="egl"),
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "was made with steps=2, but this invocation asks for steps=3" in proc.stderr, proc.stderr[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in results} == before

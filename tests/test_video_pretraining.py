@@ -5,11 +5,13 @@ an action dataset. The fine-tune keeps the pretrained video DiT and builds a fre
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 import torch
+from helpers.reach_dataset import make_reach_dataset
 from safetensors.torch import load_file
-from utils import BIN, inference_batch, run, tiny_policy_flags
+from utils import ACTION_DIM, BIN, IMG, inference_batch, offline_env, run, tiny_policy_flags
 
 from lerobot_dit4dit import DiT4DiTPolicy
 
@@ -108,3 +110,59 @@ def test_finetune_starts_from_the_pretrained_video_dit(pretrained, tiny_base, re
     assert not all(torch.equal(state[k], saved[k]) for k in head_keys)  # a fresh action head
     base = DiT4DiTPolicy(config)  # the base's own video DiT, read from `tiny_base`
     assert not all(torch.equal(base.state_dict()[k], saved[k]) for k in video_keys)
+
+
+def test_finetune_on_another_camera_name(pretrained, tmp_path):
+    """The fine-tuning dataset names a camera differently from the video-pretraining one ("top" for "front"):
+    lerobot-train refuses it naming both cameras, and trains with LeRobot's --rename_map, keeping the
+    pretrained video DiT, whose camera names the fine-tuned policy and its preprocessor keep."""
+    _, ckpt, _ = pretrained
+    top, front = "observation.images.top", "observation.images.front"
+    data, repo = tmp_path / "renamed", "local/dit4dit_reach_top"
+    make_reach_dataset(
+        data,
+        repo_id=repo,
+        num_episodes=2,
+        episode_length=24,
+        image_size=IMG,
+        action_dim=ACTION_DIM,
+        stop_on_success=False,
+        rename={front: top},
+    )
+    cmd = [
+        str(BIN / "lerobot-train"),
+        f"--policy.path={ckpt}",
+        "--policy.training_mode=joint",
+        "--policy.push_to_hub=false",
+        *flags(data, repo),
+        "--steps=1",
+        "--save_freq=1",
+    ]
+    refused = subprocess.run(
+        [*cmd, f"--output_dir={tmp_path / 'refused'}"],
+        capture_output=True,
+        text=True,
+        env=offline_env(),
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+    )
+    message = refused.stdout + refused.stderr
+    assert refused.returncode != 0, message[-3000:]
+    # LeRobot's own check (make_policy) names the camera the policy lacks and the one the dataset adds.
+    tail = message[-3000:]
+    assert f"Missing features: ['{front}']" in message and f"Extra features: ['{top}']" in message, tail
+    assert "--rename_map" in message
+    assert not (tmp_path / "refused" / "checkpoints").exists()
+
+    out = tmp_path / "renamed_run"
+    proc = run([*cmd, f"--output_dir={out}", f"--rename_map={json.dumps({top: front})}"])
+    assert "was trained with training_mode=video. From it: the video DiT" in proc.stdout + proc.stderr
+    model = out / "checkpoints" / "000001" / "pretrained_model"
+    tuned = DiT4DiTPolicy.from_pretrained(model)
+    assert set(tuned.config.image_features) == {front, "observation.images.wrist"}
+    # The saved preprocessor renames the robot's "top" camera as in training, so the policy runs on it.
+    steps = json.loads((model / "policy_preprocessor.json").read_text())["steps"]
+    renames = [s["config"]["rename_map"] for s in steps if "rename_map" in s.get("config", {})]
+    assert renames == [{top: front}], steps
+    action = tuned.select_action(inference_batch())
+    assert action.shape == (2, ACTION_DIM) and torch.isfinite(action).all()

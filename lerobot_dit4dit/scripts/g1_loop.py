@@ -12,14 +12,19 @@ import sys
 from pathlib import Path
 
 from lerobot_dit4dit.sim.g1_loop import (
-    EXPERT_TYPE,
     PRESET,
-    TASK,
+    REPO_ID,
+    act_flags,
     bridge,
+    build_base,
+    dit4dit_flags,
+    encode_latents,
+    measure_expert,
     presses_per_minute,
     record,
-    robot_flags,
+    rollout_command,
     run_cli,
+    train_flags,
 )
 from lerobot_dit4dit.sim.scene_client import SceneClient
 from lerobot_dit4dit.teleoperators.g1_scripted_expert import G1ScriptedExpertConfig
@@ -89,7 +94,12 @@ def main(argv: list[str] | None = None) -> None:
 
     # The expert's settings are part of the recordings' (a changed expert records again).
     data_settings = {"episodes": args.episodes, "episode_s": args.episode_s, "fps": args.fps, "size": size}
-    data_settings["expert"] = dataclasses.asdict(G1ScriptedExpertConfig())
+    # The loop records the press behaviour, which the wander settings do not act on: recordings made before
+    # those existed stay valid.
+    expert = dataclasses.asdict(G1ScriptedExpertConfig())
+    data_settings["expert"] = {
+        k: v for k, v in expert.items() if k != "behaviour" and not k.startswith("wander")
+    }
     data_stamp = out / "data_settings.json"
     have_data = data_stamp.exists() and json.loads(data_stamp.read_text()) == data_settings
     expert_file = out / "expert.json"
@@ -98,20 +108,8 @@ def main(argv: list[str] | None = None) -> None:
             scene = SceneClient()
             if not expert_file.exists() or not have_data:
                 print(f"[g1] expert: lerobot-teleoperate for {args.rollout_minutes} min", flush=True)
-                rate, metrics = presses_per_minute(
-                    scene,
-                    lambda: run_cli(
-                        [
-                            "lerobot-teleoperate",
-                            *robot_flags(size, args.fps),
-                            f"--teleop.type={EXPERT_TYPE}",
-                            f"--fps={args.fps}",
-                            f"--teleop_time_s={args.rollout_minutes * 60}",
-                        ],
-                        logs / "expert.log",
-                    ),
-                    args.seed,
-                    args.rollout_minutes * 60,
+                rate, metrics = measure_expert(
+                    scene, size, args.fps, args.rollout_minutes, args.seed, logs / "expert.log"
                 )
                 expert_file.write_text(json.dumps({"presses_per_minute": rate, **metrics}))
             if not have_data:
@@ -142,17 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     if {k: stamped.get(k) for k in train_settings} != train_settings:
         train_stamp.unlink(missing_ok=True)
         shutil.rmtree(run_dir / "train", ignore_errors=True)
-        common = [
-            f"--dataset.root={data}",
-            "--dataset.repo_id=local/g1_button",
-            "--dataset.video_backend=pyav",
-            f"--output_dir={run_dir / 'train'}",
-            f"--steps={steps}",
-            f"--save_freq={steps}",
-            f"--batch_size={batch_size}",
-            f"--num_workers={preset['num_workers']}",  # 1: a worker decodes the next batch during the step
-            "--wandb.enable=false",
-        ]
+        # The preset's one data worker decodes the next batch during the step.
+        common = train_flags(data, run_dir / "train", steps, batch_size, preset["num_workers"])
         if args.policy == "dit4dit" and preset["policy"].get("use_relative_actions"):
             # The preset predicts actions relative to the current joints: LeRobot normalises them with action
             # statistics computed in that space, on a copy of the recordings.
@@ -161,9 +150,9 @@ def main(argv: list[str] | None = None) -> None:
             run_cli(
                 [
                     "lerobot-edit-dataset",
-                    "--repo_id=local/g1_button",
+                    f"--repo_id={REPO_ID}",
                     f"--root={data}",
-                    "--new_repo_id=local/g1_button",
+                    f"--new_repo_id={REPO_ID}",
                     f"--new_root={train_data}",
                     "--operation.type=recompute_stats",
                     "--operation.relative_action=true",
@@ -178,47 +167,20 @@ def main(argv: list[str] | None = None) -> None:
             base = out / "base"
             if not (base / "model_index.json").exists():
                 print("[g1] building the small Cosmos-shaped base (random weights)", flush=True)
-                run_cli(
-                    [sys.executable, "-m", "lerobot_dit4dit.scripts.tiny_base", f"--output={base}"],
-                    logs / "base.log",
-                )
-            cmd = [
-                "lerobot-train",
-                f"--config_path={PRESET}",
-                *common,
-                f"--policy.base_model={base}",
-                f"--policy.image_resolution=[{size},{size}]",
-                f"--policy.scheduler_decay_steps={steps}",
-            ]
+            build_base(base)
+            cmd = ["lerobot-train", *dit4dit_flags(base, size, steps), *common]
             cache_s = 0.0
             if args.latent_cache:
                 # The VAE is frozen and the recordings are not augmented: their latents never change, and
                 # encoding them was most of a step of this small model (docs/unitree_g1_sim.md).
                 latents = out / "latents.safetensors"
                 print(f"[g1] encoding the recordings' latents once: {latents}", flush=True)
-                latents.unlink(missing_ok=True)
-                cache_s = run_cli(
-                    [
-                        sys.executable,
-                        "-m",
-                        "lerobot_dit4dit.scripts.latent_cache",
-                        f"--output={latents}",
-                        "--batch-size=16",
-                        *cmd[1:],
-                    ],
-                    logs / "latent_cache.log",
-                )
+                cache_s = encode_latents(latents, cmd[1:], logs / "latent_cache.log")
                 cmd.append(f"--policy.latent_cache={latents}")
         else:
             cmd = [
                 "lerobot-train",
-                "--policy.type=act",
-                "--policy.device=cpu",
-                "--policy.push_to_hub=false",
-                "--policy.pretrained_backbone_weights=null",  # no download; trained from scratch like dit4dit
-                f"--policy.chunk_size={preset['policy']['chunk_size']}",
-                f"--policy.n_action_steps={preset['policy']['n_action_steps']}",
-                "--log_freq=100",
+                *act_flags(preset["policy"]["chunk_size"], preset["policy"]["n_action_steps"]),
                 *common,
             ]
         print(f"[g1] training {args.policy}: {steps} steps at batch {batch_size}", flush=True)
@@ -234,17 +196,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"[g1] rollout {args.policy} ({inference}) for {args.rollout_minutes} min", flush=True)
     with bridge(size, args.variant, seed=args.seed, log=logs / f"bridge_rollout_{args.policy}.log"):
         scene = SceneClient()
-        rollout = [
-            "lerobot-rollout",
-            "--strategy.type=base",
-            f"--policy.path={ckpt}",
-            "--policy.device=cpu",
-            *robot_flags(size, args.fps),
-            f"--task={TASK}",
-            f"--fps={args.fps}",
-            f"--duration={args.rollout_minutes * 60}",
-            f"--inference.type={inference}",
-        ]
         horizon = None
         if inference == "rtc":
             # RTC pulls a new chunk's first `execution_horizon` actions towards what is left of the previous
@@ -254,10 +205,9 @@ def main(argv: list[str] | None = None) -> None:
             # moves. Guiding only the steps that run while the next chunk is computed keeps the seam smooth
             # and lets each chunk act on its own observation.
             horizon = args.rtc_execution_horizon or preset["policy"]["n_action_steps"]
-            rollout += [
-                f"--inference.queue_threshold={queue_threshold}",
-                f"--inference.rtc.execution_horizon={horizon}",
-            ]
+        rollout = rollout_command(
+            ckpt, size, args.fps, args.rollout_minutes * 60, inference, queue_threshold, horizon
+        )
         rate, metrics = presses_per_minute(
             scene,
             lambda: run_cli(rollout, logs / f"rollout_{args.policy}.log", threads=args.rollout_threads),

@@ -14,11 +14,13 @@ and writes `<out>/result_<policy>.json`.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +32,7 @@ TASK = "press the red button"
 ROBOT_TYPE = "unitree_g1_dit4dit"
 EXPERT_TYPE = "g1_scripted_expert"
 CAMERA = "head_camera"
+REPO_ID = "local/g1_button"
 
 
 def robot_flags(image_size: int, fps: int) -> list[str]:
@@ -49,7 +52,8 @@ def bridge(image_size: int, variant: str = "capsules", seed: int = 0, log: Path 
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     cmd = [sys.executable, "-m", "lerobot_dit4dit.scripts.g1_bridge", f"--image-size={image_size}"]
     cmd += [f"--variant={variant}", f"--seed={seed}"]
-    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
+    # stderr goes to `log` or a temporary file, so an early exit can say why (a port another bridge holds).
+    out = open(log, "w+") if log else tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=out, text=True, env=env)
     try:
         deadline = time.monotonic() + timeout_s
@@ -62,8 +66,10 @@ def bridge(image_size: int, variant: str = "capsules", seed: int = 0, log: Path 
                 if line.strip() == "READY":
                     break
             elif proc.poll() is not None:
+                out.seek(0)
                 raise RuntimeError(
                     f"the G1 bridge exited ({proc.returncode}) before READY:\n{''.join(lines)}"
+                    f"{out.read()[-2000:]}"
                 )
             elif time.monotonic() > deadline:
                 raise TimeoutError(f"the G1 bridge printed no READY within {timeout_s} s:\n{''.join(lines)}")
@@ -78,8 +84,7 @@ def bridge(image_size: int, variant: str = "capsules", seed: int = 0, log: Path 
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if log:
-            out.close()
+        out.close()
 
 
 def run_cli(cmd: list[str], log: Path, timeout_s: float | None = None, threads: int | None = None) -> float:
@@ -105,21 +110,35 @@ def run_cli(cmd: list[str], log: Path, timeout_s: float | None = None, threads: 
     return time.perf_counter() - start
 
 
-def record(data: Path, episodes: int, episode_s: float, fps: int, image_size: int, log: Path) -> float:
-    """lerobot-record `episodes` expert episodes into `data` (a fresh folder); returns the wall time."""
+def record(
+    data: Path,
+    episodes: int,
+    episode_s: float,
+    fps: int,
+    image_size: int,
+    log: Path,
+    teleop: tuple[str, ...] | list[str] = (),
+    repo_id: str = REPO_ID,
+    task: str = TASK,
+) -> float:
+    """lerobot-record `episodes` expert episodes into `data` (a fresh folder); returns the wall time.
+
+    `teleop`: more `--teleop.*` flags of the scripted expert (e.g. `--teleop.behaviour=wander`); `task`: the
+    instruction stored with every frame."""
     shutil.rmtree(data, ignore_errors=True)
     return run_cli(
         [
             "lerobot-record",
             *robot_flags(image_size, fps),
             f"--teleop.type={EXPERT_TYPE}",
-            "--dataset.repo_id=local/g1_button",
+            *teleop,
+            f"--dataset.repo_id={repo_id}",
             f"--dataset.root={data}",
             f"--dataset.num_episodes={episodes}",
             f"--dataset.episode_time_s={episode_s}",
             "--dataset.reset_time_s=0",
             f"--dataset.fps={fps}",
-            f"--dataset.single_task={TASK}",
+            f"--dataset.single_task={task}",
             "--dataset.push_to_hub=false",
             "--display_data=false",
         ],
@@ -135,6 +154,161 @@ def presses_per_minute(scene: SceneClient, run, seed: int, duration_s: float) ->
     metrics = scene.scene()
     start = metrics["first_command_time"]
     if start is None:
-        return 0.0, metrics
+        return 0.0, {**metrics, "window_presses": 0}
     presses = sum(1 for t in metrics["press_times"] if start <= t <= start + duration_s)
-    return 60.0 * presses / duration_s, metrics
+    # The count itself, for its interval (`poisson_interval`).
+    return 60.0 * presses / duration_s, {**metrics, "window_presses": presses}
+
+
+def poisson_interval(count: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact (Garwood) `level` interval of a Poisson mean from one observed `count`, the interval of the
+    press counts in docs/unitree_g1_sim.md (257 presses: 226.5-290.4). Divide by the minutes for a rate.
+
+    Found by bisection on the Poisson tail probabilities, so it needs nothing beyond the standard library."""
+    if count < 0:
+        raise ValueError(f"a count cannot be negative: {count}")
+    tail = (1.0 - level) / 2
+
+    def cdf(k: int, mean: float) -> float:  # P(X <= k) for X ~ Poisson(mean), summed in log space
+        if mean <= 0:
+            return 1.0
+        logs = [i * math.log(mean) - mean - math.lgamma(i + 1) for i in range(k + 1)]
+        top = max(logs)
+        return math.exp(top) * sum(math.exp(v - top) for v in logs)
+
+    def solve(f, target: float) -> float:  # the mean where the decreasing f(mean) crosses target
+        lo, hi = 0.0, count + 20.0 * math.sqrt(count + 1) + 20.0
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if f(mid) > target else (lo, mid)
+        return (lo + hi) / 2
+
+    lower = 0.0 if count == 0 else solve(lambda m: cdf(count - 1, m), 1.0 - tail)
+    upper = solve(lambda m: cdf(count, m), tail)
+    return lower, upper
+
+
+def measure_expert(scene: SceneClient, image_size: int, fps: int, minutes: float, seed: int, log: Path):
+    """The scripted expert's press rate, measured as a policy's is: lerobot-teleoperate for `minutes` from the
+    scene reset with `seed`. Returns `presses_per_minute`'s (rate, metrics)."""
+    return presses_per_minute(
+        scene,
+        lambda: run_cli(
+            [
+                "lerobot-teleoperate",
+                *robot_flags(image_size, fps),
+                f"--teleop.type={EXPERT_TYPE}",
+                f"--fps={fps}",
+                f"--teleop_time_s={minutes * 60}",
+            ],
+            log,
+        ),
+        seed,
+        minutes * 60,
+    )
+
+
+def build_base(base: Path) -> Path:
+    """The small Cosmos-shaped base (random weights, seed 0) at `base`, built once: what `dit4dit-tiny-base
+    --output=<base>` writes, built in this process, which has imported what it needs already (a new process
+    would spend about 10 s importing LeRobot again). Built aside and renamed, so a half-written base is
+    never taken for one."""
+    from ..testing.tiny_base import build_tiny_cosmos_base
+
+    if not (base / "model_index.json").exists():
+        partial = base.with_name(base.name + f".partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        build_tiny_cosmos_base(partial)
+        shutil.rmtree(base, ignore_errors=True)
+        partial.rename(base)
+    return base
+
+
+def train_flags(
+    data: Path, output_dir: Path, steps: int, batch_size: int, num_workers: int, repo_id: str = REPO_ID
+) -> list[str]:
+    """`lerobot-train` flags that every policy of the G1 loop shares: the recordings, budget and output."""
+    return [
+        f"--dataset.root={data}",
+        f"--dataset.repo_id={repo_id}",
+        "--dataset.video_backend=pyav",
+        f"--output_dir={output_dir}",
+        f"--steps={steps}",
+        f"--save_freq={steps}",
+        f"--batch_size={batch_size}",
+        f"--num_workers={num_workers}",
+        "--wandb.enable=false",
+    ]
+
+
+def dit4dit_flags(base: Path, image_size: int, steps: int) -> list[str]:
+    """`lerobot-train` flags of a dit4dit run from `base` with the G1 preset, its schedule over `steps`."""
+    return [
+        f"--config_path={PRESET}",
+        f"--policy.base_model={base}",
+        f"--policy.image_resolution=[{image_size},{image_size}]",
+        f"--policy.scheduler_decay_steps={steps}",
+    ]
+
+
+def act_flags(chunk_size: int, n_action_steps: int) -> list[str]:
+    """`lerobot-train` flags of LeRobot's ACT on the G1 recordings: its own defaults, on CPU, from scratch
+    (no backbone download) like dit4dit, with dit4dit's chunk and executed steps."""
+    return [
+        "--policy.type=act",
+        "--policy.device=cpu",
+        "--policy.push_to_hub=false",
+        "--policy.pretrained_backbone_weights=null",
+        f"--policy.chunk_size={chunk_size}",
+        f"--policy.n_action_steps={n_action_steps}",
+        "--log_freq=100",
+    ]
+
+
+def encode_latents(latents: Path, train_args: list[str], log: Path) -> float:
+    """Encode the recordings of a dit4dit `lerobot-train` command line (its flags, without the program) once
+    with the frozen VAE into `latents` (`dit4dit-latent-cache`); returns the wall time. The recordings are not
+    augmented, so their latents never change, and encoding them was most of a step of the small model."""
+    latents.unlink(missing_ok=True)
+    return run_cli(
+        [
+            sys.executable,
+            "-m",
+            "lerobot_dit4dit.scripts.latent_cache",
+            f"--output={latents}",
+            "--batch-size=16",
+            *train_args,
+        ],
+        log,
+    )
+
+
+def rollout_command(
+    ckpt: Path,
+    image_size: int,
+    fps: int,
+    duration_s: float,
+    inference: str,
+    queue_threshold: int | None = None,
+    execution_horizon: int | None = None,
+) -> list[str]:
+    """`lerobot-rollout` of the checkpoint `ckpt` on the simulated G1 for `duration_s`; with
+    `inference="rtc"`, RTC re-plans when `queue_threshold` actions are left and guides the first
+    `execution_horizon` actions of a new chunk (docs/unitree_g1_sim.md, RTC settings)."""
+    cmd = [
+        "lerobot-rollout",
+        "--strategy.type=base",
+        f"--policy.path={ckpt}",
+        "--policy.device=cpu",
+        *robot_flags(image_size, fps),
+        f"--task={TASK}",
+        f"--fps={fps}",
+        f"--duration={duration_s}",
+        f"--inference.type={inference}",
+    ]
+    if inference == "rtc":
+        cmd += [
+            f"--inference.queue_threshold={queue_threshold}",
+            f"--inference.rtc.execution_horizon={execution_horizon}",
+        ]
+    return cmd

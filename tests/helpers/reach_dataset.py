@@ -114,13 +114,15 @@ def make_reach_dataset(
     distractor: bool = False,
     overwrite: bool = True,
     stop_on_success: bool = True,
+    rename: dict[str, str] | None = None,
 ):
     """Create the dataset at `root` and return it (a `LeRobotDataset`).
 
     Features: observation.images.front / observation.images.wrist (3, S, S) images, observation.state
     (state_dim,), action (action_dim,), plus the `task` string of every frame. Episodes end two frames after
     the goal is reached, or, with `stop_on_success=False`, always run `episode_length` frames (long enough
-    for clips of future frames that do not run past the episode end).
+    for clips of future frames that do not run past the episode end). `rename` stores features under other
+    keys, as a robot whose camera is named differently would record them.
     """
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
@@ -149,6 +151,8 @@ def make_reach_dataset(
         },
         "action": {"dtype": "float32", "shape": (action_dim,), "names": [f"a{i}" for i in range(action_dim)]},
     }
+    rename = rename or {}
+    features = {rename.get(k, k): v for k, v in features.items()}
     ds = LeRobotDataset.create(
         repo_id, fps=fps, features=features, root=root, robot_type="point2d", use_videos=False
     )
@@ -160,7 +164,7 @@ def make_reach_dataset(
         hold = 2  # after reaching the goal, record a few frames of holding still with the 'grasp' channel on
         for _ in range(episode_length):
             action = env.expert_action(action_dim)
-            ds.add_frame({**obs, "action": action})
+            ds.add_frame({rename.get(k, k): v for k, v in {**obs, "action": action}.items()})
             obs, _ = env.step(action)
             if env.success and stop_on_success:
                 hold -= 1

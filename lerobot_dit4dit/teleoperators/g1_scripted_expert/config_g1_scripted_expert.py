@@ -35,10 +35,32 @@ class G1ScriptedExpertConfig(TeleoperatorConfig):
     full_depth_radius_m: float = 0.02
     # Receive/reply timeout towards the simulator (s).
     timeout_s: float = 2.0
+    # What the expert does. "press" (the default): press the button, cycle after cycle; these are the
+    # demonstrations. "wander": move the fingertip between random targets over the table and now and then
+    # press the button, for action-free recordings (video pretraining, benchmarks/g1_video_first.py) that
+    # show the arm moving about and the button in many places, not only the demonstrations' motion. A wander
+    # target is a random draw the observation does not show, so these actions are no demonstrations: the
+    # study drops them (and observation.state) with lerobot-edit-dataset.
+    behaviour: str = "press"
+    # wander: the seed of the target draws (fixed, so a recording can be made again), the chance that the
+    # next target is the button (pursued until the simulator counts a press), the fingertip distance (m) at
+    # which a random target counts as reached, and the most actions spent on one target (45: 3 s at 15 fps).
+    wander_seed: int = 0
+    wander_press_prob: float = 0.3
+    wander_reach_m: float = 0.02
+    wander_max_actions: int = 45
 
     def __post_init__(self):
         if self.mode not in ("arm", "full"):
             raise ValueError(f"g1_scripted_expert: mode={self.mode!r}; expected 'arm' or 'full'")
+        if self.behaviour not in ("press", "wander"):
+            raise ValueError(
+                f"g1_scripted_expert: behaviour={self.behaviour!r}; expected 'press' or 'wander'"
+            )
+        if not 0.0 <= self.wander_press_prob <= 1.0:
+            raise ValueError(
+                f"g1_scripted_expert: wander_press_prob={self.wander_press_prob} must be in [0, 1]"
+            )
         for name in (
             "ik_iterations",
             "ik_tolerance_m",
@@ -46,6 +68,8 @@ class G1ScriptedExpertConfig(TeleoperatorConfig):
             "descend_radius_m",
             "full_depth_radius_m",
             "timeout_s",
+            "wander_reach_m",
+            "wander_max_actions",
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"g1_scripted_expert: {name}={getattr(self, name)} must be positive")

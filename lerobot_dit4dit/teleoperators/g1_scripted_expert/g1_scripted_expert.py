@@ -7,6 +7,11 @@ function of the measured joints and the button position alone (no hidden phase o
 policy seeing the joints and the camera can learn it. Each action is the waypoint's joint configuration plus
 the gravity torque there / kp (so the PD settles on it), not a step from the measured joints. Other joints are
 held where they are.
+
+With `behaviour="wander"` it moves the fingertip between random targets over the table instead (seeded by
+`wander_seed`), and with probability `wander_press_prob` the next target is the button, pressed as above:
+varied motion for action-free recordings. Those targets are hidden state, so wander actions are no
+demonstrations.
 """
 
 from __future__ import annotations
@@ -26,6 +31,11 @@ logger = logging.getLogger(__name__)
 
 RIGHT_ARM = list(range(22, 29))
 NUM_JOINTS = 29
+# Where wander targets are drawn (world frame, m): the table top and a margin past the button region on every
+# side, from 3 to 20 cm above the table (z is relative to the table top).
+WANDER_X = (0.26, 0.50)
+WANDER_Y = (-0.38, 0.02)
+WANDER_Z = (0.03, 0.20)
 
 
 class G1ScriptedExpert(Teleoperator):
@@ -40,6 +50,10 @@ class G1ScriptedExpert(Teleoperator):
         self._sub = self._ctx = self.scene = None
         self._model = self._data = None
         self.command: np.ndarray | None = None
+        # wander: the current target ((3,) point, "button" or None), actions spent on it, presses before it.
+        self._target: np.ndarray | str | None = None
+        self._target_actions = 0
+        self._target_presses = 0
 
     @property
     def action_features(self) -> dict[str, type]:
@@ -91,6 +105,8 @@ class G1ScriptedExpert(Teleoperator):
         self._sub = sub
         self.scene = SceneClient(self.config.host, self.config.scene_port, self.config.timeout_s)
         self.command = None
+        self._rng = np.random.default_rng(self.config.wander_seed)
+        self._target = None
 
     def _joint_state(self) -> np.ndarray:
         import zmq
@@ -109,8 +125,12 @@ class G1ScriptedExpert(Teleoperator):
         if not self.is_connected:
             raise DeviceNotConnectedError(f"{self} is not connected")
         q = self._joint_state()
-        button = np.asarray(self.scene.scene()["button"])
-        self.command = self._step(q, button)
+        scene = self.scene.scene()
+        button = np.asarray(scene["button"])
+        if self.config.behaviour == "wander":
+            self.command = self._wander(q, button, scene["presses"])
+        else:
+            self.command = self._step(q, button)
         return {f"{G1_29_JointIndex(i).name}.pos": float(self.command[i]) for i in self.joints}
 
     def _step(self, q: np.ndarray, button: np.ndarray) -> np.ndarray:
@@ -124,13 +144,9 @@ class G1ScriptedExpert(Teleoperator):
         the measured joints, so a policy's small errors give small offsets; targets of the form "measured +
         step" integrate any bias (the first recipe's policies drifted up and hovered). A function of (q,
         button) only: no hidden phase or integrator."""
-        mj, model, data, g = self._mj, self._model, self._data, self._scene_geometry
-        data.qpos[:NUM_JOINTS] = q
-        data.qvel[:] = 0.0
-        mj.mj_kinematics(model, data)
-        tip = data.site_xpos[self._tip].copy()
+        tip = self._fingertip(q)
         cfg = self.config
-        top = g.TABLE_TOP_Z
+        top = self._scene_geometry.TABLE_TOP_Z
         hover = top + cfg.hover_height_m
         dxy = np.linalg.norm(tip[:2] - button[:2])
         if dxy > cfg.descend_radius_m and tip[2] < hover - 0.02:  # low and away (after a press): lift first
@@ -144,6 +160,19 @@ class G1ScriptedExpert(Teleoperator):
                 (cfg.descend_radius_m - dxy) / (cfg.descend_radius_m - cfg.full_depth_radius_m), 0, 1
             )
             goal = np.array([button[0], button[1], hover - depth * (hover - top - 0.02)])
+        return self._command(q, goal)
+
+    def _fingertip(self, q: np.ndarray) -> np.ndarray:
+        """(3,) world position of the right fingertip at joints `q`."""
+        self._data.qpos[:NUM_JOINTS] = q
+        self._data.qvel[:] = 0.0
+        self._mj.mj_kinematics(self._model, self._data)
+        return self._data.site_xpos[self._tip].copy()
+
+    def _command(self, q: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """The (29,) joint command whose right arm puts the fingertip on `goal`: the IK solution plus the
+        gravity torque there / kp, the other joints held at `q`, all within the joint limits less 0.06 rad."""
+        mj, model, data = self._mj, self._model, self._data
         target = self._solve_ik(q, goal)
         data.qpos[:NUM_JOINTS] = target
         mj.mj_forward(model, data)  # qfrc_bias = the gravity torques at the target, at rest
@@ -152,6 +181,36 @@ class G1ScriptedExpert(Teleoperator):
         command = command + data.qfrc_bias[:NUM_JOINTS] / self._kp
         lo, hi = model.jnt_range[:NUM_JOINTS, 0] + 0.06, model.jnt_range[:NUM_JOINTS, 1] - 0.06
         return np.clip(command, lo, hi)
+
+    def _wander(self, q: np.ndarray, button: np.ndarray, presses: int) -> np.ndarray:
+        """One wander action: (29,) measured joints, (3,) button, the simulator's press count -> command.
+
+        The current target is kept until it is reached (a random point: within `wander_reach_m`; the button:
+        a press is counted) or `wander_max_actions` actions were spent on it; then the next is drawn, the
+        button with probability `wander_press_prob`, else a uniform point of WANDER_X x WANDER_Y x WANDER_Z.
+        Moving to a point lifts first when the fingertip is low and far from it, as a press cycle does."""
+        cfg = self.config
+        self._target_actions += 1
+        done = False
+        if isinstance(self._target, str):
+            done = presses > self._target_presses
+        elif self._target is not None:
+            done = np.linalg.norm(self._fingertip(q) - self._target) < cfg.wander_reach_m
+        if self._target is None or done or self._target_actions > cfg.wander_max_actions:
+            self._target_actions, self._target_presses = 0, presses
+            if self._rng.random() < cfg.wander_press_prob:
+                self._target = "button"
+            else:
+                height = self._scene_geometry.TABLE_TOP_Z + self._rng.uniform(*WANDER_Z)
+                self._target = np.array([self._rng.uniform(*WANDER_X), self._rng.uniform(*WANDER_Y), height])
+        if isinstance(self._target, str):
+            return self._step(q, button)
+        tip = self._fingertip(q)
+        hover = self._scene_geometry.TABLE_TOP_Z + cfg.hover_height_m
+        goal = self._target
+        if np.linalg.norm(tip[:2] - goal[:2]) > cfg.descend_radius_m and tip[2] < hover - 0.02:
+            goal = np.array([tip[0], tip[1], hover])
+        return self._command(q, goal)
 
     def _solve_ik(self, q: np.ndarray, goal: np.ndarray) -> np.ndarray:
         """Right-arm joints that put the fingertip on `goal`, by damped least squares from `q` (within the

@@ -1,0 +1,85 @@
+"""Video first on the simulated G1 (issue 28, benchmarks/g1_video_first.py): the wandering expert that
+records the action-free episodes and the press count's interval. The whole study in its --smoke mode is in
+tests/test_g1.py, beside every other test that starts the simulator's bridge (its ports are fixed, and the
+suite keeps a file on one worker)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lerobot_policy_dit4dit  # noqa: F401  (registers the teleoperator type)
+from lerobot_dit4dit.sim.g1_loop import poisson_interval
+from lerobot_dit4dit.teleoperators.g1_scripted_expert import G1ScriptedExpertConfig
+
+
+def test_poisson_interval_is_the_docs_interval():
+    # docs/unitree_g1_sim.md, run 12: 257 presses in 3 minutes -> 75.5-96.8 per minute; ACT 51 -> 12.7-22.4.
+    for count, expected in ((257, (75.5, 96.8)), (51, (12.7, 22.4))):
+        lo, hi = poisson_interval(count)
+        assert (round(lo / 3, 1), round(hi / 3, 1)) == expected
+    lo, hi = poisson_interval(0)
+    assert lo == 0.0 and hi == pytest.approx(3.6889, abs=1e-4)  # -ln(0.025)
+    with pytest.raises(ValueError, match="negative"):
+        poisson_interval(-1)
+
+
+def drive(behaviour: str, seconds: float, seed: int = 0) -> tuple[np.ndarray, int, list]:
+    """The scripted expert driving the simulator's physics in this process (no bridge, no sockets used) at
+    15 Hz with the robot's 0.1 rad step cap: (fingertip positions per tick, presses, wander targets drawn)."""
+    from lerobot.robots.unitree_g1.config_unitree_g1 import _DEFAULT_KD, _DEFAULT_KP
+
+    from lerobot_dit4dit.sim.g1_bridge import G1Sim
+    from lerobot_dit4dit.teleoperators.g1_scripted_expert.g1_scripted_expert import G1ScriptedExpert
+
+    sim = G1Sim("capsules", seed=3)
+    expert = G1ScriptedExpert(G1ScriptedExpertConfig(behaviour=behaviour, wander_seed=seed))
+    expert.connect()  # its sockets connect lazily; only the kinematics are used here
+    last = sim.data.qpos[:29].copy()
+    tips, targets = [], []
+    try:
+        for tick in range(int(15 * seconds)):
+            q = sim.data.qpos[:29].copy()
+            if behaviour == "wander":
+                command = expert._wander(q, sim.button, sim.presses)
+                if expert._target_actions == 0:
+                    targets.append(expert._target)
+            else:
+                command = expert._step(q, sim.button)
+            last = last + np.clip(command - last, -0.1, 0.1)
+            gains = zip(last, _DEFAULT_KP, _DEFAULT_KD, strict=False)
+            sim.command(
+                [{"mode": 1, "q": c, "dq": 0.0, "kp": kp, "kd": kd, "tau": 0.0} for c, kp, kd in gains]
+            )
+            for _ in range(33):  # 2 ms physics steps: one 15 Hz control tick
+                sim.step(tick / 15)
+            tips.append(sim.data.site_xpos[sim.fingertip].copy())
+    finally:
+        expert.disconnect()
+    return np.array(tips), sim.presses, targets
+
+
+def test_wander_moves_about_the_table_and_presses_now_and_then():
+    from lerobot_dit4dit.sim import g1_scene
+
+    tips, presses, targets = drive("wander", 30)
+    press_tips, press_presses, _ = drive("press", 30)
+    points = [t for t in targets if not isinstance(t, str)]
+    assert presses > 0 and len(points) >= 5 and len(points) < len(targets), (presses, targets)
+    # The fingertip covers much more of the table than the press cycles do, beyond the button's region.
+    assert tips[:, 1].std() > 1.5 * press_tips[:, 1].std(), (tips.std(0), press_tips.std(0))
+    outside = (tips[:, 1] < g1_scene.BUTTON_Y[0] - 0.04) | (tips[:, 1] > g1_scene.BUTTON_Y[1] + 0.04)
+    assert outside.mean() > 0.1, outside.mean()
+    assert press_presses > presses  # the expert proper presses more often
+    # The seed fixes the targets: another seed draws others.
+    _, _, again = drive("wander", 4)
+    _, _, other = drive("wander", 4, seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip(again, targets, strict=False))
+    assert not all(np.array_equal(a, b) for a, b in zip(other, targets, strict=False))
+
+
+def test_wander_settings_are_checked():
+    with pytest.raises(ValueError, match="behaviour='dance'"):
+        G1ScriptedExpertConfig(behaviour="dance")
+    with pytest.raises(ValueError, match="wander_press_prob"):
+        G1ScriptedExpertConfig(wander_press_prob=1.5)
