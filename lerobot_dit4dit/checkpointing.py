@@ -3,7 +3,8 @@
 A checkpoint holds the trained parts only (`TRAINED_PREFIXES`: the video DiT and the action head); the frozen
 VAE and text encoder come back from `config.base_model`. Loading is strict (every key by name and shape),
 streamed (one tensor at a time, the safetensors handle reopened every 256 MiB) or, when the file stores them
-in the served dtype, mapped from the file (`map_checkpoint`), and refuses NaN/Inf.
+in the served dtype, kept as safetensors' copy-on-write views of the file (`map_weights`), and refuses
+NaN/Inf.
 
 Where the trained weights of a loaded policy stand is one explicit object, `WeightState`:
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -274,7 +274,9 @@ def load_checkpoint(model, model_file: str):
     dtype = DTYPES[model.config.dtype]
     fresh = new_embodiment or video_pretrained
     if model.config.map_weights and not fresh and _stored_in(model_file, names, dtype):
-        _map_trained_state_dict(model, model_file, names, dtype)
+        # safetensors hands out views of its private (copy-on-write) map of the file: assigned as they are,
+        # the weights are never copied, and a page is read when first used.
+        _load_mapped(model, model_file, dict(read_checkpoint(model_file, names)), dtype)
         if dtype != torch.float32:  # the file's own values are the master: train() reads them back up-cast
             model.weights.inference_cast = True
             model.weights.master_file = str(model_file)
@@ -289,6 +291,8 @@ def load_checkpoint(model, model_file: str):
         model.weights.master_file = str(model_file)
     else:
         state_dict = dict(read_checkpoint(model_file, names))
+        if not model.config.map_weights:  # views of the file (see above): give the policy its own memory
+            state_dict = {k: v.clone() for k, v in state_dict.items()}
         _refuse_non_finite(
             model_file,
             [k for k, v in state_dict.items() if not all_finite(v)],
@@ -515,70 +519,29 @@ def _stream_trained_state_dict(model, model_file: str, names: list[str], dtype) 
     _refuse_non_finite(model_file, bad)
 
 
-# safetensors' dtype names (its file header) of the tensors `map_checkpoint` can map.
-SAFETENSORS_DTYPES = {
+# safetensors' names of the floating dtypes a checkpoint can store, for `_stored_in`.
+SAFETENSORS_FLOAT_DTYPES = {
     "F64": torch.float64,
     "F32": torch.float32,
     "BF16": torch.bfloat16,
     "F16": torch.float16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
 }
 
 
-def safetensors_layout(model_file: str) -> tuple[int, dict[str, dict]]:
-    """(byte offset of the data, header) of a safetensors file; the header maps each tensor name to its
-    `dtype`, `shape` and `data_offsets` (begin, end) relative to the data."""
-    with open(model_file, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(length))
-    header.pop("__metadata__", None)
-    return 8 + length, header
-
-
-def map_checkpoint(model_file: str, names: list[str]) -> dict[str, Tensor]:
-    """Tensors `names` of a safetensors file as views of one private, copy-on-write memory map of it.
-
-    Nothing is read until a tensor is used, and an in-place write copies the page it touches, never the
-    file. Written here because safetensors' torch loader copies every tensor into fresh memory; the map is
-    torch's own (`UntypedStorage.from_file`, MAP_PRIVATE), and lives as long as any of the tensors.
-
-    Raises:
-        ValueError naming the first tensor whose dtype cannot be mapped or whose offset is not aligned
-        to its element size.
-    """
-    start, header = safetensors_layout(model_file)
-    storage = torch.UntypedStorage.from_file(model_file, shared=False, nbytes=os.path.getsize(model_file))
-    tensors = {}
-    for name in names:
-        entry = header[name]
-        dtype = SAFETENSORS_DTYPES.get(entry["dtype"])
-        offset = start + entry["data_offsets"][0]
-        if dtype is None or offset % dtype.itemsize:
-            raise ValueError(f"DiT4DiT: cannot map {name} ({entry['dtype']}, byte {offset}) of {model_file}")
-        view = torch.empty(0, dtype=dtype)
-        tensors[name] = view.set_(storage, offset // dtype.itemsize, entry["shape"])
-    return tensors
-
-
 def _stored_in(model_file: str, names: list[str], dtype: torch.dtype) -> bool:
-    """Whether every floating tensor `names` of the file is stored in `dtype` (and can be mapped as is)."""
-    _, header = safetensors_layout(model_file)
-    stored = {SAFETENSORS_DTYPES.get(header[k]["dtype"]) for k in names}
-    return {d for d in stored if d is None or d.is_floating_point} == {dtype}  # None: not mappable
+    """Whether every floating tensor `names` of the file is stored in `dtype` (read from its header)."""
+    with safe_open(model_file, framework="pt") as f:
+        stored = {f.get_slice(k).get_dtype() for k in names}
+    integer = {name for name in stored if name not in SAFETENSORS_FLOAT_DTYPES and not name.startswith("F")}
+    return {SAFETENSORS_FLOAT_DTYPES.get(name) for name in stored - integer} == {dtype}
 
 
-def _map_trained_state_dict(model, model_file: str, names: list[str], dtype: torch.dtype) -> None:
-    """Load the trained video DiT + action head as views of `model_file` (`map_checkpoint`), every floating
-    tensor already in `dtype`: strict keys and shapes first, then NaN/Inf refused (which reads each page
+def _load_mapped(model, model_file: str, tensors: dict[str, Tensor], dtype: torch.dtype) -> None:
+    """Load the trained video DiT + action head from `tensors`, views of `model_file` whose floating tensors
+    are in `dtype`, as they are: strict keys and shapes first, then NaN/Inf refused (which reads each page
     once, as acting would)."""
     model.video.transformer.to(dtype)
     model.action_head.to(dtype)
-    tensors = map_checkpoint(model_file, names)
     _check_trained_keys(_trained_tensors(model), {k: tuple(v.shape) for k, v in tensors.items()}, model_file)
     _refuse_non_finite(model_file, [k for k, v in tensors.items() if not all_finite(v)])
     load_trained_state_dict(model, tensors, source=model_file)

@@ -143,10 +143,10 @@ class DiT4DiTConfig(PreTrainedConfig):
     # file, and a policy served in that `dtype` maps it (`map_weights`). Fine-tuning such a checkpoint starts
     # from its rounded weights.
     checkpoint_dtype: str = "float32"
-    # `from_pretrained` maps the trained weights it reads from model.safetensors (private, copy-on-write; a
-    # page is read on first use) instead of copying them, when the file stores them in `dtype`: nothing is
-    # read twice, and processes serving one checkpoint share its pages. dit4dit's own saves replace the file
-    # atomically, so a mapped file is never rewritten under a policy. False copies every tensor.
+    # `from_pretrained` keeps the trained weights as safetensors returns them, views of its private
+    # (copy-on-write) map of model.safetensors whose pages are read on first use, when the file stores them
+    # in `dtype`: nothing is copied, and processes serving one file share its pages. dit4dit's own saves
+    # replace the file atomically, so a mapped file is never rewritten under a policy. False copies them.
     map_weights: bool = True
     # Training reads the frozen VAE's latents from this file, by each sample's dataset `index`, instead of
     # decoding and encoding the clip: the dataset then loads only the current frame (build the file with

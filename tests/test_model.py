@@ -1192,11 +1192,11 @@ def test_state_dropout_zeroes_the_state_token_in_training_only(make_policy):
 
 
 def test_checkpoint_in_served_dtype_is_mapped_not_copied(make_policy, tmp_path, monkeypatch):
-    """`checkpoint_dtype=bfloat16` writes bf16 weights; `from_pretrained` in bf16 then maps them from the
-    file (`map_weights`) instead of copying: the policy acts exactly as a copying load does, a write to a
+    """`checkpoint_dtype=bfloat16` writes bf16 weights; `from_pretrained` in bf16 then keeps them mapped from
+    the file (`map_weights`) instead of copying: the policy acts exactly as a copying load does, a write to a
     weight never reaches the file, saving over the mapped file leaves the policy's weights alone, a failed
     save leaves the old file whole, and `train()` reads the file's values back in fp32."""
-    import os
+    from pathlib import Path
 
     from safetensors.torch import load_file
 
@@ -1218,8 +1218,13 @@ def test_checkpoint_in_served_dtype_is_mapped_not_copied(make_policy, tmp_path, 
             setattr(config, k, v)
         return DiT4DiTPolicy.from_pretrained(tmp_path / "ckpt", config=config)
 
-    def file_backed(p: torch.Tensor) -> bool:  # a view of the whole mapped file, not its own allocation
-        return p.untyped_storage().nbytes() == os.path.getsize(model_file)
+    def file_backed(p: torch.Tensor) -> bool:  # its memory lies in a mapping of model.safetensors
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            fields = line.split()
+            low, high = (int(x, 16) for x in fields[0].split("-"))
+            if low <= p.data_ptr() < high:
+                return fields[5:] == [str(model_file)]
+        return False
 
     mapped, copied = load(), load(map_weights=False)
     trained = {k: v for k, v in mapped.state_dict().items() if k in saved}
@@ -1276,6 +1281,16 @@ def test_checkpoint_in_served_dtype_is_mapped_not_copied(make_policy, tmp_path, 
     save_file(damaged, model_file)
     with pytest.raises(ValueError, match=r"NaN/Inf in 1 tensors .*" + key.replace(".", r"\.")):
         load()
+
+    # float32 served from float32 is mapped the same way; map_weights=false gives the policy its own copy.
+    fp32 = make_policy()
+    fp32.save_pretrained(tmp_path / "fp32")
+    model_file = tmp_path / "fp32" / "model.safetensors"
+    for map_weights, expected in ((True, True), (False, False)):
+        config = DiT4DiTConfig.from_pretrained(tmp_path / "fp32")
+        config.map_weights = map_weights
+        loaded = DiT4DiTPolicy.from_pretrained(tmp_path / "fp32", config=config)
+        assert all(file_backed(p) == expected for p in loaded.action_head.parameters()), map_weights
 
     with pytest.raises(ValueError, match="checkpoint_dtype='int8'"):
         make_policy(checkpoint_dtype="int8")
