@@ -26,7 +26,7 @@ is refused, naming the setting, rather than mixed into the table. At the end: `<
 `<out>/presses_vs_demos.png` (plot) and `<out>/summary.json`.
 
     MUJOCO_GL=egl python -m benchmarks.g1_video_first --out outputs/g1_video_first       # the study
-    MUJOCO_GL=egl python -m benchmarks.g1_video_first --out /tmp/vf --smoke              # every stage, tiny
+    MUJOCO_GL=egl python -m benchmarks.g1_video_first --out outputs/video_first_smoke --smoke  # tiny
     python -m benchmarks.g1_video_first --out outputs/g1_video_first --report-only       # table and plot
 
 `bash examples/g1/video_first.sh` runs it with the environment set up. Run from the repository root (the

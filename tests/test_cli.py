@@ -302,6 +302,7 @@ def test_two_process_accelerate_training_keeps_ranks_identical(tiny_base, reach_
     train = [*tiny_policy_flags(tiny_base), *dataset_flags(reach_dataset), f"--output_dir={out}"]
     log, ranks = _two_processes(tmp_path / "ranks", [*train, "--steps=2", "--save_freq=2"])
     saved = load_file(out / "checkpoints" / "000002" / "pretrained_model" / "model.safetensors")
+    # Exact: the checkpoint holds the very tensors rank 0 dumped (a save, no arithmetic).
     assert all(torch.equal(saved[k], ranks[0][k]) for k in saved)
     assert "[rank1]" in log and "smpl:16" in log  # 2 processes x batch 4 x 2 steps
 
@@ -311,6 +312,7 @@ def test_two_process_accelerate_training_keeps_ranks_identical(tiny_base, reach_
     log, resumed = _two_processes(tmp_path / "ranks_resumed", resume)
     assert "smpl:32" in log and "step:3 " in log and "step:1 " not in log, log[-3000:]
     final = load_file(out / "checkpoints" / "000004" / "pretrained_model" / "model.safetensors")
+    # Exact, as above; and training on from step 2 changed the weights.
     assert all(torch.equal(final[k], resumed[0][k]) for k in final)
     assert not all(torch.equal(final[k], saved[k]) for k in final)
 

@@ -1228,7 +1228,7 @@ def test_checkpoint_in_served_dtype_is_mapped_not_copied(make_policy, tmp_path, 
 
     mapped, copied = load(), load(map_weights=False)
     trained = {k: v for k, v in mapped.state_dict().items() if k in saved}
-    assert all(torch.equal(trained[k], saved[k]) for k in saved)
+    assert all(torch.equal(trained[k], saved[k]) for k in saved)  # exact: the file's bits, not recomputed
     assert all(file_backed(p) for p in mapped.action_head.parameters())
     assert not any(file_backed(p) for p in copied.action_head.parameters())
     batch, noise = inference_batch(), torch.randn(2, policy.config.chunk_size, policy.config.max_action_dim)

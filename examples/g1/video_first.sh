@@ -8,7 +8,7 @@
 # It writes <out>/results.md, <out>/presses_vs_demos.png and <out>/summary.json, and resumes cell by cell.
 #
 #   bash examples/g1/video_first.sh                                   # the study, in outputs/g1_video_first
-#   bash examples/g1/video_first.sh --smoke --out /tmp/video_first    # every stage and arm, tiny (minutes)
+#   bash examples/g1/video_first.sh --smoke --out outputs/video_first_smoke    # every stage and arm, tiny (minutes)
 #   bash examples/g1/video_first.sh --report-only                     # rebuild the table and plot
 #
 # Options are those of `python -m benchmarks.g1_video_first --help`.
