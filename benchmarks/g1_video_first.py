@@ -515,26 +515,32 @@ def report(out: Path, args, results: list[dict], expert: dict, pretraining: dict
     by_cell: dict[tuple[str, int], list[dict]] = {}
     for r in sorted(results, key=lambda r: r["seed"]):
         by_cell.setdefault((r["arm"], r["k"]), []).append(r)
-    means = {
-        arm: {
-            k: sum(r["presses_per_minute"] for r in rs) / len(rs)
-            for (a, k), rs in by_cell.items()
-            if a == arm
-        }
+    rates = {
+        arm: {k: [r["presses_per_minute"] for r in rs] for (a, k), rs in by_cell.items() if a == arm}
         for arm in arms
     }
+    means = {arm: {k: sum(v) / len(v) for k, v in per_k.items()} for arm, per_k in rates.items()}
+    ranges = {arm: {k: [min(v), max(v)] for k, v in per_k.items()} for arm, per_k in rates.items()}
     steps = {k: steps_for(args, k) for k in ks}
     lines = [
         f"Measured {date.today().isoformat()} on {cpu_name()}, {os.cpu_count()} CPU cores. Presses per "
         f"minute in a {args.rollout_minutes}-minute lerobot-rollout from the start pose (scene seed "
-        f"{args.scene_seed}; dit4dit RTC, ACT sync), mean over training seeds; 95% intervals are the exact "
-        "Poisson interval of each rollout's press count.",
+        f"{args.scene_seed}; dit4dit RTC, ACT sync): the mean over training seeds and, with more than one "
+        "seed, their range; 95% intervals are the exact Poisson interval of each rollout's press count.",
         "",
         "| arm | " + " | ".join(f"k = {k}" for k in ks) + " |",
         "|---|" + "---|" * len(ks),
     ]
+
+    def mean_and_range(arm: str, k: int) -> str:
+        if k not in means[arm]:
+            return "-"
+        lo, hi = ranges[arm][k]
+        n = len(rates[arm][k])
+        return f"{means[arm][k]:.1f}" + (f" ({lo:.1f}-{hi:.1f}, {n} seeds)" if n > 1 else "")
+
     for arm in arms:
-        cells = [f"{means[arm][k]:.1f}" if k in means[arm] else "-" for k in ks]
+        cells = [mean_and_range(arm, k) for k in ks]
         lines.append(f"| {ARMS[arm]} | " + " | ".join(cells) + " |")
     lines.append("| expert (lerobot-teleoperate) | " + " | ".join(fmt_rate(expert) for _ in ks) + " |")
     lines += [
@@ -601,6 +607,7 @@ def report(out: Path, args, results: list[dict], expert: dict, pretraining: dict
         "expert": expert,
         "pretraining": pretraining,
         "means": {arm: {str(k): v for k, v in m.items()} for arm, m in means.items()},
+        "ranges": {arm: {str(k): v for k, v in m.items()} for arm, m in ranges.items()},
         "cells": results,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

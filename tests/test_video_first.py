@@ -5,6 +5,8 @@ suite keeps a file on one worker)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -83,3 +85,28 @@ def test_wander_settings_are_checked():
         G1ScriptedExpertConfig(behaviour="dance")
     with pytest.raises(ValueError, match="wander_press_prob"):
         G1ScriptedExpertConfig(wander_press_prob=1.5)
+
+
+def test_report_gives_the_mean_and_range_over_seeds(tmp_path):
+    # Three seeds of one cell and one seed of another, as the headline of issue 28 item 3 reports them.
+    from benchmarks.g1_video_first import parse_args, report, score
+
+    args = parse_args(["--arms", "dit4dit_joint", "act", "--ks", "30", "--out", str(tmp_path)])
+    settings = {"batch_size": 16, "expert_episodes": 30, "episode_s": 15.0, "train_minutes": 40.0, "k": 30}
+    metrics = {"commands": 2800, "commands_outside_limits": 0, "max_command_step": 0.1}
+
+    def cell(arm: str, seed: int, presses: int) -> dict:
+        figures = score(presses / 3, {**metrics, "window_presses": presses}, 3)
+        return {**settings, "arm": arm, "seed": seed, **figures}
+
+    results = [cell("dit4dit_joint", seed, n) for seed, n in ((1002, 270), (1000, 240), (1001, 300))]
+    results.append(cell("act", 1000, 51))
+    expert = score(151.3, {**metrics, "window_presses": 454}, 3)
+    text = report(tmp_path, args, results, expert, None)
+    assert "| (a) dit4dit joint, from the base | 90.0 (80.0-100.0, 3 seeds) |" in text, text
+    assert "| (d) LeRobot ACT | 17.0 |" in text, text  # one seed: no range
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["means"]["dit4dit_joint"]["30"] == pytest.approx(90.0)
+    assert summary["ranges"]["dit4dit_joint"]["30"] == [80.0, 100.0]
+    assert [c["seed"] for c in summary["cells"]] == [1002, 1000, 1001, 1000]  # as given; the table sorts
+    assert (tmp_path / "presses_vs_demos.png").stat().st_size > 0
