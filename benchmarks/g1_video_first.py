@@ -36,7 +36,9 @@ benchmarks live outside the wheel).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -51,6 +53,7 @@ from lerobot_dit4dit.sim.g1_loop import (
     build_base,
     dit4dit_flags,
     encode_latents,
+    forked_clis,
     measure_expert,
     poisson_interval,
     presses_per_minute,
@@ -75,6 +78,9 @@ EXPERT_REPO, VIDEO_RAW_REPO, VIDEO_REPO = "local/g1_button", "local/g1_wander", 
 # The instruction of the action-free episodes: what they show (the expert's task is "press the red button").
 VIDEO_TASK = "move the right hand about the table and now and then press the red button"
 TAG = "[video-first]"
+# The study's scored cells, committed: a session on the docs' 2-core VM starts from a clean checkout and has
+# time for a few 40-minute cells, so the study advances across sessions through this folder.
+LEDGER = Path("docs/video_first_g1/cells")
 
 # The study (issue 28): k in {5, 15, 30}, M = 5 x 30 action-free episodes as long as the expert's, run 12's
 # budget (9000 steps at batch 16, the preset's one data worker) for every arm, two seeds per dit4dit cell.
@@ -94,8 +100,8 @@ DEFAULTS = {
     "rollout_minutes": 3.0,
 }
 # --smoke: every stage and every arm, as small as they run (one k below the expert episodes recorded, seconds
-# of recording, 2 training steps, 6-second rollouts, one seed, no data worker process). Its figures mean
-# nothing. Its time is nearly all process start-up: each LeRobot CLI spends 10-15 s importing on 2 cores.
+# of recording, 2 training steps, 3-second rollouts, one seed, no data worker process). Its figures mean
+# nothing. Its time is nearly all process start-up, which --cli-start=fork (its default) pays once.
 SMOKE = {
     "ks": [1],
     "steps": 2,
@@ -109,7 +115,7 @@ SMOKE = {
     "episode_s": 2.0,
     "video_episodes": 2,
     "video_episode_s": 2.0,
-    "rollout_minutes": 0.1,
+    "rollout_minutes": 0.05,
 }
 
 
@@ -163,6 +169,7 @@ class Study:
         self.pretrain_ckpt = self.pretrain_dir / "train" / "checkpoints" / "last" / "pretrained_model"
         policy = self.preset["policy"]
         self.chunk_size, self.n_action_steps = policy["chunk_size"], policy["n_action_steps"]
+        self.ledger = args.ledger
 
     # ------------------------------------------------------------------ settings
     def expert_settings(self) -> dict:
@@ -453,8 +460,36 @@ class Study:
             a.rollout_minutes * 60,
         )
         result = {**self.cell_settings(arm, k, seed), **trained, **score(rate, metrics, a.rollout_minutes)}
+        result["session"] = self.session(arm)
         (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+        if self.ledger is not None:
+            self.keep(arm, k, seed, result)
         return result
+
+    def keep(self, arm: str, k: int, seed: int, result: dict) -> None:
+        """Copy a scored cell into the ledger (with its session, from this --out's recordings, if it has
+        none). Written whole, then renamed: a session that ends mid-write leaves no half cell behind."""
+        result = {**result, "session": result.get("session") or self.session(arm)}
+        self.ledger.mkdir(parents=True, exist_ok=True)
+        tmp = self.ledger_file(arm, k, seed).with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(self.ledger_file(arm, k, seed))
+
+    def session(self, arm: str) -> dict:
+        """Where a scored cell comes from: the date, the machine, the expert's rate measured beside its
+        recordings, and the recordings' digests."""
+        recordings = {"expert_data": dataset_digest(self.expert_data)}
+        if arm == "dit4dit_video_joint":
+            recordings["video_data"] = dataset_digest(self.video_data)
+        return {
+            "date": date.today().isoformat(),
+            "machine": {"cpu": cpu_name(), "cores": os.cpu_count()},
+            "expert": json.loads((self.out / "expert.json").read_text()),
+            "recordings": recordings,
+        }
+
+    def ledger_file(self, arm: str, k: int, seed: int) -> Path:
+        return self.ledger / f"{arm}_k{k}_seed{seed}.json"
 
 
 def pretraining_cost(stamp: Path) -> dict:
@@ -482,6 +517,17 @@ def flatten(settings: dict, prefix: str = "") -> dict:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def dataset_digest(root: Path) -> str:
+    """sha256 of a recorded LeRobot dataset's frames and videos (its parquet and mp4 files), the first 16 hex
+    digits: which recording a cell trained on. The simulator runs in real time, so two recordings with the
+    same settings differ; cells carried over from another session (`--ledger`) can be told apart by it."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".parquet", ".mp4")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def score(rate: float, metrics: dict, minutes: float) -> dict:
@@ -562,6 +608,23 @@ def report(out: Path, args, results: list[dict], expert: dict, pretraining: dict
         + f", batch {results[0]['batch_size']}; {results[0]['expert_episodes']} expert episodes of "
         f"{results[0]['episode_s']} s recorded at {args.fps} fps, the first k of them per cell.",
     ]
+    sessions: dict[str, tuple[dict, list[str]]] = {}
+    for r in results:
+        if r.get("session"):
+            digest = r["session"]["recordings"]["expert_data"]
+            name = f"{r['arm']} k={r['k']} seed {r['seed']}"
+            sessions.setdefault(digest, (r["session"], []))[1].append(name)
+    if sessions:
+        # The simulator runs in real time: each session's recordings differ, and so may its expert's rate.
+        lines.append(
+            f"Demonstrations from {len(sessions)} recording session(s) (same settings; digest of the frames, "
+            "date, the expert's rate measured there, cells): "
+            + "; ".join(
+                f"{digest} ({sess['date']}, expert {fmt_rate(sess['expert'])}): {', '.join(names)}"
+                for digest, (sess, names) in sessions.items()
+            )
+            + "."
+        )
     if pretraining:
         lines.append(
             f"Video pretraining of (c), once for every k and seed: {pretraining['episodes']} action-free "
@@ -612,6 +675,50 @@ def report(out: Path, args, results: list[dict], expert: dict, pretraining: dict
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return text
+
+
+def run_pending(study: Study, args, cells: list[tuple[str, int, int]], finished: dict) -> dict | None:
+    """Record, pretrain, train and roll out what the unfinished cells need; adds each scored cell to
+    `finished`. Returns the video pretraining's cost when (c) had cells to run, else None."""
+    pending_arms = {arm for arm, k, seed in cells if (arm, k, seed) not in finished}
+    pretraining = None
+    study.record_all(video="dit4dit_video_joint" in pending_arms)
+    if pending_arms - {"act"}:
+        build_base(study.base)
+        study.latents("expert")
+    if "dit4dit_video_joint" in pending_arms:
+        pretraining = study.pretrain()
+        log(
+            f"pretraining cost (once, apart from the cells): {pretraining['minutes']:.1f} min "
+            f"({pretraining['steps']} steps on {pretraining['episodes']} action-free episodes, "
+            f"{pretraining['latent_cache_minutes']:.1f} min of it the latent cache)"
+        )
+    expert = json.loads((args.out / "expert.json").read_text())
+    log(f"expert: {fmt_rate(expert)} presses/min")
+    for k in sorted(args.ks):
+        todo = [(arm, kk, seed) for arm, kk, seed in cells if kk == k and (arm, kk, seed) not in finished]
+        trained = {}
+        for arm, _, seed in todo:
+            i = cells.index((arm, k, seed)) + 1
+            log(f"{i}/{len(cells)} k={k} {arm} seed {seed}: training {steps_for(args, k)} steps")
+            trained[(arm, seed)] = study.train_cell(arm, k, seed)
+            log(f"{i}/{len(cells)}   trained in {trained[(arm, seed)]['train_minutes']:.1f} min")
+        if not todo:
+            continue
+        # One simulator session rolls out every cell of this k: the simulator runs in real time and
+        # would take CPU from the training runs.
+        with bridge(study.size, args.variant, seed=args.scene_seed, log=study.logs / f"bridge_k{k}.log"):
+            scene = SceneClient()
+            for arm, _, seed in todo:
+                i = cells.index((arm, k, seed)) + 1
+                result = study.roll_out(scene, arm, k, seed, trained[(arm, seed)])
+                finished[(arm, k, seed)] = result
+                log(
+                    f"{i}/{len(cells)} k={k} {arm} seed {seed}: {fmt_rate(result)} presses/min "
+                    f"(expert {expert['presses_per_minute']:.1f})"
+                )
+            scene.close()
+    return pretraining
 
 
 def parse_args(argv: list[str] | None):
@@ -689,12 +796,32 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--image-size", type=int, default=None, help="default: the preset's resolution")
     parser.add_argument("--variant", choices=["capsules", "meshes"], default="capsules")
     parser.add_argument(
+        "--ledger",
+        default=None,
+        help="folder of scored cells kept across sessions and machines (one JSON file per cell): a cell "
+        "found there is not run again, and every newly scored cell is copied there; 'none' for no ledger "
+        f"(study: {LEDGER}, committed; --smoke: none)",
+    )
+    parser.add_argument(
+        "--cli-start",
+        choices=["exec", "fork"],
+        default=None,
+        help="start each LeRobot CLI as a new process (exec), or fork it from one process that imported "
+        "LeRobot once (fork: the same entry points and argv, seconds less per run; "
+        "lerobot_dit4dit.sim.cli_launcher). Not a setting of any cell (study: exec; --smoke: fork)",
+    )
+    parser.add_argument(
         "--latent-cache",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="dit4dit: train on latents encoded once (as dit4dit-g1-loop; the cost counts in the minutes)",
     )
     args = parser.parse_args(argv)
+    if args.ledger is None:
+        args.ledger = None if args.smoke else LEDGER
+    args.ledger = None if str(args.ledger).lower() == "none" else Path(args.ledger).resolve()
+    if args.cli_start is None:
+        args.cli_start = "fork" if args.smoke else "exec"
     for key, value in (SMOKE if args.smoke else DEFAULTS).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -736,53 +863,30 @@ def main(argv: list[str] | None = None) -> None:
     # Refuse a changed setting before anything is recorded or trained again.
     finished = {}
     for arm, k, seed in cells:
-        result_file = study.cell_dir(arm, k, seed) / "result.json"
-        if result_file.exists():
-            result = json.loads(result_file.read_text())
-            check_reused(flatten(result), flatten(study.cell_settings(arm, k, seed)), result_file)
-            finished[(arm, k, seed)] = result
+        # This run's own cell first, else the ledger's (a cell scored in an earlier session).
+        candidates = [study.cell_dir(arm, k, seed) / "result.json"]
+        if study.ledger is not None:
+            candidates.append(study.ledger_file(arm, k, seed))
+        for result_file in candidates:
+            if result_file.exists():
+                result = json.loads(result_file.read_text())
+                check_reused(flatten(result), flatten(study.cell_settings(arm, k, seed)), result_file)
+                finished[(arm, k, seed)] = result
+                break
+    if study.ledger is not None:
+        # A cell scored in this --out but missing from the ledger (an earlier run without one) goes there too.
+        for (arm, k, seed), result in finished.items():
+            if not study.ledger_file(arm, k, seed).exists():
+                study.keep(arm, k, seed, result)
     # Only what an unfinished cell needs runs: a finished study is only reported again.
     pending = [cell for cell in cells if cell not in finished]
-    pending_arms = {arm for arm, _, _ in pending}
     pretraining = None
     if pending and not args.report_only:
         start = time.perf_counter()
-        study.record_all(video="dit4dit_video_joint" in pending_arms)
-        if pending_arms - {"act"}:
-            build_base(study.base)
-            study.latents("expert")
-        if "dit4dit_video_joint" in pending_arms:
-            pretraining = study.pretrain()
-            log(
-                f"pretraining cost (once, apart from the cells): {pretraining['minutes']:.1f} min "
-                f"({pretraining['steps']} steps on {pretraining['episodes']} action-free episodes, "
-                f"{pretraining['latent_cache_minutes']:.1f} min of it the latent cache)"
-            )
-        expert = json.loads((args.out / "expert.json").read_text())
-        log(f"expert: {fmt_rate(expert)} presses/min")
-        for k in sorted(args.ks):
-            todo = [(arm, kk, seed) for arm, kk, seed in cells if kk == k and (arm, kk, seed) not in finished]
-            trained = {}
-            for arm, _, seed in todo:
-                i = cells.index((arm, k, seed)) + 1
-                log(f"{i}/{len(cells)} k={k} {arm} seed {seed}: training {steps_for(args, k)} steps")
-                trained[(arm, seed)] = study.train_cell(arm, k, seed)
-                log(f"{i}/{len(cells)}   trained in {trained[(arm, seed)]['train_minutes']:.1f} min")
-            if not todo:
-                continue
-            # One simulator session rolls out every cell of this k: the simulator runs in real time and
-            # would take CPU from the training runs.
-            with bridge(study.size, args.variant, seed=args.scene_seed, log=study.logs / f"bridge_k{k}.log"):
-                scene = SceneClient()
-                for arm, _, seed in todo:
-                    i = cells.index((arm, k, seed)) + 1
-                    result = study.roll_out(scene, arm, k, seed, trained[(arm, seed)])
-                    finished[(arm, k, seed)] = result
-                    log(
-                        f"{i}/{len(cells)} k={k} {arm} seed {seed}: {fmt_rate(result)} presses/min "
-                        f"(expert {expert['presses_per_minute']:.1f})"
-                    )
-                scene.close()
+        with contextlib.ExitStack() as stack:
+            if args.cli_start == "fork":
+                stack.enter_context(forked_clis(study.logs / "cli_launcher.log"))
+            pretraining = run_pending(study, args, cells, finished)
         log(f"done in {(time.perf_counter() - start) / 60:.1f} min")
     stamp = study.pretrain_dir / "pretrain.json"
     if pretraining is None and "dit4dit_video_joint" in args.arms and stamp.exists():

@@ -110,3 +110,89 @@ def test_report_gives_the_mean_and_range_over_seeds(tmp_path):
     assert summary["ranges"]["dit4dit_joint"]["30"] == [80.0, 100.0]
     assert [c["seed"] for c in summary["cells"]] == [1002, 1000, 1001, 1000]  # as given; the table sorts
     assert (tmp_path / "presses_vs_demos.png").stat().st_size > 0
+
+
+# The launcher that forks LeRobot's CLIs from one process (lerobot_dit4dit.sim.cli_launcher, --cli-start=fork,
+# the smoke's default): a run must see its own argv, environment and threads, its output must reach its log,
+# and a failure or a hang must come back to the caller as it does from a new process.
+PROBE = """
+import json, os, sys, time
+import torch
+offline = os.environ.get("HF_HUB_OFFLINE")
+print(json.dumps({"argv": sys.argv[1:], "threads": torch.get_num_threads(), "offline": offline}))
+if "--sleep" in sys.argv:
+    time.sleep(60)
+sys.exit(3 if "--fail" in sys.argv else 0)
+"""
+
+
+def test_forked_cli_runs_like_a_new_process(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from lerobot_dit4dit.sim import g1_loop
+
+    (tmp_path / "dit4dit_probe.py").write_text(PROBE)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    probe = [sys.executable, "-m", "dit4dit_probe"]
+
+    def ran(log_name: str) -> dict:
+        return json.loads((tmp_path / log_name).read_text().splitlines()[0])
+
+    g1_loop.run_cli([*probe, "a", "b=1"], tmp_path / "exec.log", threads=1)
+    with g1_loop.forked_clis(tmp_path / "launcher.log") as launcher:
+        g1_loop.run_cli([*probe, "a", "b=1"], tmp_path / "fork.log", threads=1)
+        assert ran("fork.log") == ran("exec.log") == {"argv": ["a", "b=1"], "threads": 1, "offline": "1"}
+        with pytest.raises(RuntimeError, match=r"failed \(exit 3\)[\s\S]*--fail"):
+            g1_loop.run_cli([*probe, "--fail"], tmp_path / "fail.log")
+        with pytest.raises(subprocess.TimeoutExpired):
+            g1_loop.run_cli([*probe, "--sleep"], tmp_path / "sleep.log", timeout_s=2)
+        # A LeRobot console script: lerobot-train refusing a key that does not exist, by name, as it does
+        # in a new process.
+        bad = ["lerobot-train", "--policy.type=dit4dit", "--dataset.repo_id=x", "--policy.no_such_key=1"]
+        with pytest.raises(RuntimeError, match="no_such_key"):
+            g1_loop.run_cli(bad, tmp_path / "train.log")
+        with pytest.raises(RuntimeError, match="already active"), g1_loop.forked_clis(tmp_path / "again.log"):
+            pass
+        helper = launcher.proc
+    assert helper.poll() is not None  # the launcher exits with the block
+    assert g1_loop._launcher is None
+
+
+def test_ledger_carries_cells_across_sessions(tmp_path):
+    # Two sessions of the study: the first scored seed 1000 in its --out, the second finds seed 1001 in the
+    # ledger only (its --out is new). The ledger gets the first session's cell; the report has both, and says
+    # they come from two recording sessions; a ledger cell made with other settings is refused by name.
+    from benchmarks.g1_video_first import Study, main, parse_args, score
+
+    out, ledger = tmp_path / "out", tmp_path / "ledger"
+    argv = ["--arms", "dit4dit_joint", "--ks", "30", "--seeds", "1000", "1001", "--out", str(out)]
+    argv += ["--ledger", str(ledger)]
+    study = Study(parse_args(argv))
+    metrics = {"commands": 2800, "commands_outside_limits": 0, "max_command_step": 0.1}
+    expert = score(151.3, {**metrics, "window_presses": 454}, 3)
+
+    def cell(seed: int, presses: int, digest: str) -> dict:
+        session = {"date": "2026-12-07", "expert": expert, "recordings": {"expert_data": digest}}
+        figures = score(presses / 3, {**metrics, "window_presses": presses}, 3)
+        return {**study.cell_settings("dit4dit_joint", 30, seed), "train_minutes": 41.0, **figures,
+                "session": session}  # fmt: skip
+
+    first = out / "cells" / "dit4dit_joint_k30_seed1000"
+    first.mkdir(parents=True)
+    (first / "result.json").write_text(json.dumps(cell(1000, 284, "a" * 16)))
+    (out / "expert.json").write_text(json.dumps(expert))
+    ledger.mkdir()
+    (ledger / "dit4dit_joint_k30_seed1001.json").write_text(json.dumps(cell(1001, 291, "b" * 16)))
+
+    main([*argv, "--report-only"])
+    assert json.loads((ledger / "dit4dit_joint_k30_seed1000.json").read_text())["presses"] == 284
+    table = (out / "results.md").read_text()
+    assert "| (a) dit4dit joint, from the base | 95.8 (94.7-97.0, 2 seeds) |" in table, table
+    assert "from 2 recording session(s)" in table and "a" * 16 in table and "b" * 16 in table, table
+
+    changed = {**cell(1001, 291, "b" * 16), "steps": 3000}
+    (ledger / "dit4dit_joint_k30_seed1001.json").write_text(json.dumps(changed))
+    with pytest.raises(SystemExit, match="was made with steps=3000, but this invocation asks for steps=9000"):
+        main([*argv, "--report-only"])

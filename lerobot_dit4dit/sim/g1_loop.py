@@ -22,8 +22,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 from ..recipes import preset_path
+from .cli_launcher import Launcher, forkable
 from .scene_client import SceneClient
 
 PRESET = preset_path("unitree_g1_sim")
@@ -86,26 +88,51 @@ def bridge(image_size: int, variant: str = "capsules", seed: int = 0, log: Path 
         out.close()
 
 
+# What every CLI run gets in its environment: no Hub, no wandb.
+CLI_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
+_launcher: Launcher | None = None
+
+
+@contextlib.contextmanager
+def forked_clis(log: Path):
+    """Within the block, `run_cli` forks each LeRobot CLI from one process that imported them once
+    (`cli_launcher.Launcher`) instead of starting a new interpreter that imports them again."""
+    global _launcher
+    if _launcher is not None:
+        raise RuntimeError("forked_clis() is already active")
+    # The launcher imports with the runs' environment: huggingface_hub reads HF_HUB_OFFLINE at import.
+    with mock.patch.dict(os.environ, CLI_ENV), Launcher(log) as launcher:
+        _launcher = launcher
+        try:
+            yield launcher
+        finally:
+            _launcher = None
+
+
 def run_cli(cmd: list[str], log: Path, timeout_s: float | None = None, threads: int | None = None) -> float:
     """Run a LeRobot CLI with its output in `log`; returns the wall time; raises with the log's tail.
 
     `lerobot-*` names resolve next to this interpreter first, so a virtual environment need not be active.
-    `threads` pins the CLI's torch/OpenMP threads (OMP_NUM_THREADS)."""
+    `threads` pins the CLI's torch/OpenMP threads (OMP_NUM_THREADS). Inside `forked_clis()` the run is forked
+    from the launcher when it can be (a console script or `python -m`), else started as a new process."""
     log.parent.mkdir(parents=True, exist_ok=True)
     script = Path(sys.executable).parent / cmd[0]
     if cmd[0].startswith("lerobot-") and script.exists():
         cmd = [str(script), *cmd[1:]]
     start = time.perf_counter()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
-    if threads is not None:
-        env["OMP_NUM_THREADS"] = str(threads)
-    with open(log, "w") as f:
-        proc = subprocess.run(
-            cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, timeout=timeout_s
-        )
-    if proc.returncode:
+    if _launcher is not None and forkable(cmd):
+        returncode = _launcher.run(cmd, log, env=CLI_ENV, threads=threads, timeout_s=timeout_s)
+    else:
+        env = {**os.environ, **CLI_ENV}
+        if threads is not None:
+            env["OMP_NUM_THREADS"] = str(threads)
+        with open(log, "w") as f:
+            returncode = subprocess.run(
+                cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, timeout=timeout_s
+            ).returncode
+    if returncode:
         tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-20:])
-        raise RuntimeError(f"{' '.join(cmd[:2])} failed (exit {proc.returncode}); {log}:\n{tail}")
+        raise RuntimeError(f"{' '.join(cmd[:2])} failed (exit {returncode}); {log}:\n{tail}")
     return time.perf_counter() - start
 
 
