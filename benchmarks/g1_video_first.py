@@ -80,7 +80,7 @@ VIDEO_TASK = "move the right hand about the table and now and then press the red
 TAG = "[video-first]"
 # The study's scored cells, committed: a session on the docs' 2-core VM starts from a clean checkout and has
 # time for a few 40-minute cells, so the study advances across sessions through this folder.
-LEDGER = Path("docs/video_first_g1/cells")
+LEDGER = Path(__file__).resolve().parents[1] / "docs" / "video_first_g1" / "cells"
 
 # The study (issue 28): k in {5, 15, 30}, M = 5 x 30 action-free episodes as long as the expert's, run 12's
 # budget (9000 steps at batch 16, the preset's one data worker) for every arm, two seeds per dit4dit cell.
@@ -93,9 +93,9 @@ DEFAULTS = {
     "seeds": [1000, 1001],
     "act_seeds": [1000],
     "pretrain_seed": 1000,
-    "expert_episodes": None,  # the largest k
+    "expert_episodes": None,  # the largest k of the study (30), or of --ks if larger
     "episode_s": 15.0,
-    "video_episodes": None,  # 5 x the largest k
+    "video_episodes": None,  # 5 x that
     "video_episode_s": 15.0,
     "rollout_minutes": 3.0,
 }
@@ -737,9 +737,9 @@ def parse_args(argv: list[str] | None):
         study = {
             "batch_size": "the preset's",
             "num_workers": "the preset's",
-            "expert_episodes": "the largest k",
+            "expert_episodes": "30, or the largest k if larger",
         }
-        study["video_episodes"] = "5 x the largest k"
+        study["video_episodes"] = "5 x the expert episodes' default"
         return f"{what} (study: {study.get(key, DEFAULTS[key])}; --smoke: {SMOKE[key]})"
 
     parser.add_argument("--ks", nargs="+", type=int, default=None, help=both("ks", "demonstration counts k"))
@@ -800,7 +800,7 @@ def parse_args(argv: list[str] | None):
         default=None,
         help="folder of scored cells kept across sessions and machines (one JSON file per cell): a cell "
         "found there is not run again, and every newly scored cell is copied there; 'none' for no ledger "
-        f"(study: {LEDGER}, committed; --smoke: none)",
+        "(study: docs/video_first_g1/cells, committed; --smoke: none)",
     )
     parser.add_argument(
         "--cli-start",
@@ -833,10 +833,13 @@ def parse_args(argv: list[str] | None):
         overrides[int(k)] = int(steps)
     args.steps_for = overrides
     largest = max(args.ks)
+    # Recordings are sized by the design's largest k, not by the --ks of this invocation: a run of some k
+    # only (one session's share of the study) records what the whole study does, so its cells match.
+    design = max(largest, max((SMOKE if args.smoke else DEFAULTS)["ks"]))
     if args.expert_episodes is None:
-        args.expert_episodes = largest
+        args.expert_episodes = design
     if args.video_episodes is None:
-        args.video_episodes = 5 * largest
+        args.video_episodes = 5 * design
     if args.expert_episodes < largest:
         parser.error(f"--expert-episodes {args.expert_episodes} is fewer than the largest k ({largest})")
     if not args.smoke and args.video_episodes < 5 * largest:
