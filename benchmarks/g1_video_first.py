@@ -569,9 +569,10 @@ def report(out: Path, args, results: list[dict], expert: dict, pretraining: dict
     ranges = {arm: {k: [min(v), max(v)] for k, v in per_k.items()} for arm, per_k in rates.items()}
     steps = {k: steps_for(args, k) for k in ks}
     lines = [
-        f"Measured {date.today().isoformat()} on {cpu_name()}, {os.cpu_count()} CPU cores. Presses per "
-        f"minute in a {args.rollout_minutes}-minute lerobot-rollout from the start pose (scene seed "
-        f"{args.scene_seed}; dit4dit RTC, ACT sync): the mean over training seeds and, with more than one "
+        f"Report of {date.today().isoformat()} on {cpu_name()}, {os.cpu_count()} CPU cores (each cell's own "
+        "date and machine: its `session`, listed below the tables). Presses per minute in a "
+        f"{args.rollout_minutes}-minute lerobot-rollout from the start pose (scene seed {args.scene_seed}; "
+        "dit4dit RTC, ACT sync): the mean over training seeds and, with more than one "
         "seed, their range; 95% intervals are the exact Poisson interval of each rollout's press count.",
         "",
         "| arm | " + " | ".join(f"k = {k}" for k in ks) + " |",
@@ -615,12 +616,14 @@ def report(out: Path, args, results: list[dict], expert: dict, pretraining: dict
             name = f"{r['arm']} k={r['k']} seed {r['seed']}"
             sessions.setdefault(digest, (r["session"], []))[1].append(name)
     if sessions:
-        # The simulator runs in real time: each session's recordings differ, and so may its expert's rate.
+        # The simulator runs in real time: each session's recordings differ, and so may its expert's rate;
+        # the rollouts' inference latency depends on the machine's CPU.
         lines.append(
             f"Demonstrations from {len(sessions)} recording session(s) (same settings; digest of the frames, "
-            "date, the expert's rate measured there, cells): "
+            "date, machine, the expert's rate measured there, cells): "
             + "; ".join(
-                f"{digest} ({sess['date']}, expert {fmt_rate(sess['expert'])}): {', '.join(names)}"
+                f"{digest} ({sess['date']}, {sess.get('machine', {}).get('cpu', '?')}, expert "
+                f"{fmt_rate(sess['expert'])}): {', '.join(names)}"
                 for digest, (sess, names) in sessions.items()
             )
             + "."
