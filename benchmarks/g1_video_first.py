@@ -468,14 +468,16 @@ class Study:
             self.keep(arm, k, seed, result)
         return result
 
-    def keep(self, arm: str, k: int, seed: int, result: dict) -> None:
+    def keep(self, arm: str, k: int, seed: int, result: dict) -> dict:
         """Copy a scored cell into the ledger (with its session, from this --out's recordings, if it has
-        none). Written whole, then renamed: a session that ends mid-write leaves no half cell behind."""
+        none) and return what was kept. Written whole, then renamed: a session that ends mid-write leaves no
+        half cell behind."""
         result = {**result, "session": result.get("session") or self.session(arm)}
         self.ledger.mkdir(parents=True, exist_ok=True)
         tmp = self.ledger_file(arm, k, seed).with_suffix(".tmp")
         tmp.write_text(json.dumps(result, indent=2) + "\n")
         tmp.replace(self.ledger_file(arm, k, seed))
+        return result
 
     def session(self, arm: str) -> dict:
         """Where a scored cell comes from: the date, the machine, the expert's rate measured beside its
@@ -525,8 +527,11 @@ def dataset_digest(root: Path) -> str:
     """sha256 of a recorded LeRobot dataset's frames and videos (its parquet and mp4 files), the first 16 hex
     digits: which recording a cell trained on. The simulator runs in real time, so two recordings with the
     same settings differ; cells carried over from another session (`--ledger`) can be told apart by it."""
+    files = sorted(p for p in root.rglob("*") if p.suffix in (".parquet", ".mp4"))
+    if not files:
+        raise FileNotFoundError(f"no recorded frames (parquet, mp4) under {root}")
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.suffix in (".parquet", ".mp4")):
+    for path in files:
         digest.update(str(path.relative_to(root)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
@@ -885,7 +890,7 @@ def main(argv: list[str] | None = None) -> None:
         # A cell scored in this --out but missing from the ledger (an earlier run without one) goes there too.
         for (arm, k, seed), result in finished.items():
             if not study.ledger_file(arm, k, seed).exists():
-                study.keep(arm, k, seed, result)
+                finished[(arm, k, seed)] = study.keep(arm, k, seed, result)
     # Only what an unfinished cell needs runs: a finished study is only reported again.
     pending = [cell for cell in cells if cell not in finished]
     pretraining = None

@@ -164,7 +164,7 @@ def test_ledger_carries_cells_across_sessions(tmp_path):
     # Two sessions of the study: the first scored seed 1000 in its --out, the second finds seed 1001 in the
     # ledger only (its --out is new). The ledger gets the first session's cell; the report has both, and says
     # they come from two recording sessions; a ledger cell made with other settings is refused by name.
-    from benchmarks.g1_video_first import Study, main, parse_args, score
+    from benchmarks.g1_video_first import Study, dataset_digest, main, parse_args, score
 
     out, ledger = tmp_path / "out", tmp_path / "ledger"
     argv = ["--arms", "dit4dit_joint", "--ks", "30", "--seeds", "1000", "1001", "--out", str(out)]
@@ -179,18 +179,28 @@ def test_ledger_carries_cells_across_sessions(tmp_path):
         return {**study.cell_settings("dit4dit_joint", 30, seed), "train_minutes": 41.0, **figures,
                 "session": session}  # fmt: skip
 
+    # The first session's cell predates sessions: the ledger copy gets one from that --out's recordings.
     first = out / "cells" / "dit4dit_joint_k30_seed1000"
     first.mkdir(parents=True)
-    (first / "result.json").write_text(json.dumps(cell(1000, 284, "a" * 16)))
+    (first / "result.json").write_text(json.dumps({**cell(1000, 284, ""), "session": None}))
+    frames = out / "data" / "expert" / "data" / "chunk-000" / "file-000.parquet"
+    frames.parent.mkdir(parents=True)
+    frames.write_bytes(b"frames of the first session")
+    digest = dataset_digest(out / "data" / "expert")
     (out / "expert.json").write_text(json.dumps(expert))
     ledger.mkdir()
     (ledger / "dit4dit_joint_k30_seed1001.json").write_text(json.dumps(cell(1001, 291, "b" * 16)))
 
     main([*argv, "--report-only"])
-    assert json.loads((ledger / "dit4dit_joint_k30_seed1000.json").read_text())["presses"] == 284
+    kept = json.loads((ledger / "dit4dit_joint_k30_seed1000.json").read_text())
+    assert kept["presses"] == 284 and kept["session"]["recordings"] == {"expert_data": digest}, kept
     table = (out / "results.md").read_text()
     assert "| (a) dit4dit joint, from the base | 95.8 (94.7-97.0, 2 seeds) |" in table, table
-    assert "from 2 recording session(s)" in table and "a" * 16 in table and "b" * 16 in table, table
+    assert "from 2 recording session(s)" in table and digest in table and "b" * 16 in table, table
+    frames.write_bytes(b"other frames")
+    assert dataset_digest(out / "data" / "expert") != digest
+    with pytest.raises(FileNotFoundError, match="no recorded frames"):
+        dataset_digest(tmp_path / "empty")
 
     changed = {**cell(1001, 291, "b" * 16), "steps": 3000}
     (ledger / "dit4dit_joint_k30_seed1001.json").write_text(json.dumps(changed))
