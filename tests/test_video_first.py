@@ -118,8 +118,8 @@ def test_report_gives_the_mean_and_range_over_seeds(tmp_path):
 PROBE = """
 import json, os, sys, time
 import torch
-offline = os.environ.get("HF_HUB_OFFLINE")
-print(json.dumps({"argv": sys.argv[1:], "threads": torch.get_num_threads(), "offline": offline}))
+env = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "DIT4DIT_PROBE")}
+print(json.dumps({"argv": sys.argv[1:], "threads": torch.get_num_threads(), "env": env}))
 if "--sleep" in sys.argv:
     time.sleep(60)
 sys.exit(3 if "--fail" in sys.argv else 0)
@@ -140,10 +140,15 @@ def test_forked_cli_runs_like_a_new_process(tmp_path, monkeypatch):
     def ran(log_name: str) -> dict:
         return json.loads((tmp_path / log_name).read_text().splitlines()[0])
 
+    monkeypatch.setenv("DIT4DIT_PROBE", "now")
     g1_loop.run_cli([*probe, "a", "b=1"], tmp_path / "exec.log", threads=1)
+    monkeypatch.setenv("DIT4DIT_PROBE", "when the launcher started")
     with g1_loop.forked_clis(tmp_path / "launcher.log") as launcher:
+        monkeypatch.setenv("DIT4DIT_PROBE", "now")  # a run sees the caller's environment of its own start
         g1_loop.run_cli([*probe, "a", "b=1"], tmp_path / "fork.log", threads=1)
-        assert ran("fork.log") == ran("exec.log") == {"argv": ["a", "b=1"], "threads": 1, "offline": "1"}
+        env = {"HF_HUB_OFFLINE": "1", "DIT4DIT_PROBE": "now"}
+        expected = {"argv": ["a", "b=1"], "threads": 1, "env": env}
+        assert ran("fork.log") == ran("exec.log") == expected
         with pytest.raises(RuntimeError, match=r"failed \(exit 3\)[\s\S]*--fail"):
             g1_loop.run_cli([*probe, "--fail"], tmp_path / "fail.log")
         with pytest.raises(subprocess.TimeoutExpired):

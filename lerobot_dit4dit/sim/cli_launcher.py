@@ -84,8 +84,9 @@ class Launcher:
         threads: int | None = None,
         timeout_s: float | None = None,
     ) -> int:
-        """Run `cmd` in a child forked from the helper; its stdout and stderr go to `log`. Returns its exit
-        status; raises `subprocess.TimeoutExpired` (after killing it) past `timeout_s`."""
+        """Run `cmd` in a child forked from the helper; its stdout and stderr go to `log`; `env`, when given,
+        is its whole environment. Returns its exit status; raises `subprocess.TimeoutExpired` (after killing
+        it) past `timeout_s`."""
         self._wait_ready()
         request = {"cmd": cmd, "log": str(log), "env": env or {}, "threads": threads, "timeout_s": timeout_s}
         self.proc.stdin.write(json.dumps(request) + "\n")
@@ -141,7 +142,10 @@ def _child(request: dict) -> None:
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.close(null)
-        os.environ.update(request["env"])
+        if request["env"]:
+            # The caller's environment now, as a new process would get it (the helper's is from its start).
+            os.environ.clear()
+            os.environ.update(request["env"])
         if request["threads"] is not None:
             # What OMP_NUM_THREADS does for a new process; torch read it when the helper imported it.
             import torch

@@ -121,7 +121,8 @@ def run_cli(cmd: list[str], log: Path, timeout_s: float | None = None, threads: 
         cmd = [str(script), *cmd[1:]]
     start = time.perf_counter()
     if _launcher is not None and forkable(cmd):
-        returncode = _launcher.run(cmd, log, env=CLI_ENV, threads=threads, timeout_s=timeout_s)
+        env = {**os.environ, **CLI_ENV}
+        returncode = _launcher.run(cmd, log, env=env, threads=threads, timeout_s=timeout_s)
     else:
         env = {**os.environ, **CLI_ENV}
         if threads is not None:
