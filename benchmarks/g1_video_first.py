@@ -876,10 +876,10 @@ def main(argv: list[str] | None = None) -> None:
     # Refuse a changed setting before anything is recorded or trained again.
     finished = {}
     for arm, k, seed in cells:
-        # This run's own cell first, else the ledger's (a cell scored in an earlier session).
+        # The ledger's copy first (it carries the cell's session), else this run's own.
         candidates = [study.cell_dir(arm, k, seed) / "result.json"]
         if study.ledger is not None:
-            candidates.append(study.ledger_file(arm, k, seed))
+            candidates.insert(0, study.ledger_file(arm, k, seed))
         for result_file in candidates:
             if result_file.exists():
                 result = json.loads(result_file.read_text())
