@@ -2,7 +2,7 @@
 
 A short `lerobot-train`, `lerobot-record` or `lerobot-rollout` run spends most of its time importing LeRobot,
 torch and this plugin, again in every process. `Launcher` starts one helper process (`python -m
-lerobot_dit4dit.sim.cli_launcher`) that imports the CLIs' modules once and then forks a child for every
+lerobot_dit4dit.scripts.cli_launcher`) that imports the CLIs' modules once and then forks a child for every
 run, which calls the same console-script entry point (`lerobot.scripts.lerobot_train:main`, ...) with the same
 argv, output going to the run's log. What is not shared is only the interpreter start and the imports.
 
@@ -17,15 +17,10 @@ install fork handlers: the situation of every forked DataLoader worker.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
-import warnings
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -40,6 +35,7 @@ PRELOAD = (
     "lerobot_dit4dit.latent_cache",
 )
 READY = "READY"
+HELPER = "lerobot_dit4dit.scripts.cli_launcher"  # the helper: a command line of its own
 
 
 def forkable(cmd: list[str]) -> bool:
@@ -58,7 +54,7 @@ class Launcher:
         log.parent.mkdir(parents=True, exist_ok=True)
         self._stderr = open(log, "w")  # noqa: SIM115 (closed in close())
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", __name__, *preload],
+            [sys.executable, "-m", HELPER, *preload],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -114,94 +110,3 @@ class Launcher:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-# ------------------------------------------------------------------------------------------- the helper side
-def _entry(cmd: list[str]):
-    """(argv for the run, the function that runs it)."""
-    if cmd[0] == sys.executable and cmd[1] == "-m":
-        import runpy
-
-        module = cmd[2]
-        return [module, *cmd[3:]], lambda: runpy.run_module(module, run_name="__main__", alter_sys=True)
-    name = Path(cmd[0]).name
-    (script,) = entry_points(group="console_scripts", name=name)
-    return [cmd[0], *cmd[1:]], lambda: sys.exit(script.load()())
-
-
-def _child(request: dict) -> None:
-    """In the forked child: the run's output to its log, its argv and environment, then the entry point.
-    Never returns."""
-    status = 1
-    try:
-        os.setpgid(0, 0)  # its own process group, so a timeout kills what it started too
-        fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.close(null)
-        if request["env"]:
-            # The caller's environment now, as a new process would get it (the helper's is from its start).
-            os.environ.clear()
-            os.environ.update(request["env"])
-        if request["threads"] is not None:
-            # What OMP_NUM_THREADS does for a new process; torch read it when the helper imported it.
-            import torch
-
-            torch.set_num_threads(request["threads"])
-        sys.argv, run = _entry(request["cmd"])
-        run()
-        status = 0
-    except SystemExit as e:
-        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        if not isinstance(e.code, int | None):
-            print(e.code, file=sys.stderr)
-    except BaseException:
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(status)
-
-
-def _wait(pid: int, timeout_s: float | None) -> tuple[int, bool]:
-    """(exit status, timed out) of the child `pid`, killing its process group past `timeout_s`."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while True:
-        done, status = os.waitpid(pid, 0 if deadline is None else os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status), False
-        if time.monotonic() > deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return -signal.SIGKILL, True
-        time.sleep(0.05)
-
-
-def main() -> None:
-    # Python warns at every fork of a process with more than one OS thread; here they are the native pools
-    # of the module docstring, safe to fork as DataLoader workers are.
-    warnings.filterwarnings("ignore", message=r".*is multi-threaded, use of fork\(\) may lead to deadlocks")
-    for module in sys.argv[1:]:
-        importlib.import_module(module)
-    out = sys.stdout
-    print(READY, file=out, flush=True)
-    for line in sys.stdin:
-        request = json.loads(line)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            _child(request)
-        returncode, timed_out = _wait(pid, request["timeout_s"])
-        print(json.dumps({"returncode": returncode, "timed_out": timed_out}), file=out, flush=True)
-
-
-if __name__ == "__main__":
-    main()
