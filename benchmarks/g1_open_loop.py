@@ -14,6 +14,12 @@ video DiT: on N recorded frames it fits ridge regressions (3/4 of the frames, be
 other 1/4) from the pixels, the VAE latent of the frame, and the current-frame tokens of the block-
 `extract_layer` features to the centroid of the red pixels (the button), and prints the held-out error in
 pixels and R^2.
+
+`--video-loss N` (dit4dit only) asks how well the video DiT predicts the recorded future: its video flow-
+matching loss on N recorded clips, with the same flow times and noise for every checkpoint (seeded from
+`--seed` and the clip's place in the draw), so two checkpoints' figures compare clip for clip. With
+`--episodes` the frames come from those episodes only, e.g. the demonstrations a k-demonstration cell did not
+train on.
 """
 
 from __future__ import annotations
@@ -50,7 +56,12 @@ def _chunk(policy, pre, post, obs: dict) -> np.ndarray:
 
 
 def open_loop(
-    policy_path: Path, data: Path, frames: int = 60, seed: int = 0, repo_id: str = "local/g1_button"
+    policy_path: Path,
+    data: Path,
+    frames: int = 60,
+    seed: int = 0,
+    repo_id: str = "local/g1_button",
+    episodes: list[int] | None = None,
 ) -> dict:
     """Mean and first-steps errors of the policy, image-swapped policy and hold baseline (see module doc)."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
@@ -61,6 +72,7 @@ def open_loop(
     ds = LeRobotDataset(
         repo_id,
         root=data,
+        episodes=episodes,
         video_backend="pyav",
         delta_timestamps={"action": [i / meta_fps for i in range(horizon)]},
     )
@@ -98,6 +110,64 @@ def open_loop(
         "seed": seed,
         "chunk_mae_rad": {k: float(np.mean(v)) for k, v in errors.items()},
         "first_2_max_joint_error_median_rad": {k: float(np.median(v)) for k, v in first.items()},
+    }
+
+
+def video_fit(
+    policy_path: Path,
+    data: Path,
+    clips: int = 60,
+    seed: int = 0,
+    repo_id: str = "local/g1_button",
+    episodes: list[int] | None = None,
+) -> dict:
+    """Video flow-matching loss of a dit4dit checkpoint on recorded clips (see module doc).
+
+    The loss is the policy's own (`DiT4DiTPolicy.forward` with `training_mode=video`), on clips the VAE
+    encodes here (no latent cache), each with its explicit `ForwardNoise` from a generator seeded by
+    (seed, clip).
+    """
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    policy, pre, _ = load_policy(policy_path)
+    cfg = policy.config
+    if cfg.type != "dit4dit":
+        raise ValueError(f"--video-loss reads dit4dit's video loss; {policy_path} is a {cfg.type}.")
+    # Only the video loss, from frames decoded here: the cache the checkpoint trained on may not cover `data`.
+    cfg.training_mode, cfg.latent_cache = "video", None
+    fps = LeRobotDataset(repo_id, root=data, video_backend="pyav").meta.fps
+    offsets = [i / fps for i in cfg.video_frame_indices]
+    ds = LeRobotDataset(
+        repo_id,
+        root=data,
+        episodes=episodes,
+        video_backend="pyav",
+        delta_timestamps=dict.fromkeys(cfg.cameras, offsets),
+    )
+    rng = np.random.default_rng(seed)
+    losses, drawn_from = [], []
+    with torch.no_grad():
+        for n, i in enumerate(rng.choice(len(ds), size=min(clips, len(ds)), replace=False)):
+            item = ds[int(i)]
+            drawn_from.append(int(item["episode_index"]))
+            # Batched by hand: the pipeline's batch step would read a clip (T, C, H, W) as T images.
+            obs = {k: v[None] for k, v in item.items() if k.startswith("observation.")}
+            obs["task"] = [item["task"]]
+            noise = policy.draw_noise(1, torch.Generator().manual_seed(seed * 1_000_003 + n))
+            _, info = policy.forward(pre(obs), noise=noise)
+            losses.append(info["video_loss"])
+            if (n + 1) % 10 == 0:
+                print(f"[video fit] {n + 1}/{min(clips, len(ds))} clips", flush=True)
+    losses = np.array(losses)
+    return {
+        "clips": len(losses),
+        "seed": seed,
+        "video_loss_mean": float(losses.mean()),
+        # Standard error of the mean over clips: the draws are the same for every checkpoint, so two
+        # checkpoints' means differ by more than this only where their fit does.
+        "video_loss_sem": float(losses.std(ddof=1) / np.sqrt(len(losses))) if len(losses) > 1 else None,
+        "per_clip": losses.tolist(),
+        "episodes": sorted(set(drawn_from)),
     }
 
 
@@ -178,23 +248,43 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--policy", type=Path, required=True, help="a pretrained_model folder")
     parser.add_argument("--data", type=Path, required=True, help="the LeRobot dataset root it was trained on")
     parser.add_argument("--repo-id", default="local/g1_button")
-    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--frames", type=int, default=60, help="frames of the open-loop fit (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument(
         "--probe", type=int, default=0, help="frames for the button-position probes (0: none)"
+    )
+    parser.add_argument(
+        "--episodes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="draw frames from these episodes only (default: all)",
+    )
+    parser.add_argument(
+        "--video-loss", type=int, default=0, help="clips for the video-loss fit (dit4dit only; 0: none)"
     )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"[open loop] torch threads: {torch.get_num_threads()}", flush=True)
-    result = open_loop(args.policy, args.data, args.frames, args.seed, args.repo_id)
-    head = f"{result['frames']} frames, seed {args.seed}"
-    print(f"| {head} | chunk error (rad) | first 2 actions, median max (rad) |")
-    print("|---|---|---|")
-    for k, v in result["chunk_mae_rad"].items():
-        print(f"| {k} | {v:.4f} | {result['first_2_max_joint_error_median_rad'][k]:.3f} |")
+    result = {}
+    if args.frames:
+        result = open_loop(args.policy, args.data, args.frames, args.seed, args.repo_id, args.episodes)
+        head = f"{result['frames']} frames, seed {args.seed}"
+        print(f"| {head} | chunk error (rad) | first 2 actions, median max (rad) |")
+        print("|---|---|---|")
+        for k, v in result["chunk_mae_rad"].items():
+            print(f"| {k} | {v:.4f} | {result['first_2_max_joint_error_median_rad'][k]:.3f} |")
+    if args.video_loss:
+        result["video_fit"] = fit = video_fit(
+            args.policy, args.data, args.video_loss, args.seed, args.repo_id, args.episodes
+        )
+        print(
+            f"video loss on {fit['clips']} clips, seed {args.seed}: {fit['video_loss_mean']:.4f} "
+            f"(standard error {fit['video_loss_sem']:.4f})"
+        )
     if args.probe:
         result["button_probe"] = probe = button_probe(
             args.policy, args.data, args.probe, args.seed, args.repo_id

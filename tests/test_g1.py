@@ -443,8 +443,8 @@ def check_commands(scene: dict) -> None:
 
 def test_g1_record_train_rollout(g1_trained, tmp_path):
     """The offline loop through LeRobot's CLIs: the recording and training of `g1_trained` -> the open-loop
-    diagnostic -> lerobot-rollout sync (recording) and RTC."""
-    from benchmarks.g1_open_loop import button_probe, open_loop
+    diagnostic and video fit -> lerobot-rollout sync (recording) and RTC."""
+    from benchmarks.g1_open_loop import button_probe, open_loop, video_fit
     from lerobot_dit4dit.sim.g1_loop import TASK, bridge, robot_flags
     from lerobot_dit4dit.sim.scene_client import SceneClient
 
@@ -458,6 +458,12 @@ def test_g1_record_train_rollout(g1_trained, tmp_path):
     for table in (fit["chunk_mae_rad"], fit["first_2_max_joint_error_median_rad"]):
         assert set(table) == {"policy", "image swapped", "hold"}
         assert all(np.isfinite(v) and v >= 0 for v in table.values()), fit
+    # The video fit replays the same draws: a second call gives the same losses, another seed other ones,
+    # and the clips come from the episodes asked for.
+    fits = [video_fit(ckpt, data, clips=2, seed=s, repo_id="local/g1_ci", episodes=[1]) for s in (0, 0, 1)]
+    assert fits[0]["episodes"] == [1] and fits[0]["clips"] == 2, fits[0]
+    assert fits[0]["per_clip"] == fits[1]["per_clip"] != fits[2]["per_clip"], fits
+    assert all(np.isfinite(f["video_loss_mean"]) and f["video_loss_mean"] > 0 for f in fits), fits
     probe = button_probe(ckpt, data, frames=12, repo_id="local/g1_ci")
     assert probe["frames"] >= 4, probe  # frames where the red button is in view
     assert set(probe["probes"]) == {"pixels", "VAE latent", "features, current-frame tokens"}
