@@ -46,6 +46,21 @@ def load_policy(path: Path, device: str = "cpu"):
     return policy, pre, post
 
 
+def recorded(repo_id: str, data: Path, episodes: list[int] | None = None, offsets: dict | None = None):
+    """The recorded LeRobotDataset at `data`, restricted to `episodes` (None: all), with each key of
+    `offsets` loaded at those frame offsets (converted to timestamps at the recording's fps)."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+
+    fps = LeRobotDatasetMetadata(repo_id, root=data).fps
+    return LeRobotDataset(
+        repo_id,
+        root=data,
+        episodes=episodes,
+        video_backend="pyav",
+        delta_timestamps={k: [i / fps for i in v] for k, v in (offsets or {}).items()} or None,
+    )
+
+
 def _chunk(policy, pre, post, obs: dict) -> np.ndarray:
     """(H, A) unnormalised action chunk the policy predicts for one unbatched observation."""
     policy.reset()
@@ -64,18 +79,9 @@ def open_loop(
     episodes: list[int] | None = None,
 ) -> dict:
     """Mean and first-steps errors of the policy, image-swapped policy and hold baseline (see module doc)."""
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
     policy, pre, post = load_policy(policy_path)
     horizon = policy.config.chunk_size
-    meta_fps = LeRobotDataset(repo_id, root=data, video_backend="pyav").meta.fps
-    ds = LeRobotDataset(
-        repo_id,
-        root=data,
-        episodes=episodes,
-        video_backend="pyav",
-        delta_timestamps={"action": [i / meta_fps for i in range(horizon)]},
-    )
+    ds = recorded(repo_id, data, episodes, {"action": range(horizon)})
     state_names = ds.meta.features["observation.state"]["names"]
     action_names = ds.meta.features["action"]["names"]
     # Hold baseline: each action joint stays at its measured position (`.pos` names on both sides).
@@ -127,23 +133,13 @@ def video_fit(
     encodes here (no latent cache), each with its explicit `ForwardNoise` from a generator seeded by
     (seed, clip).
     """
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
     policy, pre, _ = load_policy(policy_path)
     cfg = policy.config
     if cfg.type != "dit4dit":
         raise ValueError(f"--video-loss reads dit4dit's video loss; {policy_path} is a {cfg.type}.")
     # Only the video loss, from frames decoded here: the cache the checkpoint trained on may not cover `data`.
     cfg.training_mode, cfg.latent_cache = "video", None
-    fps = LeRobotDataset(repo_id, root=data, video_backend="pyav").meta.fps
-    offsets = [i / fps for i in cfg.video_frame_indices]
-    ds = LeRobotDataset(
-        repo_id,
-        root=data,
-        episodes=episodes,
-        video_backend="pyav",
-        delta_timestamps=dict.fromkeys(cfg.cameras, offsets),
-    )
+    ds = recorded(repo_id, data, episodes, dict.fromkeys(cfg.cameras, cfg.video_frame_indices))
     rng = np.random.default_rng(seed)
     losses, drawn_from = [], []
     with torch.no_grad():
@@ -203,16 +199,21 @@ def _ridge_probe(x: np.ndarray, y: np.ndarray, penalties=(1.0, 10.0, 100.0, 1000
     return best
 
 
-def button_probe(policy_path: Path, data: Path, frames: int = 600, seed: int = 0, repo_id="local/g1_button"):
+def button_probe(
+    policy_path: Path,
+    data: Path,
+    frames: int = 600,
+    seed: int = 0,
+    repo_id: str = "local/g1_button",
+    episodes: list[int] | None = None,
+):
     """Linear probes of the button's image centroid (x, y) from pixels, VAE latent and features."""
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
     policy, pre, _ = load_policy(policy_path)
     if policy.config.type != "dit4dit":
         raise ValueError(
             f"--probe reads dit4dit's VAE latents and features; {policy_path} is a {policy.config.type}."
         )
-    ds = LeRobotDataset(repo_id, root=data, video_backend="pyav")
+    ds = recorded(repo_id, data, episodes)
     (camera,) = policy.config.cameras[:1]
     rng = np.random.default_rng(seed)
     inputs = {"pixels": [], "VAE latent": [], "features, current-frame tokens": []}
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         nargs="+",
         default=None,
-        help="draw frames from these episodes only (default: all)",
+        help="draw every fit's and probe's frames from these episodes only (default: all)",
     )
     parser.add_argument(
         "--video-loss", type=int, default=0, help="clips for the video-loss fit (dit4dit only; 0: none)"
@@ -281,13 +282,12 @@ def main(argv: list[str] | None = None) -> None:
         result["video_fit"] = fit = video_fit(
             args.policy, args.data, args.video_loss, args.seed, args.repo_id, args.episodes
         )
-        print(
-            f"video loss on {fit['clips']} clips, seed {args.seed}: {fit['video_loss_mean']:.4f} "
-            f"(standard error {fit['video_loss_sem']:.4f})"
-        )
+        sem = fit["video_loss_sem"]  # None for a single clip
+        spread = f" (standard error {sem:.4f})" if sem is not None else ""
+        print(f"video loss on {fit['clips']} clips, seed {args.seed}: {fit['video_loss_mean']:.4f}{spread}")
     if args.probe:
         result["button_probe"] = probe = button_probe(
-            args.policy, args.data, args.probe, args.seed, args.repo_id
+            args.policy, args.data, args.probe, args.seed, args.repo_id, args.episodes
         )
         print(
             f"| button centroid from ({probe['frames']} frames; "
