@@ -299,6 +299,7 @@ def load_checkpoint(model, model_file: str):
         )
         if video_pretrained:
             state_dict = _fresh_action_head(model, state_dict, model_file)
+            _fresh_processors_after_video_pretraining(model.config)
         elif new_embodiment:
             state_dict = _reinit_embodiment_layers(model, state_dict, new_embodiment)
         load_trained_state_dict(model, state_dict, source=model_file)
@@ -324,6 +325,39 @@ def _fresh_action_head(model, state_dict: dict[str, Tensor], model_file: str) ->
         sum(v.numel() for v in own.values()) / 1e6,
     )
     return {**kept, **own}
+
+
+def _fresh_processors_after_video_pretraining(config) -> None:
+    """A video-pretrained checkpoint's processors know no state or action: its input check has no dims and its
+    normaliser no statistics for them. When lerobot-train loads them for a fine-tune, it hands the new
+    dataset's raw statistics to that normaliser, which skips `min_normalization_range` (a joint that barely
+    moves then has its jitter stretched over [-1, 1], and a rollout state a little off it lands far outside).
+    So, as for `reinit_embodiment_layers`, `pretrained_path` is cleared and lerobot-train builds the
+    processors from this config and the dataset's statistics, as for a new policy.
+
+    One exception: LeRobot's `--rename_map` reaches only processors loaded from a checkpoint. When a camera of
+    the checkpoint is not a feature of the fine-tuning dataset (a rename is in play, or LeRobot's own feature
+    check refuses the run next), the checkpoint's processors are kept and the floor is skipped, with a
+    warning when one is set."""
+    names = getattr(config, "_dataset_feature_names", None)
+    if names is None:  # not a lerobot-train fine-tune (no dataset features were given): nothing to build
+        return
+    renamed = [camera for camera in config.image_features if camera not in names]
+    if not renamed:
+        logger.info(
+            "DiT4DiT: fine-tuning a video-pretrained checkpoint: the processors are built from this config "
+            "and the fine-tuning dataset's statistics, not loaded from the checkpoint."
+        )
+        config.pretrained_path = None
+    elif config.min_normalization_range > 0:
+        logger.warning(
+            "DiT4DiT: cameras %s of the video-pretrained checkpoint are not features of the fine-tuning "
+            "dataset, so its processors are loaded for LeRobot's --rename_map; lerobot-train then gives "
+            "their normaliser the dataset's raw statistics and min_normalization_range=%s is not applied. "
+            "To keep it, fine-tune on a dataset that names its cameras as the checkpoint does.",
+            renamed,
+            config.min_normalization_range,
+        )
 
 
 # Parts of the action head that read or write the embodiment's state and action vectors.

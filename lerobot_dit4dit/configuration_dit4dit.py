@@ -95,8 +95,9 @@ class DiT4DiTConfig(PreTrainedConfig):
     # at least half of it. A dimension that barely moves in the data (a held joint) otherwise has its
     # measurement jitter stretched over the whole [-1, 1] range: noise that dominates the action loss and
     # that the policy can fit as if it were signal. 0 keeps the dataset's statistics as they are. Applied
-    # where the processors are built from dataset statistics (a new policy); when lerobot-train fine-tunes a
-    # `--policy.path`, it hands the dataset's raw statistics to the loaded normaliser, which skips it.
+    # where the processors are built from dataset statistics: a new policy, and the fine-tune of a video-
+    # pretrained or re-initialised checkpoint (which gets fresh processors). When lerobot-train fine-tunes any
+    # other `--policy.path`, it hands the dataset's raw statistics to the loaded normaliser, which skips it.
     min_normalization_range: float = 0.0
     # Relative actions, through LeRobot's own RelativeActionsProcessorStep (as pi0 and GR00T use it): the
     # model predicts action - current state for every action dim whose name contains none of
@@ -400,7 +401,11 @@ class DiT4DiTConfig(PreTrainedConfig):
     def set_dataset_feature_metadata(self, features: dict) -> None:
         """Called by LeRobot's `make_policy` with the training dataset's features. A checkpoint pretrained on
         action-free recordings (`training_mode=video`) has no state among its input features; fine-tuning it
-        with actions takes the state from the new dataset (the action comes from it already)."""
+        with actions takes the state from the new dataset (the action comes from it already).
+
+        The dataset's feature names are kept (not saved) for `checkpointing.load_checkpoint`, which decides
+        from them whether such a fine-tune can build its processors afresh."""
+        self._dataset_feature_names = frozenset(features)
         if self.training_mode == "video" or self.robot_state_feature is not None:
             return
         from lerobot.utils.feature_utils import dataset_to_policy_features

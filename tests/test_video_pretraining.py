@@ -16,6 +16,8 @@ from utils import ACTION_DIM, BIN, IMG, inference_batch, offline_env, run, tiny_
 from lerobot_dit4dit import DiT4DiTPolicy
 
 REPO, VIDEO_REPO = "local/dit4dit_reach", "local/dit4dit_reach_video"
+# min_normalization_range of the fine-tune: wider than any state or action dim of the reach dataset moves.
+FLOOR = 50.0
 
 
 def flags(root, repo_id: str) -> list[str]:
@@ -83,6 +85,7 @@ def test_finetune_starts_from_the_pretrained_video_dit(pretrained, tiny_base, re
             f"--policy.path={ckpt}",
             "--policy.training_mode=joint",
             "--policy.push_to_hub=false",
+            f"--policy.min_normalization_range={FLOOR}",
             *flags(reach_dataset, REPO),
             "--steps=2",
             "--save_freq=2",
@@ -92,8 +95,20 @@ def test_finetune_starts_from_the_pretrained_video_dit(pretrained, tiny_base, re
     log = proc.stdout + proc.stderr
     assert "was trained with training_mode=video. From it: the video DiT" in log
     assert "observation.state (4,) taken from the fine-tuning dataset" in log
+    assert "the processors are built from this config and the fine-tuning dataset's statistics" in log
     assert "action_loss" in log and "video_loss" in log
-    tuned = DiT4DiTPolicy.from_pretrained(out / "checkpoints" / "000002" / "pretrained_model")
+    model = out / "checkpoints" / "000002" / "pretrained_model"
+    # The processors were built for the new dataset, not loaded from the video checkpoint (whose normaliser
+    # knows no state or action): every state and action dim is normalised over at least the floor, and the
+    # input check knows their sizes.
+    stats = load_file(next(model.glob("policy_preprocessor_step_*_normalizer_processor.safetensors")))
+    for key in ("observation.state", "action"):
+        span = stats[f"{key}.max"] - stats[f"{key}.min"]
+        assert torch.all(span >= FLOOR - 1e-4), (key, span)  # float32 centre +- FLOOR / 2
+    steps = json.loads((model / "policy_preprocessor.json").read_text())["steps"]
+    check = next(s["config"] for s in steps if s["registry_name"] == "dit4dit_input_check_processor")
+    assert (check["state_dim"], check["action_dim"]) == (4, ACTION_DIM)
+    tuned = DiT4DiTPolicy.from_pretrained(model)
     action = tuned.select_action(inference_batch())
     assert action.shape == (2, 4) and torch.isfinite(action).all()
 
