@@ -329,6 +329,26 @@ def test_g1_action_watchdog_ends_the_control_loop(fake_bridge):
         robot.disconnect()
 
 
+def test_g1_action_watchdog_works_where_sigint_was_ignored(fake_bridge):
+    """A process started in the background by a shell inherits SIGINT ignored: connecting with an action
+    timeout gives SIGINT back its Python handler, so the watchdog still ends the control loop."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        robot = connected_robot(action_timeout_s=0.3)
+        try:
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            robot.send_action({})
+            with pytest.raises(KeyboardInterrupt):
+                time.sleep(5)
+            assert robot.action_timed_out
+        finally:
+            robot.disconnect()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_g1_config_errors():
     with pytest.raises(ValueError, match="mode="):
         UnitreeG1Dit4ditConfig(mode="legs")

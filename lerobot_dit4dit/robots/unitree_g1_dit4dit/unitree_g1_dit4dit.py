@@ -202,6 +202,7 @@ class UnitreeG1Dit4dit(UnitreeG1):
         )
         self._last_action_time, self.action_timed_out = None, False
         if self.config.action_timeout_s is not None:
+            _let_sigint_interrupt()
             threading.Thread(target=self._watch_actions, daemon=True, name="action watchdog").start()
         logger.info("%s connected to %s (mode=%s)", self, self.config.robot_ip, self.config.mode)
 
@@ -361,3 +362,18 @@ class UnitreeG1Dit4dit(UnitreeG1):
             "unitree_g1_dit4dit does not move to a default pose on its own; send targets with send_action "
             "(capped at max_step_rad per command)."
         )
+
+
+def _let_sigint_interrupt() -> None:
+    """Give SIGINT back its Python handler where the process ignores it, so the action watchdog can end the
+    control loop. A shell starts a background job (`lerobot-rollout ... &` in a script) with SIGINT ignored,
+    and Python keeps an inherited SIG_IGN: the watchdog's SIGINT would then be dropped and the loop would run
+    on, holding the last command, forever. A handler someone installed on purpose is left as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal.signal works only there; LeRobot's CLIs connect from the main thread
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        logger.warning(
+            "unitree_g1_dit4dit: SIGINT was ignored in this process (started in the background by a shell?); "
+            "restoring Python's handler so that the action watchdog can stop the control loop."
+        )
+        signal.signal(signal.SIGINT, signal.default_int_handler)
