@@ -906,8 +906,15 @@ def main(argv: list[str] | None = None) -> None:
         pretraining = pretraining_cost(stamp)
     if not finished:
         raise SystemExit(f"No finished cells under {args.out / 'cells'}")
-    expert = json.loads((args.out / "expert.json").read_text())
     results = [finished[c] for c in cells if c in finished]
+    expert_file = args.out / "expert.json"
+    if expert_file.exists():
+        expert = json.loads(expert_file.read_text())
+    else:  # a report from the ledger alone (a clean checkout): the expert measured beside the first cell
+        sessions = [r["session"]["expert"] for r in results if "session" in r]
+        if not sessions:
+            raise SystemExit(f"No {expert_file}, and no cell carries the expert's rate of its session")
+        expert = sessions[0]
     print(report(args.out, args, results, expert, pretraining), flush=True)
     missing = [c for c in cells if c not in finished]
     if missing:

@@ -202,6 +202,10 @@ def test_ledger_carries_cells_across_sessions(tmp_path):
     table = (out / "results.md").read_text()
     assert "| (a) dit4dit joint, from the base | 95.8 (94.7-97.0, 2 seeds) |" in table, table
     assert "from 2 recording session(s)" in table and digest in table and "b" * 16 in table, table
+    # A clean checkout: the report from the ledger alone, with the expert measured beside its cells.
+    fresh = tmp_path / "fresh"
+    main([*argv[:-4], "--out", str(fresh), "--ledger", str(ledger), "--report-only"])
+    assert "| expert (lerobot-teleoperate) | 151.3 (" in (fresh / "results.md").read_text()
     frames.write_bytes(b"other frames")
     assert dataset_digest(out / "data" / "expert") != digest
     with pytest.raises(FileNotFoundError, match="no recorded frames"):
